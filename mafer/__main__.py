@@ -1,0 +1,5 @@
+import sys
+
+from mafer.cli import main
+
+sys.exit(main())

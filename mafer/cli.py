@@ -1,0 +1,67 @@
+"""The `mafer` command line.
+
+Each command lives in its own module, which defines ``add_arguments(parser)`` and
+``run(args) -> int | None``. Modules are imported only when their command runs, so
+``mafer --help`` stays fast and a broken optional dependency cannot break other commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from mafer import __version__
+from mafer.errors import MaferError
+
+# name -> (module, one-line help). Order is the order shown in `mafer --help`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("mafer.synth", "generate synthetic faces in the real datasets' on-disk formats"),
+    "data": ("mafer.datasets.cli", "inspect a dataset: counts per split and class, channel mean"),
+    "pretrain": ("mafer.train.pretrain", "step 1: base, CR or CR-Simplified training (VGGFace2 or AffWild2)"),
+    "finetune": ("mafer.train.finetune", "step 2: fine-tune on FER2013, RAF-DB or Oulu-CASIA"),
+    "evaluate": ("mafer.evaluate", "accuracy, F1 and confusion matrices at several test resolutions"),
+    "aggregate": ("mafer.aggregate", "k-fold means and the results table across models and datasets"),
+    "embed": ("mafer.embed", "deep features of a dataset and their t-SNE / UMAP projections"),
+    "predict": ("mafer.predict", "expression probabilities for face images"),
+    "reproduce": ("mafer.reproduce", "run the paper's experiment graph (Snakemake + papermill)"),
+}
+
+
+def _build_parser(selected: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mafer",
+        description="MAFER companion: multi-resolution facial expression recognition, reproducibly.",
+    )
+    parser.add_argument("--version", action="version", version=f"mafer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == selected:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `mafer` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = _build_parser(selected)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        rc = importlib.import_module(COMMANDS[args.command][0]).run(args)
+    except MaferError as exc:
+        print(f"mafer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mafer {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
