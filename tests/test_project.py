@@ -1,0 +1,68 @@
+"""Project-level promises: the environment files agree, and every CLI command has help."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mafer.cli import COMMANDS, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _normalise(requirement: str) -> str:
+    return re.sub(r"\s+", "", requirement).lower()
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    expected = {_normalise(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    listed = {_normalise(r) for r in pip_section if not r.startswith("-e")}
+    assert listed == expected, f"only in environment.yml: {listed - expected}; only in pyproject: {expected - listed}"
+    assert "-e ." in pip_section, "environment.yml must install the project itself"
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
+    assert project["requires-python"].lstrip(">=") in python, (python, project["requires-python"])
+
+
+def test_jupyter_book_stays_on_the_offline_1x_series():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(_normalise(d) == "jupyter-book>=1.0,<2" for d in deps)
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_module_has_its_entry_points_and_help(name, capsys):
+    module = importlib.import_module(COMMANDS[name][0])
+    assert callable(module.add_arguments) and callable(module.run)
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0
+    assert f"mafer {name}" in capsys.readouterr().out
+
+
+def test_console_script_runs_without_command():
+    out = subprocess.run([sys.executable, "-m", "mafer"], capture_output=True, text=True, check=True).stdout
+    assert "synth" in out and "reproduce" in out
+
+
+def test_unknown_command_is_rejected():
+    proc = subprocess.run([sys.executable, "-m", "mafer", "no-such-command"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "invalid choice" in proc.stderr
