@@ -1,0 +1,198 @@
+"""The paper's figures: confusion matrices, t-SNE / UMAP panels and accuracy against resolution.
+
+Every function draws with matplotlib's Agg backend (no display needed), uses colour-blind-safe
+colours (seaborn's "colorblind" palette for categories, viridis for matrices), writes
+``<path>.png`` and ``<path>.svg`` and returns the Figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from mafer.errors import MaferError  # noqa: E402
+from mafer.metrics import fold_average  # noqa: E402
+
+METHOD_TITLES = {"tsne": "t-SNE", "umap": "UMAP"}
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> tuple[Path, Path]:
+    """Write ``<path>.png`` and ``<path>.svg`` (a ``.png``/``.svg`` suffix on ``path`` is dropped)."""
+    path = Path(path)
+    if path.suffix.lower() in (".png", ".svg"):
+        path = path.with_suffix("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    png, svg = path.with_name(path.name + ".png"), path.with_name(path.name + ".svg")
+    fig.savefig(png, dpi=dpi, bbox_inches="tight")
+    fig.savefig(svg, bbox_inches="tight")
+    return png, svg
+
+
+def _grid(n_panels: int, n_rows: int = 1, panel_size: float = 4.0) -> tuple[Figure, np.ndarray]:
+    n_cols = -(-n_panels // n_rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_size * n_cols, panel_size * n_rows),
+                             squeeze=False)
+    return fig, axes
+
+
+def plot_confusion_matrices(matrices: Mapping[str, Any], class_names: Sequence[str],
+                            path: str | Path, *, title: str | None = None) -> Figure:
+    """Row-normalised confusion matrices, one panel per model, side by side.
+
+    ``matrices`` maps a model name to a count matrix ``[C, C]`` (rows = true class) or to a
+    stack ``[folds, C, C]``; a stack is fold-averaged by row-normalising each fold's matrix and
+    averaging them (every fold weighs the same, as in the paper's 10-fold figures).
+    """
+    if not matrices:
+        raise MaferError("plot_confusion_matrices needs at least one model's matrix")
+    n_classes = len(class_names)
+    fig, axes = _grid(len(matrices), panel_size=0.6 * n_classes + 2.2)
+    for ax, (model, matrix) in zip(axes.flat, matrices.items()):
+        normalised = fold_average(matrix)
+        if normalised.shape != (n_classes, n_classes):
+            raise MaferError(f"confusion matrix of {model!r} is {normalised.shape[0]}x{normalised.shape[1]} "
+                             f"but {n_classes} class names were given")
+        sns.heatmap(normalised * 100, ax=ax, vmin=0, vmax=100, cmap="viridis", square=True,
+                    annot=True, fmt=".0f", cbar=False, annot_kws={"fontsize": 8},
+                    xticklabels=class_names, yticklabels=class_names)
+        ax.set_title(model)
+        ax.set_xlabel("Predicted expression")
+        ax.set_ylabel("True expression")
+        ax.tick_params(axis="x", labelrotation=45)
+        ax.tick_params(axis="y", labelrotation=0)
+    if title:
+        fig.suptitle(f"{title} (row-normalised, %)")
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def _embedding_panels(embeddings: Mapping[str, Any], methods: Sequence[str]):
+    """``[(method, model, points, labels)]`` from tuples or npz-like mappings."""
+    panels = []
+    for model, value in embeddings.items():
+        if isinstance(value, tuple):
+            points, labels = value
+            panels.append((None, model, points, labels))
+            continue
+        found = [m for m in methods if m in value]
+        if not found:
+            raise MaferError(f"embedding of {model!r} has none of the projections {', '.join(methods)}; "
+                             f"it has {', '.join(value.keys())}")
+        panels.extend((m, model, value[m], value["labels"]) for m in found)
+    return panels
+
+
+def plot_embeddings(embeddings: Mapping[str, Any], class_names: Sequence[str], path: str | Path, *,
+                    methods: Sequence[str] = ("tsne", "umap"), title: str | None = None) -> Figure:
+    """2-D projections of deep features, one panel per model (and per method), coloured by expression.
+
+    ``embeddings`` maps a model name to ``(points [N, 2], labels [N])`` or to a mapping such as
+    the npz ``mafer embed`` writes (keys ``labels`` and one ``[N, 2]`` array per method); with
+    mappings, each method in ``methods`` gets a row of panels.
+    """
+    panels = _embedding_panels(embeddings, methods)
+    if not panels:
+        raise MaferError("plot_embeddings needs at least one model's projection")
+    row_methods = list(dict.fromkeys(method for method, *_ in panels))
+    models = list(dict.fromkeys(model for _, model, *_ in panels))
+    fig, axes = plt.subplots(len(row_methods), len(models), squeeze=False,
+                             figsize=(4.0 * len(models), 4.0 * len(row_methods)))
+    palette = sns.color_palette("colorblind", len(class_names))
+    for method, model, points, labels in panels:
+        ax = axes[row_methods.index(method), models.index(model)]
+        points, labels = np.asarray(points), np.asarray(labels)
+        if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(labels):
+            raise MaferError(f"projection of {model!r} must be [N, 2] with N labels, "
+                             f"got {points.shape} and {labels.shape}")
+        for c, name in enumerate(class_names):
+            chosen = labels == c
+            ax.scatter(points[chosen, 0], points[chosen, 1], s=8, alpha=0.8, color=palette[c],
+                       label=name, linewidths=0)
+        method_name = METHOD_TITLES.get(method, method)
+        ax.set_title(f"{model} — {method_name}" if method_name else model)
+        ax.set_xlabel(f"{method_name or 'dimension'} 1")
+        ax.set_ylabel(f"{method_name or 'dimension'} 2")
+    for ax in axes.flat:
+        if not ax.collections:
+            ax.set_visible(False)
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), title="Expression",
+               markerscale=2)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def _resolution_order(keys) -> list[str]:
+    """Numeric resolutions ascending, then ``native`` (the full-size image) last."""
+    keys = [str(k) for k in keys]
+    numeric = sorted((k for k in keys if k.isdigit()), key=int)
+    return numeric + [k for k in keys if not k.isdigit()]
+
+
+def _curve(result: Mapping[str, Any], metric: str, model: str):
+    """x labels, values and error bars ``[2, n]`` (below, above) from evaluate or aggregate output."""
+    try:
+        per_resolution = result["resolutions"]
+    except (KeyError, TypeError):
+        raise MaferError(f"results of {model!r} have no 'resolutions' (expected mafer evaluate "
+                         f"or mafer aggregate output)") from None
+    order = _resolution_order(per_resolution)
+    values, below, above = [], [], []
+    for key in order:
+        entry = per_resolution[key]
+        value = entry[metric]
+        if isinstance(value, Mapping):  # aggregate: mean and std over folds
+            std = value.get("std") or 0.0
+            values.append(value["mean"])
+            below.append(std)
+            above.append(std)
+        else:
+            values.append(value)
+            lo, hi = entry.get("accuracy_ci", (value, value)) if metric == "accuracy" else (value, value)
+            below.append(value - lo)
+            above.append(hi - value)
+    return order, np.array(values), np.array([below, above])
+
+
+def plot_accuracy_vs_resolution(results: Mapping[str, Mapping[str, Any]], path: str | Path, *,
+                                metric: str = "accuracy", title: str | None = None) -> Figure:
+    """Accuracy (or another metric) against test resolution, several models on one axis.
+
+    ``results`` maps a model name to ``mafer evaluate`` output (error bars = its bootstrap 95 %
+    interval) or to an ``aggregate`` group (error bars = standard deviation over folds).
+    Resolutions are ordered 8, 16, ... with ``native`` last.
+    """
+    if not results:
+        raise MaferError("plot_accuracy_vs_resolution needs at least one model's results")
+    curves = {model: _curve(result, metric, model) for model, result in results.items()}
+    order = _resolution_order(dict.fromkeys(k for keys, *_ in curves.values() for k in keys))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    palette = sns.color_palette("colorblind", len(curves))
+    for i, (model, (keys, values, errors)) in enumerate(curves.items()):
+        x = [order.index(k) for k in keys]
+        ax.errorbar(x, values * 100, yerr=errors * 100, label=model, color=palette[i],
+                    marker=_MARKERS[i % len(_MARKERS)], capsize=3, linewidth=1.5)
+    ax.set_xticks(range(len(order)), [k if k == "native" else f"{k} px" for k in order])
+    ax.set_xlabel("Test resolution (shorter side)")
+    ax.set_ylabel(f"{metric.replace('_', ' ').capitalize()} (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(title="Model")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig

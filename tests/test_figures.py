@@ -1,0 +1,89 @@
+import xml.etree.ElementTree as ET
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from mafer.errors import MaferError
+from mafer.figures import plot_accuracy_vs_resolution, plot_confusion_matrices, plot_embeddings
+
+CLASSES = ["Surprise", "Happiness", "Sadness"]
+
+
+def assert_written(base):
+    png, svg = base.with_name(base.name + ".png"), base.with_name(base.name + ".svg")
+    assert png.stat().st_size > 10_000
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    root = ET.parse(svg).getroot()
+    assert root.tag.endswith("svg")
+    return svg.read_text()
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_confusion_matrices_side_by_side_with_fold_average(tmp_path):
+    folds = np.array([[[4, 0, 0], [1, 3, 0], [0, 2, 2]], [[2, 0, 0], [0, 2, 0], [0, 0, 0]]])
+    fig = plot_confusion_matrices({"base": folds[0], "CR": folds}, CLASSES, tmp_path / "cm", title="Oulu-CASIA")
+    svg = assert_written(tmp_path / "cm")
+    assert [ax.get_title() for ax in fig.axes] == ["base", "CR"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == CLASSES
+    assert fig.axes[0].get_ylabel() == "True expression"
+    assert "Happiness" in svg
+    # fold average of row-normalised matrices: CR's class 0 row is (100 + 100) / 2, class 2 row (0.5 + 0) / 2
+    texts = [t.get_text() for t in fig.axes[1].texts]
+    assert texts[0] == "100" and texts[8] == "25"
+
+
+def test_confusion_matrix_size_must_match_class_names(tmp_path):
+    with pytest.raises(MaferError, match="2x2 but 3 class names"):
+        plot_confusion_matrices({"base": np.eye(2)}, CLASSES, tmp_path / "cm")
+
+
+def test_embedding_panels_one_per_model_and_method(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 60)
+    npz_like = {"tsne": rng.normal(size=(60, 2)), "umap": rng.normal(size=(60, 2)), "labels": labels}
+    fig = plot_embeddings({"base": npz_like, "CR": npz_like}, CLASSES, tmp_path / "emb.png")
+    assert_written(tmp_path / "emb")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["base — t-SNE", "CR — t-SNE", "base — UMAP", "CR — UMAP"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == CLASSES
+
+    fig = plot_embeddings({"CR": (npz_like["tsne"], labels)}, CLASSES, tmp_path / "single")
+    assert [ax.get_title() for ax in fig.axes] == ["CR"]
+
+
+def test_embedding_without_requested_projection(tmp_path):
+    with pytest.raises(MaferError, match="none of the projections umap"):
+        plot_embeddings({"CR": {"tsne": np.zeros((3, 2)), "labels": np.zeros(3)}}, CLASSES,
+                        tmp_path / "e", methods=("umap",))
+
+
+def test_accuracy_vs_resolution_from_evaluate_and_aggregate_outputs(tmp_path):
+    evaluated = {"resolutions": {
+        "native": {"accuracy": 0.9, "accuracy_ci": [0.85, 0.93]},
+        "8": {"accuracy": 0.4, "accuracy_ci": [0.35, 0.46]},
+        "16": {"accuracy": 0.7, "accuracy_ci": [0.65, 0.75]},
+    }}
+    aggregated = {"resolutions": {
+        "8": {"accuracy": {"mean": 0.6, "std": 0.05}},
+        "16": {"accuracy": {"mean": 0.8, "std": 0.02}},
+        "native": {"accuracy": {"mean": 0.95, "std": None}},
+    }}
+    fig = plot_accuracy_vs_resolution({"base": evaluated, "CR": aggregated}, tmp_path / "acc", title="RAF-DB")
+    assert_written(tmp_path / "acc")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["8 px", "16 px", "native"]
+    assert ax.get_ylabel() == "Accuracy (%)"
+    base_line = ax.get_lines()[0]
+    assert list(base_line.get_ydata()) == pytest.approx([40, 70, 90])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["base", "CR"]
+
+
+def test_accuracy_vs_resolution_rejects_other_json(tmp_path):
+    with pytest.raises(MaferError, match="no 'resolutions'"):
+        plot_accuracy_vs_resolution({"base": {"accuracy": 0.5}}, tmp_path / "acc")
