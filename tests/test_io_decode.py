@@ -1,0 +1,80 @@
+"""Batched decoding of image files into one uint8 batch (CPU path; nvJPEG path when CUDA exists)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mafer.errors import MaferError
+from mafer.io_decode import decode_images, is_jpeg, read_bytes
+
+
+def _write(path: Path, array: np.ndarray, fmt: str) -> Path:
+    Image.fromarray(array).save(path, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return path
+
+
+@pytest.fixture()
+def files(tmp_path: Path) -> list[Path]:
+    rng = np.random.default_rng(0)
+    smooth = np.kron(rng.integers(0, 255, (5, 5, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
+    gray = np.kron(rng.integers(0, 255, (4, 6), dtype=np.uint8), np.ones((8, 8), np.uint8))
+    return [
+        _write(tmp_path / "a.jpg", smooth, "JPEG"),
+        _write(tmp_path / "b.png", smooth[:32, :24], "PNG"),
+        _write(tmp_path / "c.jpg", gray, "JPEG"),
+    ]
+
+
+def test_decode_matches_pil_and_resizes_to_one_batch(files: list[Path]) -> None:
+    batch = decode_images(files, size=40)
+    assert batch.shape == (3, 3, 40, 40) and batch.dtype == torch.uint8
+    # a.jpg is already 40x40: decoded pixels equal PIL's decode up to IDCT rounding
+    pil = torch.from_numpy(np.array(Image.open(files[0]).convert("RGB"))).permute(2, 0, 1)
+    assert (batch[0].int() - pil.int()).abs().max() <= 2
+    # the gray JPEG comes back with 3 equal channels
+    assert torch.equal(batch[2, 0], batch[2, 1]) and torch.equal(batch[2, 1], batch[2, 2])
+
+
+def test_same_size_images_stack_without_resize(files: list[Path]) -> None:
+    batch = decode_images([files[0], files[0]])
+    assert batch.shape == (2, 3, 40, 40)
+
+
+def test_different_sizes_without_size_is_an_error(files: list[Path]) -> None:
+    with pytest.raises(MaferError, match="different sizes"):
+        decode_images(files)
+
+
+def test_missing_and_corrupt_files_are_named(tmp_path: Path, files: list[Path]) -> None:
+    with pytest.raises(MaferError, match="nope.jpg"):
+        decode_images([files[0], tmp_path / "nope.jpg"], size=8)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    with pytest.raises(MaferError, match="bad.jpg"):
+        decode_images([files[0], bad], size=8)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(MaferError, match="empty.jpg"):
+        read_bytes([empty])
+
+
+def test_jpeg_magic(files: list[Path]) -> None:
+    data = read_bytes(files)
+    assert [is_jpeg(d) for d in data] == [True, False, True]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="nvJPEG needs CUDA")
+def test_cuda_decode_matches_cpu(tmp_path: Path, files: list[Path]) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    gpu = decode_images(files, size=40, device="cuda")
+    assert gpu.device.type == "cuda"
+    cpu = decode_images(files, size=40)
+    assert (gpu.cpu().int() - cpu.int()).abs().float().mean() < 2.0
+    with pytest.raises(MaferError, match="bad.jpg"):
+        decode_images([files[0], bad], size=40, device="cuda")
