@@ -1,0 +1,275 @@
+"""Plumbing shared by every dataset reader: decoding, bad items, counts, cached uint8 tensors, saved splits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms.v2 import functional as TF
+
+from mafer.datasets.info import DatasetInfo, dataset_info
+from mafer.errors import MaferError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+SPLIT_SEED = 17  # the paper's seed; every split we carve out (RAF-DB val, folds, hold-outs) uses it
+
+
+def decode_image(path: str | os.PathLike) -> Tensor:
+    """Decode an image file into a uint8 RGB tensor ``[3, H, W]`` (gray repeated to 3 channels).
+
+    Raises MaferError naming the file when it is missing, unreadable or truncated.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()  # forces the full decode: truncated files fail here, not later
+            rgb = img.convert("RGB")
+    except FileNotFoundError:
+        raise MaferError(f"{path}: file not found; expected an image file") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise MaferError(f"{path}: cannot decode image ({exc}); expected a readable, complete image file") from None
+    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
+
+
+def gray_to_rgb(pixels: np.ndarray) -> Tensor:
+    """A ``[H, W]`` uint8 gray array as a uint8 RGB tensor ``[3, H, W]``."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).unsqueeze(0).expand(3, -1, -1).contiguous()
+
+
+def resize_square(image: Tensor, size: int) -> Tensor:
+    """Shorter side to ``size`` (antialiased bilinear), then a centre ``size x size`` crop."""
+    if tuple(image.shape[-2:]) != (size, size):
+        image = TF.resize(image, [size], antialias=True)
+        image = TF.center_crop(image, [size, size])
+    return image
+
+
+def resolve_root(data_dir: str | os.PathLike, name: str) -> Path:
+    """``data_dir/name`` when it exists, else ``data_dir`` itself (ARCHITECTURE.md convention)."""
+    data_dir = Path(data_dir).expanduser()
+    if not data_dir.exists():
+        raise MaferError(f"{data_dir}: data folder not found; expected the folder holding {name}/ (see `mafer synth`)")
+    sub = data_dir / name
+    return sub if sub.is_dir() else data_dir
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name (hidden files ignored)."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+
+
+def list_dirs(folder: Path) -> list[Path]:
+    """Sub-folders of ``folder``, sorted by name (hidden ones ignored)."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (to tell whether a saved split still matches its source)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$MAFER_CACHE`` or ``~/.cache/mafer``: where splits go when a dataset folder is read-only."""
+    return Path(os.environ.get("MAFER_CACHE", Path.home() / ".cache" / "mafer")).expanduser()
+
+
+def saved_split(
+    name: str,
+    local_dir: Path,
+    cache_dir: str | os.PathLike | None,
+    source_key: str,
+    make: Callable[[], dict[str, Any]],
+) -> tuple[dict[str, Any], Path]:
+    """Load a split saved earlier, or make it with ``make()`` and save it; returns ``(split, file)``.
+
+    The split is looked for next to the data (``local_dir/name``), then in the cache folder
+    (``cache_dir`` or ``~/.cache/mafer``, in a sub-folder named after the data's path). It is
+    written to the first writable of the two. ``source_key`` identifies the data the split was
+    drawn from; a saved split with another key is stale and raises MaferError rather than being
+    silently replaced, since the point of saving it is that reruns use the same split.
+    """
+    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    path_tag = hashlib.sha256(str(local_dir.resolve()).encode()).hexdigest()[:12]
+    candidates = [local_dir / name, cache_root / path_tag / name]
+    for file in candidates:
+        if file.is_file():
+            try:
+                split = json.loads(file.read_text())
+            except (OSError, ValueError) as exc:
+                raise MaferError(f"{file}: cannot read saved split ({exc}); expected JSON written by mafer, "
+                                 "delete the file to draw the split again") from None
+            if split.get("source") != source_key:
+                raise MaferError(f"{file}: saved split was drawn from different data (source {split.get('source')!r}, "
+                                 f"now {source_key!r}); delete the file to draw the split again")
+            return split, file
+    split = dict(make(), source=source_key)
+    for file in candidates:
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(split, indent=1))
+            os.replace(tmp, file)  # atomic: a concurrent reader never sees half a file
+            return split, file
+        except OSError:
+            continue
+    raise MaferError(f"cannot save the split: neither {candidates[0].parent} nor {candidates[1].parent} is writable; "
+                     "pass cache_dir= a writable folder")
+
+
+def stratified_pick(targets: Sequence[int], fraction: float, seed: int = SPLIT_SEED) -> list[int]:
+    """Indices of ``round(fraction * n_c)`` items of every class c (at least one where the class has two or more)."""
+    rng = np.random.default_rng(seed)
+    targets = np.asarray(targets)
+    picked: list[int] = []
+    for c in np.unique(targets):
+        members = np.flatnonzero(targets == c)
+        k = int(round(fraction * len(members)))
+        if len(members) >= 2:
+            k = min(max(k, 1), len(members) - 1)
+        else:
+            k = 0
+        picked.extend(rng.choice(members, size=k, replace=False).tolist())
+    return sorted(picked)
+
+
+class FaceDataset(Dataset):
+    """A labelled face dataset: ``ds[i] -> (transform(uint8 RGB [3, H, W]), label)``.
+
+    Subclasses set ``name`` and ``splits`` and implement ``_index()`` (fill ``samples`` with one
+    name per item, ``targets`` with labels) and ``_decode(i)``. Problems found while indexing go
+    through ``_bad()``: MaferError, or with ``skip_bad=True`` an entry in ``bad_items``.
+    """
+
+    name: str = ""
+    splits: tuple[str, ...] = ("train", "val", "test")
+    train_splits: tuple[str, ...] = ("train", "all")  # splits where every class must have items
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None,
+                 skip_bad: bool = False):
+        self.root = Path(root).expanduser()
+        if split not in self.splits:
+            raise MaferError(f"{self.name}: unknown split {split!r}; expected one of {', '.join(self.splits)}")
+        if not self.root.is_dir():
+            raise MaferError(f"{self.root}: dataset folder not found; expected the {self.name} folder")
+        self.split = split
+        self.transform = transform
+        self.skip_bad = skip_bad
+        self.info: DatasetInfo = dataset_info(self.name)
+        self.classes: list[str] = list(self.info.classes)
+        self.samples: list[str] = []
+        self.targets: list[int] = []
+        self.bad_items: list[str] = []
+        self._uint8_cache: dict[int | None, tuple[Tensor, Tensor]] = {}
+        self._index()
+        self._check_not_empty()
+
+    # -- to implement ------------------------------------------------------------------
+    def _index(self) -> None:
+        raise NotImplementedError
+
+    def _decode(self, i: int) -> Tensor:
+        raise NotImplementedError
+
+    def _select(self, keep: list[int]) -> None:
+        """Keep only items ``keep`` (after bad images were found); subclasses with more per-item state extend it."""
+        self.samples = [self.samples[i] for i in keep]
+        self.targets = [self.targets[i] for i in keep]
+
+    # -- shared ------------------------------------------------------------------------
+    @property
+    def mean_bgr(self) -> tuple[float, float, float]:
+        return self.info.mean_bgr
+
+    def _bad(self, item: str, reason: str) -> None:
+        """Report a bad item: raise, or record it when ``skip_bad`` is set (never dropped silently)."""
+        message = f"{item}: {reason}"
+        if not self.skip_bad:
+            raise MaferError(message + " (use skip_bad=True / --skip-bad to skip and list such items)")
+        self.bad_items.append(message)
+
+    def _check_not_empty(self) -> None:
+        if not self.samples:
+            raise MaferError(f"{self.root}: no images in split {self.split!r} of {self.name}; expected at least one")
+        if self.split in self.train_splits:
+            counts = self.class_counts()
+            empty = [c for c, n in counts.items() if n == 0]
+            if empty:
+                raise MaferError(f"{self.root}: class(es) {', '.join(empty)} have no images in split {self.split!r}; "
+                                 f"expected at least one image per class of {self.name}")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        image = self._decode(i)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.targets[i]
+
+    def class_counts(self) -> dict[str, int]:
+        """Number of items per class name, in label order (zeros included)."""
+        counts = np.bincount(np.asarray(self.targets, dtype=np.int64), minlength=len(self.classes))
+        return {c: int(n) for c, n in zip(self.classes, counts)}
+
+    def _decode_all(self, fn: Callable[[Tensor], Any], workers: int | None) -> list[Any]:
+        """``fn(decoded image)`` for every item; bad images raise, or are dropped and listed with ``skip_bad``."""
+        def one(i: int) -> tuple[Any, str | None]:
+            try:
+                return fn(self._decode(i)), None
+            except MaferError as exc:
+                return None, str(exc)
+
+        workers = workers or min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers) as pool:  # PIL releases the GIL while decoding
+            results = list(pool.map(one, range(len(self))))
+        errors = [err for _, err in results if err is not None]
+        if errors:
+            if not self.skip_bad:
+                raise MaferError(errors[0] + (f" (and {len(errors) - 1} more bad images)" if len(errors) > 1 else "")
+                                 + "; use skip_bad=True / --skip-bad to skip and list them")
+            self.bad_items.extend(errors)
+            keep = [i for i, (_, err) in enumerate(results) if err is None]
+            self._select(keep)
+            self._uint8_cache.clear()
+            self._check_not_empty()
+            results = [results[i] for i in keep]
+        return [value for value, _ in results]
+
+    def verify(self, workers: int | None = None) -> list[str]:
+        """Decode every image once; returns ``bad_items``. Without ``skip_bad`` a bad image raises MaferError."""
+        self._decode_all(lambda image: None, workers)
+        return self.bad_items
+
+    def load_uint8(self, size: int | None = None, workers: int | None = None) -> tuple[Tensor, Tensor]:
+        """All images as one uint8 tensor ``[N, 3, S, S]`` and the labels ``[N]`` (int64), decoded once and cached.
+
+        With ``size`` each image's shorter side goes to ``size`` (antialiased bilinear) and the centre
+        ``size x size`` is kept; without it every image must already have the same size.
+        """
+        if size not in self._uint8_cache:
+            fn = (lambda image: image) if size is None else (lambda image: resize_square(image, size))
+            images = self._decode_all(fn, workers)
+            shapes = {tuple(im.shape) for im in images}
+            if len(shapes) > 1:
+                raise MaferError(f"{self.root}: images of {self.name} have different sizes {sorted(shapes)[:3]}...; "
+                                 "expected one size, pass load_uint8(size=S)")
+            self._uint8_cache[size] = (torch.stack(images), torch.tensor(self.targets, dtype=torch.int64))
+        return self._uint8_cache[size]
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, items={len(self)}, "
+                f"classes={len(self.classes)}, bad_items={len(self.bad_items)})")

@@ -1,0 +1,148 @@
+"""Oulu-CASIA: six expressions, k-fold cross-validation over images or over subjects."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, StratifiedKFold, train_test_split
+from torch import Tensor
+
+from mafer.datasets.base import SPLIT_SEED, FaceDataset, decode_image, list_dirs, list_images
+from mafer.errors import MaferError
+
+# folder name (lower case) -> class name; the release and common re-packagings
+FOLDER_ALIASES = {
+    "surprise": "Surprise", "surprised": "Surprise",
+    "happiness": "Happiness", "happy": "Happiness",
+    "sadness": "Sadness", "sad": "Sadness",
+    "anger": "Anger", "angry": "Anger",
+    "fear": "Fear", "fearful": "Fear",
+    "disgust": "Disgust", "disgusted": "Disgust",
+}
+PROTOCOLS = ("image", "subject")
+VAL_FRACTION = 0.15
+
+
+def expression_dirs(folder: Path) -> dict[str, Path]:
+    """Sub-folders of ``folder`` whose name is an expression, keyed by class name."""
+    return {FOLDER_ALIASES[d.name.lower()]: d for d in list_dirs(folder) if d.name.lower() in FOLDER_ALIASES}
+
+
+def detect_layout(root: Path) -> str:
+    """``"flat"`` (``<root>/<Expression>/<image>``) or ``"subject"`` (``<root>/<Subject>/<Expression>/<frames>``)."""
+    subdirs = list_dirs(root)
+    if subdirs and expression_dirs(root):
+        return "flat"
+    if subdirs and any(expression_dirs(d) for d in subdirs):
+        return "subject"
+    found = ", ".join(d.name for d in subdirs[:5]) or "no sub-folders"
+    raise MaferError(f"{root}: folder matches no known Oulu-CASIA layout (found {found}); expected "
+                     "<root>/<Expression>/<image> or <root>/<Subject>/<Expression>/<frames>, "
+                     f"expressions named {', '.join(sorted(set(FOLDER_ALIASES.values())))}")
+
+
+def fold_indices(targets: np.ndarray, groups: np.ndarray | None, folds: int, fold: int,
+                 seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
+    """Train / val / test indices of fold ``fold`` of ``folds``.
+
+    Without ``groups`` folds are stratified over images (the authors' protocol) and validation
+    is a stratified 15 % of the training images. With ``groups`` (subject ids) folds are
+    stratified group folds and validation is 15 % of the training subjects, so no subject is
+    in two of train / val / test.
+    """
+    index = np.arange(len(targets))
+    with warnings.catch_warnings():  # sklearn warns when a class has fewer members than folds
+        warnings.simplefilter("ignore", UserWarning)
+        if groups is None:
+            splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+            train, test = list(splitter.split(index, targets))[fold]
+            stratify = targets[train] if np.bincount(targets[train]).min(initial=2) >= 2 else None
+            train, val = train_test_split(train, test_size=VAL_FRACTION, random_state=seed, stratify=stratify)
+        else:
+            splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+            train, test = list(splitter.split(index, targets, groups))[fold]
+            inner = GroupShuffleSplit(n_splits=1, test_size=VAL_FRACTION, random_state=seed)
+            fit, val = next(inner.split(train, targets[train], groups[train]))
+            train, val = train[fit], train[val]
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+class OuluCASIA(FaceDataset):
+    """Oulu-CASIA, in the authors' flat layout or the original subject / expression / frames layout (auto-detected).
+
+    In the original layout the last ``last_frames`` frames (the peak) of each sequence are used.
+    ``fold=None`` gives split ``all``; otherwise ``train`` / ``val`` / ``test`` of fold ``fold``
+    (0-based) of ``folds``, drawn with a fixed seed over images (``protocol="image"``, the
+    authors') or over subjects (``protocol="subject"``, needs the original layout).
+    """
+
+    name = "oulucasia"
+    splits = ("train", "val", "test", "all")
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None,
+                 skip_bad: bool = False, *, fold: int | None = None, folds: int = 10, protocol: str = "image",
+                 last_frames: int = 3):
+        if protocol not in PROTOCOLS:
+            raise MaferError(f"oulucasia: unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+        if fold is None and split != "all":
+            raise MaferError(f"oulucasia: split {split!r} needs a fold (0..{folds - 1}); without a fold the split is 'all'")
+        if fold is not None and (split == "all" or not 0 <= fold < folds or folds < 2):
+            raise MaferError(f"oulucasia: fold {fold} of {folds} with split {split!r}; expected 0 <= fold < folds, "
+                             "folds >= 2 and split train, val or test")
+        if last_frames < 1:
+            raise MaferError(f"oulucasia: last_frames must be >= 1, got {last_frames}")
+        self.fold, self.folds, self.protocol, self.last_frames = fold, folds, protocol, last_frames
+        self.subjects: list[str] = []
+        super().__init__(root, split, transform, skip_bad)
+
+    def _collect(self) -> tuple[list[Path], list[int], list[str]]:
+        """All images, labels and subjects (empty subject in the flat layout), sorted by path."""
+        self.layout = detect_layout(self.root)
+        label_of = {c: i for i, c in enumerate(self.classes)}
+        items: list[tuple[Path, int, str]] = []
+        if self.layout == "flat":
+            for cls, folder in expression_dirs(self.root).items():
+                items += [(p, label_of[cls], "") for p in list_images(folder)]
+        else:
+            for subject in list_dirs(self.root):
+                sequences = expression_dirs(subject)
+                if not sequences:
+                    self._bad(str(subject), "subject folder has no expression sub-folders; "
+                                            f"expected {subject}/<Expression>/<frames>")
+                for cls, folder in sequences.items():
+                    frames = list_images(folder)
+                    if not frames:
+                        self._bad(str(folder), "sequence folder has no images; expected the frames of one sequence")
+                    items += [(p, label_of[cls], subject.name) for p in frames[-self.last_frames:]]
+        items.sort(key=lambda item: str(item[0]))
+        return [p for p, _, _ in items], [y for _, y, _ in items], [s for _, _, s in items]
+
+    def _index(self) -> None:
+        paths, targets, subjects = self._collect()
+        if self.fold is None:
+            chosen = np.arange(len(paths))
+        else:
+            if self.protocol == "subject" and self.layout == "flat":
+                raise MaferError(f"{self.root}: protocol 'subject' needs the original <Subject>/<Expression>/<frames> "
+                                 "layout; the flat <Expression>/<image> layout does not say who is in each image "
+                                 "(use protocol='image')")
+            groups = np.asarray(subjects) if self.protocol == "subject" else None
+            n_units = len(set(subjects)) if groups is not None else len(paths)
+            if n_units < self.folds:
+                unit = "subjects" if groups is not None else "images"
+                raise MaferError(f"{self.root}: {n_units} {unit} cannot make {self.folds} folds; expected at least {self.folds}")
+            chosen = fold_indices(np.asarray(targets), groups, self.folds, self.fold)[self.split]
+        self.samples = [str(paths[i]) for i in chosen]
+        self.targets = [targets[i] for i in chosen]
+        self.subjects = [subjects[i] for i in chosen]
+
+    def _decode(self, i: int) -> Tensor:
+        return decode_image(self.samples[i])
+
+    def _select(self, keep: list[int]) -> None:
+        super()._select(keep)
+        self.subjects = [self.subjects[i] for i in keep]
