@@ -1,0 +1,294 @@
+"""Fold means, standard deviations and the paper's results table from ``mafer evaluate`` files.
+
+Metrics files are grouped by (model, dataset, split, protocol). Within a group every file is
+one fold (or one repeated run): each metric gets its mean, sample standard deviation
+(``ddof=1``; ``None`` for a single file) and the per-file values, per test resolution.
+Confusion matrices are summed (counts) and fold-averaged (mean of row-normalised matrices).
+
+The results table follows the paper's layout: rows = models (base, CR, CR-Simplified,
+CR+AffWild2, then any other label), columns = FER2013 acc, RAF-DB overall acc, RAF-DB average
+(per-class) acc, Oulu-CASIA 10-fold acc, all in percent. ``PAPER_RESULTS`` holds the numbers
+the paper reports, for side-by-side tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import fnmatch
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from mafer.errors import MaferError
+from mafer.metrics import fold_average
+
+MODELS: tuple[str, ...] = ("base", "CR", "CR-Simplified", "CR+AffWild2")
+SCALAR_METRICS: tuple[str, ...] = ("accuracy", "mean_class_accuracy", "macro_f1", "score")
+
+# (dataset, metric, protocol, column title); protocol matters for Oulu-CASIA only.
+COLUMNS: tuple[tuple[str, str, str | None, str], ...] = (
+    ("fer2013", "accuracy", None, "FER2013 acc"),
+    ("rafdb", "accuracy", None, "RAF-DB overall acc"),
+    ("rafdb", "mean_class_accuracy", None, "RAF-DB average acc"),
+    ("oulucasia", "accuracy", "image", "Oulu-CASIA 10-fold acc"),
+)
+SUBJECT_COLUMN = ("oulucasia", "accuracy", "subject", "Oulu-CASIA subject 10-fold acc")
+
+# The paper's table (percent, as printed), as (mean, std); std None where the paper gives none.
+PAPER_RESULTS: dict[str, dict[str, tuple[float, float | None]]] = {
+    "base": {"FER2013 acc": (60.82, None), "RAF-DB overall acc": (77.09, None),
+             "RAF-DB average acc": (65.39, 0.10), "Oulu-CASIA 10-fold acc": (59.84, 1.29)},
+    "CR": {"FER2013 acc": (73.06, None), "RAF-DB overall acc": (88.43, None),
+           "RAF-DB average acc": (81.90, 0.04), "Oulu-CASIA 10-fold acc": (98.40, 0.11)},
+    "CR-Simplified": {"FER2013 acc": (72.33, None), "RAF-DB overall acc": (88.14, None),
+                      "RAF-DB average acc": (83.16, 0.03), "Oulu-CASIA 10-fold acc": (96.72, 0.24)},
+    "CR+AffWild2": {"FER2013 acc": (73.45, None), "RAF-DB overall acc": (88.07, None),
+                    "RAF-DB average acc": (82.40, 0.04), "Oulu-CASIA 10-fold acc": (98.95, 0.15)},
+}
+
+# spellings found in folder names -> canonical model name (longest first when matching)
+_ALIASES = {
+    "cr+affwild2": "CR+AffWild2", "cr-affwild2": "CR+AffWild2", "craffwild2": "CR+AffWild2",
+    "cr-simplified": "CR-Simplified", "crsimplified": "CR-Simplified", "cr-simple": "CR-Simplified",
+    "cr": "CR", "base": "base",
+}
+
+
+# ---------------------------------------------------------------------------------- loading
+
+def load_metrics(path: str | Path) -> dict:
+    """Read one ``mafer evaluate`` JSON file; MaferError naming the file if it is not one."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MaferError(f"{path}: metrics file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MaferError(f"{path}: not a JSON metrics file ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("resolutions"), dict) or "dataset" not in data:
+        raise MaferError(f"{path}: expected `mafer evaluate` output with keys 'dataset' and 'resolutions'")
+    for key, entry in data["resolutions"].items():
+        missing = [m for m in SCALAR_METRICS if m not in entry]
+        if missing:
+            raise MaferError(f"{path}: resolution {key!r} lacks {', '.join(missing)}")
+    return data
+
+
+def parse_labels(items: Iterable[str]) -> dict[str, str]:
+    """``["PATTERN=NAME", ...]`` (from ``--label``) as a dict, in order."""
+    labels = {}
+    for item in items:
+        pattern, sep, name = item.rpartition("=")
+        if not sep or not pattern or not name:
+            raise MaferError(f"--label {item!r}: expected PATTERN=NAME, e.g. 'runs/cr/*=CR'")
+        labels[pattern] = name
+    return labels
+
+
+def _canonical_model(text: str) -> str | None:
+    norm = re.sub(r"[\s_]+", "-", text.lower())
+    for alias in sorted(_ALIASES, key=len, reverse=True):
+        if norm == alias or norm.startswith(alias + "-") or norm.endswith("-" + alias):
+            return _ALIASES[alias]
+    return None
+
+
+def model_label(path: str | Path, metrics: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> str:
+    """Which model a metrics file belongs to.
+
+    In order: the first ``labels`` pattern (glob or substring) matching the metrics file's path
+    or its checkpoint path; the file's ``model`` key (``mafer evaluate --model``); a folder of
+    the checkpoint path (deepest first), then of the metrics path, named like a paper model
+    (``cr``, ``cr_simplified``, ``CR+AffWild2``, ``base-fold3``, ``rafdb_cr``...).
+    """
+    candidates = [str(path), str(metrics.get("checkpoint", ""))]
+    for pattern, name in (labels or {}).items():
+        if any(fnmatch.fnmatch(c, pattern) or pattern in c for c in candidates):
+            return name
+    if metrics.get("model"):
+        return str(metrics["model"])
+    checkpoint_dirs = Path(str(metrics.get("checkpoint", ""))).parent.parts
+    metrics_parts = Path(path).with_suffix("").parts
+    for part in [*reversed(checkpoint_dirs), *reversed(metrics_parts)]:
+        found = _canonical_model(part)
+        if found:
+            return found
+    raise MaferError(f"{path}: cannot tell which model these metrics belong to; pass "
+                     f"`--label PATTERN=NAME` to aggregate or `--model NAME` to evaluate")
+
+
+# ---------------------------------------------------------------------------------- grouping
+
+def _spread(values: Sequence[float]) -> dict:
+    array = np.asarray(values, dtype=np.float64)
+    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if array.size > 1 else None,
+            "values": [float(v) for v in values]}
+
+
+def summarize_group(files: Sequence[tuple[str, Mapping[str, Any]]]) -> dict:
+    """Mean/std per metric and resolution over the files of one (model, dataset) group."""
+    first_path, first = files[0]
+    for path, metrics in files[1:]:
+        if metrics.get("classes") != first.get("classes"):
+            raise MaferError(f"{path}: classes {metrics.get('classes')} differ from {first_path}'s "
+                             f"{first.get('classes')}; cannot average them")
+    folds = [m.get("fold") for _, m in files]
+    seen: dict[Any, str] = {}
+    for (path, _), fold in zip(files, folds):
+        if fold is not None and fold in seen:
+            raise MaferError(f"{path}: fold {fold} appears twice (also in {seen[fold]})")
+        seen[fold] = path
+    keys = list(dict.fromkeys(k for _, m in files for k in m["resolutions"]))
+    resolutions = {}
+    for key in keys:
+        entries = [m["resolutions"][key] for _, m in files if key in m["resolutions"]]
+        summary = {metric: _spread([e[metric] for e in entries]) for metric in SCALAR_METRICS}
+        summary["n"] = int(sum(e.get("n", 0) for e in entries))
+        summary["runs"] = len(entries)
+        matrices = [e["confusion_matrix"] for e in entries if "confusion_matrix" in e]
+        if len(matrices) == len(entries):
+            summary["confusion_matrix"] = np.sum(matrices, axis=0).tolist()
+            summary["confusion_matrix_fold_average"] = fold_average(matrices).tolist()
+        resolutions[key] = summary
+    return {"files": [p for p, _ in files], "folds": folds, "classes": first.get("classes"),
+            "resolutions": resolutions}
+
+
+def _model_order(name: str) -> tuple[int, str]:
+    return (MODELS.index(name), "") if name in MODELS else (len(MODELS), name)
+
+
+def aggregate(paths: Sequence[str | Path], labels: Mapping[str, str] | None = None) -> dict:
+    """Group metrics files by (model, dataset, split, protocol) and summarise each group.
+
+    Returns ``{"groups": [{"model", "dataset", "split", "protocol", "files", "folds", "classes",
+    "resolutions": {res: {metric: {"mean", "std", "values"}, "n", "runs", "confusion_matrix",
+    "confusion_matrix_fold_average"}}}]}``, models in the paper's order.
+    """
+    if not paths:
+        raise MaferError("aggregate needs at least one metrics file")
+    grouped: dict[tuple, list[tuple[str, dict]]] = {}
+    for path in paths:
+        metrics = load_metrics(path)
+        key = (model_label(path, metrics, labels), metrics["dataset"], metrics.get("split", "test"),
+               metrics.get("protocol") or "image")
+        grouped.setdefault(key, []).append((str(path), metrics))
+    groups = []
+    for key in sorted(grouped, key=lambda k: (_model_order(k[0]), k[1:])):
+        model, dataset, split, protocol = key
+        groups.append({"model": model, "dataset": dataset, "split": split, "protocol": protocol,
+                       **summarize_group(grouped[key])})
+    return {"groups": groups}
+
+
+# ---------------------------------------------------------------------------------- tables
+
+def _find_group(groups: Sequence[Mapping], model: str, dataset: str, protocol: str | None,
+                split: str) -> Mapping | None:
+    for group in groups:
+        if (group["model"], group["dataset"], group["split"]) == (model, dataset, split) and \
+                (protocol is None or group["protocol"] == protocol):
+            return group
+    return None
+
+
+def results_table(summary: Mapping[str, Any], resolution: str = "native", split: str = "test",
+                  with_paper: bool = False) -> list[dict]:
+    """Rows of the paper's table: ``{"model", "source": "ours"|"paper", <column>: (mean %, std %) | None}``.
+
+    ``resolution`` picks the test resolution of our numbers; ``with_paper`` adds the paper's
+    row under each of its models. The Oulu-CASIA subject-independent column appears when such
+    results exist.
+    """
+    groups = summary["groups"]
+    columns = list(COLUMNS)
+    if any(g["dataset"] == "oulucasia" and g["protocol"] == "subject" for g in groups):
+        columns.append(SUBJECT_COLUMN)
+    models = sorted({g["model"] for g in groups} | (set(MODELS) if with_paper else set()), key=_model_order)
+    rows = []
+    for model in models:
+        row: dict[str, Any] = {"model": model, "source": "ours"}
+        for dataset, metric, protocol, title in columns:
+            group = _find_group(groups, model, dataset, protocol, split)
+            entry = group["resolutions"].get(str(resolution)) if group else None
+            row[title] = None if entry is None else (
+                entry[metric]["mean"] * 100, None if entry[metric]["std"] is None else entry[metric]["std"] * 100)
+        if any(row[title] is not None for *_, title in columns):
+            rows.append(row)
+        if with_paper and model in PAPER_RESULTS:
+            rows.append({"model": model, "source": "paper",
+                         **{title: PAPER_RESULTS[model].get(title) for *_, title in columns}})
+    return rows
+
+
+def _columns_of(rows: Sequence[Mapping]) -> list[str]:
+    return list(dict.fromkeys(k for row in rows for k in row if k not in ("model", "source")))
+
+
+def _cell(value: tuple[float, float | None] | None) -> str:
+    if value is None:
+        return "–"
+    mean, std = value
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def to_markdown(rows: Sequence[Mapping]) -> str:
+    """The table as Markdown; a paper row's model reads ``name (paper)``."""
+    columns = _columns_of(rows)
+    lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for row in rows:
+        name = row["model"] + (" (paper)" if row["source"] == "paper" else "")
+        lines.append(f"| {name} | " + " | ".join(_cell(row[c]) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[Mapping]) -> str:
+    """The table as CSV: ``model, source`` then a mean and a std column per table column."""
+    columns = _columns_of(rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["model", "source"] + [f"{c} {part}" for c in columns for part in ("mean", "std")])
+    for row in rows:
+        cells = []
+        for c in columns:
+            mean, std = row[c] if row[c] is not None else (None, None)
+            cells += ["" if mean is None else f"{mean:.4f}", "" if std is None else f"{std:.4f}"]
+        writer.writerow([row["model"], row["source"]] + cells)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("metrics", nargs="+", type=Path, help="metrics JSON files written by `mafer evaluate`")
+    parser.add_argument("--out", type=Path, required=True, help="summary JSON to write")
+    parser.add_argument("--csv", type=Path, help="also write the results table as CSV")
+    parser.add_argument("--markdown", type=Path, help="also write the results table as Markdown")
+    parser.add_argument("--label", action="append", default=[], metavar="PATTERN=NAME",
+                        help="model name for metrics files whose path or checkpoint path matches PATTERN "
+                             "(glob or substring); repeatable")
+    parser.add_argument("--resolution", default="native", help="test resolution of the table (default native)")
+    parser.add_argument("--split", default="test", help="split of the table (default test)")
+    parser.add_argument("--paper", action="store_true", help="add the paper's numbers under each model")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = aggregate(args.metrics, parse_labels(args.label))
+    rows = results_table(summary, args.resolution, args.split, with_paper=args.paper)
+    summary["table"] = {"resolution": str(args.resolution), "split": args.split, "unit": "percent",
+                        "rows": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()}
+                                 for row in rows]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    markdown = to_markdown(rows)
+    for path, text in ((args.csv, to_csv(rows)), (args.markdown, markdown)):
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    print(markdown, end="")
+    return 0

@@ -1,0 +1,127 @@
+import csv
+import io
+import json
+
+import pytest
+
+from mafer.aggregate import (
+    PAPER_RESULTS,
+    aggregate,
+    model_label,
+    parse_labels,
+    results_table,
+    to_csv,
+    to_markdown,
+)
+from mafer.cli import main
+from mafer.errors import MaferError
+
+OULU = ["Surprise", "Happiness", "Sadness", "Anger", "Fear", "Disgust"]
+
+
+def metrics_file(path, dataset, checkpoint, accuracy, *, fold=None, classes=OULU, mca=None, cm=None, **extra):
+    entry = {"accuracy": accuracy, "mean_class_accuracy": accuracy if mca is None else mca,
+             "macro_f1": accuracy - 0.1, "score": 0.33 * accuracy + 0.67 * (accuracy - 0.1),
+             "confusion_matrix": cm if cm is not None else [[1 if i == j else 0 for j in range(len(classes))]
+                                                            for i in range(len(classes))],
+             "n": 10, "accuracy_ci": [accuracy - 0.05, accuracy + 0.05]}
+    data = {"dataset": dataset, "checkpoint": str(checkpoint), "classes": classes, "split": "test",
+            "fold": fold, "protocol": "image", "resolutions": {"native": entry, "8": dict(entry, accuracy=accuracy / 2)},
+            **extra}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture
+def three_folds(tmp_path):
+    return [metrics_file(tmp_path / f"oulu/cr/fold{k}.json", "oulucasia", tmp_path / f"runs/cr/fold{k}/best.pt",
+                         acc, fold=k, cm=[[k + 1, 1] + [0] * 4, [0, 2] + [0] * 4] + [[0] * 6] * 4)
+            for k, acc in enumerate([0.90, 0.95, 1.00])]
+
+
+def test_fold_mean_and_std_by_hand(three_folds):
+    summary = aggregate(three_folds)
+    (group,) = summary["groups"]
+    assert (group["model"], group["dataset"], group["split"], group["protocol"]) == ("CR", "oulucasia", "test", "image")
+    assert group["folds"] == [0, 1, 2]
+    native = group["resolutions"]["native"]
+    assert native["accuracy"]["mean"] == pytest.approx(0.95)
+    # sample std of 0.90, 0.95, 1.00: sqrt((0.05^2 + 0 + 0.05^2) / 2) = 0.05
+    assert native["accuracy"]["std"] == pytest.approx(0.05)
+    assert native["accuracy"]["values"] == [0.90, 0.95, 1.00]
+    assert native["n"] == 30 and native["runs"] == 3
+    assert group["resolutions"]["8"]["accuracy"]["mean"] == pytest.approx(0.475)
+    assert native["confusion_matrix"][0][:2] == [6, 3]
+    # row 0 of the folds normalised: 1/2, 2/3, 3/4 -> mean 23/36
+    assert native["confusion_matrix_fold_average"][0][0] == pytest.approx((1 / 2 + 2 / 3 + 3 / 4) / 3)
+    assert native["confusion_matrix_fold_average"][1][1] == pytest.approx(1.0)
+
+
+def test_table_in_paper_layout_with_paper_rows(tmp_path, three_folds):
+    raf = metrics_file(tmp_path / "raf_base.json", "rafdb", tmp_path / "runs/base_rafdb/best.pt", 0.8, mca=0.7,
+                       classes=list("abcdefg"))
+    rows = results_table(aggregate([*three_folds, raf]), with_paper=True)
+    assert [(r["model"], r["source"]) for r in rows] == [
+        ("base", "ours"), ("base", "paper"), ("CR", "ours"), ("CR", "paper"),
+        ("CR-Simplified", "paper"), ("CR+AffWild2", "paper")]
+    base, cr = rows[0], rows[2]
+    assert base["RAF-DB overall acc"] == pytest.approx((80.0, None))
+    assert base["RAF-DB average acc"] == pytest.approx((70.0, None))
+    assert base["FER2013 acc"] is None
+    assert cr["Oulu-CASIA 10-fold acc"] == pytest.approx((95.0, 5.0))
+    assert rows[3]["Oulu-CASIA 10-fold acc"] == PAPER_RESULTS["CR"]["Oulu-CASIA 10-fold acc"] == (98.40, 0.11)
+    markdown = to_markdown(rows)
+    assert "| CR | – | – | – | 95.00 ± 5.00 |" in markdown
+    assert "| CR (paper) | 73.06 | 88.43 | 81.90 ± 0.04 | 98.40 ± 0.11 |" in markdown
+    table = list(csv.DictReader(io.StringIO(to_csv(rows))))
+    assert table[2]["Oulu-CASIA 10-fold acc mean"] == "95.0000" and table[2]["Oulu-CASIA 10-fold acc std"] == "5.0000"
+
+    low = results_table(aggregate(three_folds), resolution="8")
+    assert low[0]["Oulu-CASIA 10-fold acc"][0] == pytest.approx(47.5)
+
+
+def test_model_names_from_labels_model_key_or_paths(tmp_path):
+    data = {"checkpoint": "runs/oulu/cr_simplified-fold3/best.pt"}
+    assert model_label("m.json", data) == "CR-Simplified"
+    assert model_label("m.json", {"checkpoint": "x/CR+AffWild2/rafdb/best.pt"}) == "CR+AffWild2"
+    assert model_label("results/rafdb_base.json", {"checkpoint": "weights.pt"}) == "base"
+    assert model_label("m.json", dict(data, model="mine")) == "mine"
+    assert model_label("m.json", data, parse_labels(["*fold3*=custom"])) == "custom"
+    with pytest.raises(MaferError, match="cannot tell which model"):
+        model_label("m.json", {"checkpoint": "runs/x/best.pt"})
+    with pytest.raises(MaferError, match="PATTERN=NAME"):
+        parse_labels(["nolabel"])
+
+
+def test_bad_inputs_name_the_file(tmp_path, three_folds):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(MaferError, match="bad.json: not a JSON metrics file"):
+        aggregate([bad])
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"accuracy": 1}))
+    with pytest.raises(MaferError, match="other.json: expected `mafer evaluate` output"):
+        aggregate([other])
+    again = metrics_file(tmp_path / "again/cr.json", "oulucasia", tmp_path / "runs/cr/x/best.pt", 0.5, fold=1)
+    with pytest.raises(MaferError, match="fold 1 appears twice"):
+        aggregate([*three_folds, again])
+
+
+def test_cli_writes_summary_csv_and_markdown(tmp_path, three_folds, capsys):
+    out = tmp_path / "summary.json"
+    rc = main(["aggregate", *map(str, three_folds), "--out", str(out), "--csv", str(tmp_path / "t.csv"),
+               "--markdown", str(tmp_path / "t.md"), "--label", "oulu/cr=CR-Simplified", "--paper"])
+    assert rc == 0
+    summary = json.loads(out.read_text())
+    assert summary["groups"][0]["model"] == "CR-Simplified"
+    ours = [r for r in summary["table"]["rows"] if r["source"] == "ours"]
+    assert [r["model"] for r in ours] == ["CR-Simplified"]
+    assert ours[0]["Oulu-CASIA 10-fold acc"] == pytest.approx([95.0, 5.0])
+    printed = capsys.readouterr().out
+    assert "| CR-Simplified | – | – | – | 95.00 ± 5.00 |" in printed
+    assert (tmp_path / "t.md").read_text() == printed
+    assert (tmp_path / "t.csv").read_text().startswith("model,source,FER2013 acc mean")
+
+    assert main(["aggregate", str(tmp_path / "missing.json"), "--out", str(out)]) == 2
+    assert "missing.json: metrics file not found" in capsys.readouterr().err
