@@ -185,9 +185,14 @@ class FaceDataset(Dataset):
         raise NotImplementedError
 
     def _select(self, keep: list[int]) -> None:
-        """Keep only items ``keep`` (after bad images were found); subclasses with more per-item state extend it."""
+        """Keep only items ``keep``; subclasses with more per-item state extend it."""
         self.samples = [self.samples[i] for i in keep]
         self.targets = [self.targets[i] for i in keep]
+
+    def keep(self, indices: Sequence[int]) -> None:
+        """Restrict the dataset to the items at ``indices`` (in that order), e.g. to subsample it."""
+        self._select([int(i) for i in indices])
+        self._uint8_cache.clear()
 
     # -- shared ------------------------------------------------------------------------
     @property
@@ -225,8 +230,12 @@ class FaceDataset(Dataset):
         counts = np.bincount(np.asarray(self.targets, dtype=np.int64), minlength=len(self.classes))
         return {c: int(n) for c, n in zip(self.classes, counts)}
 
-    def _decode_all(self, fn: Callable[[Tensor], Any], workers: int | None) -> list[Any]:
-        """``fn(decoded image)`` for every item; bad images raise, or are dropped and listed with ``skip_bad``."""
+    def map_images(self, fn: Callable[[Tensor], Any], workers: int | None = None) -> list[Any]:
+        """``fn(decoded image)`` for every item, decoded in threads.
+
+        A bad image raises MaferError; with ``skip_bad`` bad images are dropped from the dataset
+        and listed in ``bad_items`` instead.
+        """
         def one(i: int) -> tuple[Any, str | None]:
             try:
                 return fn(self._decode(i)), None
@@ -242,16 +251,15 @@ class FaceDataset(Dataset):
                 raise MaferError(errors[0] + (f" (and {len(errors) - 1} more bad images)" if len(errors) > 1 else "")
                                  + "; use skip_bad=True / --skip-bad to skip and list them")
             self.bad_items.extend(errors)
-            keep = [i for i, (_, err) in enumerate(results) if err is None]
-            self._select(keep)
-            self._uint8_cache.clear()
+            good = [i for i, (_, err) in enumerate(results) if err is None]
+            self.keep(good)
             self._check_not_empty()
-            results = [results[i] for i in keep]
+            results = [results[i] for i in good]
         return [value for value, _ in results]
 
     def verify(self, workers: int | None = None) -> list[str]:
         """Decode every image once; returns ``bad_items``. Without ``skip_bad`` a bad image raises MaferError."""
-        self._decode_all(lambda image: None, workers)
+        self.map_images(lambda image: None, workers)
         return self.bad_items
 
     def load_uint8(self, size: int | None = None, workers: int | None = None) -> tuple[Tensor, Tensor]:
@@ -262,7 +270,7 @@ class FaceDataset(Dataset):
         """
         if size not in self._uint8_cache:
             fn = (lambda image: image) if size is None else (lambda image: resize_square(image, size))
-            images = self._decode_all(fn, workers)
+            images = self.map_images(fn, workers)
             shapes = {tuple(im.shape) for im in images}
             if len(shapes) > 1:
                 raise MaferError(f"{self.root}: images of {self.name} have different sizes {sorted(shapes)[:3]}...; "
