@@ -1,0 +1,461 @@
+"""Parametric synthetic faces, drawn with vectorised numpy over a batch.
+
+A face lives in *face units*: x to the right, y downwards, the head centred near the
+origin with a half-width of about 0.6. Every image has a pose (rotation, shift, scale)
+that maps its pixel grid into face units, so each part of the face is an analytic
+shape (ellipse, curve, band between curves) evaluated on that grid with analytic
+anti-aliasing: no supersampling, and strokes thinner than a pixel keep their ink.
+
+Identity lives in geometry, skin tone, hair, eye colour and small marks (moles,
+glasses); expression lives in facial-action parameters (brows, lids, mouth, wrinkles).
+Several expression cues are fine lines (forehead, glabella, nose wrinkles, crow's
+feet, nasolabial folds, lip line), so an 8-pixel face loses them, while the coarse ones
+(open dark mouth, wide bright smile, brow height) survive.
+
+Parameters travel as "struct of arrays": ``dict[str, np.ndarray]`` with one entry per
+image (or per identity), so a whole batch is drawn with a few dozen array operations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+Params = dict[str, np.ndarray]
+
+# Canonical expression names; each dataset maps its own label order onto these.
+EXPRESSIONS = ("neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise")
+
+# Facial-action parameters and their values at full intensity (neutral = all zero).
+# brow_raise/brow_inner/mouth_curve/eye_open/mouth_width are signed; the rest are 0..1.
+EXPRESSION_FIELDS = (
+    "brow_raise", "brow_inner", "eye_open", "mouth_curve", "mouth_open", "mouth_width",
+    "teeth", "forehead", "glabella", "nose_wrinkle", "nasolabial", "crows_feet",
+    "cheek", "lip_press", "upper_lip",
+)
+_PROTOTYPES: dict[str, dict[str, float]] = {
+    "neutral": {},
+    "happiness": dict(mouth_curve=1.0, mouth_width=0.45, mouth_open=0.3, teeth=1.0,
+                      cheek=1.0, eye_open=-0.35, nasolabial=0.9, crows_feet=1.0),
+    "surprise": dict(brow_raise=1.0, eye_open=0.75, mouth_open=1.0, mouth_width=-0.4,
+                     forehead=1.0),
+    "fear": dict(brow_raise=0.55, brow_inner=0.8, eye_open=0.6, mouth_open=0.4,
+                 mouth_width=0.35, mouth_curve=-0.35, forehead=0.7, teeth=0.6),
+    "sadness": dict(brow_inner=1.0, brow_raise=0.1, eye_open=-0.3, mouth_curve=-0.9,
+                    mouth_width=-0.1, lip_press=0.3, forehead=0.35),
+    "anger": dict(brow_raise=-0.7, brow_inner=-1.0, glabella=1.0, eye_open=0.05,
+                  lip_press=1.0, mouth_curve=-0.25, mouth_width=-0.15, nasolabial=0.3),
+    "disgust": dict(nose_wrinkle=1.0, upper_lip=1.0, brow_raise=-0.4, brow_inner=-0.3,
+                    eye_open=-0.4, mouth_curve=-0.4, nasolabial=1.0, teeth=0.6,
+                    glabella=0.35),
+}
+PROTOTYPES = np.array(
+    [[_PROTOTYPES[e].get(f, 0.0) for f in EXPRESSION_FIELDS] for e in EXPRESSIONS], np.float32
+)
+
+_SKIN = np.array([[72, 45, 32], [120, 78, 55], [176, 120, 88], [214, 164, 128],
+                  [238, 204, 178]], np.float32)
+_HAIR = np.array([[22, 18, 16], [55, 38, 26], [98, 66, 40], [150, 110, 62],
+                  [205, 170, 105], [150, 148, 145], [130, 58, 28]], np.float32)
+_IRIS = np.array([[60, 38, 22], [95, 62, 35], [70, 100, 130], [80, 105, 70], [40, 30, 25]],
+                 np.float32)
+
+
+def _col(a: np.ndarray) -> np.ndarray:
+    """[N] -> [N, 1, 1] so per-image parameters broadcast over a pixel window."""
+    return np.asarray(a, np.float32)[:, None, None]
+
+
+def take(params: Params, index: np.ndarray) -> Params:
+    """Rows `index` of every parameter (e.g. identity parameters for each image)."""
+    return {k: v[index] for k, v in params.items()}
+
+
+def concat(parts: list[Params]) -> Params:
+    """Concatenate parameter batches with the same keys."""
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+# ----------------------------------------------------------------------------- sampling
+
+def sample_identities(rng: np.random.Generator, n: int) -> Params:
+    """Geometry, colours and marks of `n` people."""
+    u = lambda lo, hi: rng.uniform(lo, hi, n).astype(np.float32)  # noqa: E731
+    skin_t = rng.uniform(0, len(_SKIN) - 1, n)
+    lo = np.floor(skin_t).astype(int).clip(0, len(_SKIN) - 2)
+    frac = (skin_t - lo)[:, None]
+    skin = (_SKIN[lo] * (1 - frac) + _SKIN[lo + 1] * frac) * rng.uniform(0.93, 1.07, (n, 3))
+    hair = _HAIR[rng.integers(0, len(_HAIR), n)] * rng.uniform(0.85, 1.15, (n, 3))
+    lips = skin * np.array([0.82, 0.55, 0.55]) + rng.uniform(-10, 10, (n, 3))
+    ident: Params = {
+        "head_w": u(0.5, 0.64), "head_h": u(0.7, 0.84), "jaw": u(0.0, 1.0),
+        "eye_x": u(0.19, 0.27), "eye_y": u(-0.12, -0.05), "eye_w": u(0.07, 0.1),
+        "eye_h": u(0.03, 0.045), "brow_gap": u(0.09, 0.14), "brow_w": u(0.018, 0.045),
+        "brow_arch": u(0.0, 0.035), "brow_tilt": u(-0.02, 0.02),
+        "nose_y": u(0.13, 0.21), "nose_w": u(0.05, 0.08), "mouth_y": u(0.34, 0.42),
+        "mouth_w": u(0.16, 0.22), "lip_h": u(0.024, 0.04),
+        "hairline": u(-0.66, -0.44), "hair_vol": u(0.02, 0.14),
+        "long_hair": (rng.random(n) < 0.4).astype(np.float32),
+        "bangs": (rng.random(n) < 0.2).astype(np.float32),
+        "glasses": (rng.random(n) < 0.15).astype(np.float32),
+        "stubble": (rng.random(n) < 0.15).astype(np.float32),
+        "mole_on": (rng.random(n) < 0.5).astype(np.float32),
+        "mole_x": u(-0.35, 0.35), "mole_y": u(-0.35, 0.3), "mole_r": u(0.008, 0.016),
+        "gaze_x": u(-0.01, 0.01),
+    }
+    for name, rgb in (("skin", skin), ("hair", hair), ("lips", lips),
+                      ("iris", _IRIS[rng.integers(0, len(_IRIS), n)])):
+        for c in range(3):
+            ident[f"{name}{c}"] = np.clip(rgb[:, c], 0, 255).astype(np.float32)
+    return ident
+
+
+def expression_params(rng: np.random.Generator, expression: np.ndarray, intensity: np.ndarray,
+                      jitter: float = 0.1) -> Params:
+    """Facial-action parameters for canonical expression indices at the given intensity (0..1)."""
+    base = PROTOTYPES[expression] * np.asarray(intensity, np.float32)[:, None]
+    base = base + rng.normal(0, jitter, base.shape).astype(np.float32)
+    return {f: base[:, i] for i, f in enumerate(EXPRESSION_FIELDS)}
+
+
+def sample_conditions(rng: np.random.Generator, n: int, *, scale: float = 1.0,
+                      pose_jitter: float = 1.0) -> Params:
+    """Pose (rotation, shift, scale), lighting, background and noise of `n` images."""
+    u = lambda lo, hi: rng.uniform(lo, hi, n).astype(np.float32)  # noqa: E731
+    cond: Params = {
+        "angle": rng.normal(0, 0.09 * pose_jitter, n).clip(-0.3, 0.3).astype(np.float32),
+        "tx": rng.normal(0, 0.04 * pose_jitter, n).astype(np.float32),
+        "ty": rng.normal(0, 0.04 * pose_jitter, n).astype(np.float32),
+        "scale": (scale * np.exp(rng.normal(0, 0.06 * pose_jitter, n))).astype(np.float32),
+        "light_amp": u(0.0, 0.35), "light_dir": u(0, 2 * np.pi),
+        "gain": u(0.75, 1.15), "noise": u(0.5, 4.0),
+    }
+    grey = rng.uniform(40, 210, (n, 2, 1))
+    bg = grey + rng.uniform(0.0, 0.6, (n, 2, 1)) * (rng.uniform(30, 225, (n, 2, 3)) - grey)
+    for j in range(2):
+        for c in range(3):
+            cond[f"bg{j}{c}"] = bg[:, j, c].astype(np.float32)
+    cast = rng.uniform(0.93, 1.07, (n, 3))
+    for c in range(3):
+        cond[f"cast{c}"] = cast[:, c].astype(np.float32)
+    cond["bg_seed"] = rng.integers(0, 2**31, n).astype(np.int64)
+    return cond
+
+
+# ----------------------------------------------------------------------------- shapes
+
+def _fill(d: np.ndarray, px: np.ndarray) -> np.ndarray:
+    """Coverage of a filled shape from its (approximate) signed distance, inside < 0."""
+    return np.clip(0.5 - d / px, 0.0, 1.0)
+
+
+def _line(d: np.ndarray, width, px: np.ndarray) -> np.ndarray:
+    """Coverage of a stroke of `width` at unsigned distance `d`; thin strokes keep their ink."""
+    w = np.maximum(width, 1e-4)
+    we = np.maximum(w, px)
+    return np.clip((we * 0.5 - d) / px + 0.5, 0.0, 1.0) * (w / we)
+
+
+def _ellipse_d(x, y, cx, cy, a, b):
+    """First-order signed distance to an axis-aligned ellipse (exact sign, good near the edge)."""
+    dx, dy = x - cx, y - cy
+    f = (dx / a) ** 2 + (dy / b) ** 2 - 1.0
+    g = 2.0 * np.sqrt((dx / a**2) ** 2 + (dy / b**2) ** 2) + 1e-6
+    return f / g
+
+
+def _curve_d(x, y, x0, x1, y0, y1, bulge):
+    """Distance to the curve y(x) from (x0, y0) to (x1, y1) bowed by `bulge` at its middle.
+
+    `bulge` > 0 bows towards +y. Swap x and y to draw steep curves.
+    """
+    span = x1 - x0
+    t = np.clip((x - x0) / span, 0.0, 1.0)
+    xc = x0 + t * span
+    yc = y0 + (y1 - y0) * t + 4.0 * bulge * t * (1.0 - t)
+    slope = ((y1 - y0) + 4.0 * bulge * (1.0 - 2.0 * t)) / span
+    return np.sqrt((x - xc) ** 2 + (y - yc) ** 2 / (1.0 + slope**2))
+
+
+def _between(y, top, bottom, side_d, px):
+    """Coverage of the band top < y < bottom, cut where `side_d` (signed, inside < 0) > 0."""
+    a = np.minimum(np.clip((y - top) / px + 0.5, 0, 1), np.clip((bottom - y) / px + 0.5, 0, 1))
+    return np.minimum(a, _fill(side_d, px))
+
+
+# ----------------------------------------------------------------------------- canvas
+
+class _Canvas:
+    """An RGB float batch plus the affine map from each image's pixels to face units."""
+
+    def __init__(self, cond: Params, height: int, width: int):
+        n = len(cond["angle"])
+        self.h, self.w = height, width
+        m = min(height, width) / 2.0
+        self.xs = ((np.arange(width) + 0.5 - width / 2.0) / m).astype(np.float32)
+        self.ys = ((np.arange(height) + 0.5 - height / 2.0) / m).astype(np.float32)
+        cos, sin, s = np.cos(cond["angle"]), np.sin(cond["angle"]), cond["scale"]
+        # face = R(angle) (image - shift) / scale
+        self.a, self.b = cos / s, sin / s
+        self.c, self.d = -sin / s, cos / s
+        self.e = -(self.a * cond["tx"] + self.b * cond["ty"])
+        self.f = -(self.c * cond["tx"] + self.d * cond["ty"])
+        self.px = _col(1.0 / (m * s))
+        self.img = np.zeros((n, height, width, 3), np.float32)
+        self.m = m
+        self.cond = cond
+
+    def window(self, x0, x1, y0, y1):
+        """Pixel slices covering a face-unit box in every image, and face coordinates there."""
+        cs = np.array([[x0, y0], [x0, y1], [x1, y0], [x1, y1]], np.float32)
+        # inverse map: image = scale * R(-angle) face + shift
+        s, ang = self.cond["scale"], self.cond["angle"]
+        cos, sin = np.cos(ang), np.sin(ang)
+        ix = s[:, None] * (cos[:, None] * cs[None, :, 0] - sin[:, None] * cs[None, :, 1]) + self.cond["tx"][:, None]
+        iy = s[:, None] * (sin[:, None] * cs[None, :, 0] + cos[:, None] * cs[None, :, 1]) + self.cond["ty"][:, None]
+        c0 = int(np.clip(np.floor(ix.min() * self.m + self.w / 2.0) - 2, 0, self.w))
+        c1 = int(np.clip(np.ceil(ix.max() * self.m + self.w / 2.0) + 2, 0, self.w))
+        r0 = int(np.clip(np.floor(iy.min() * self.m + self.h / 2.0) - 2, 0, self.h))
+        r1 = int(np.clip(np.ceil(iy.max() * self.m + self.h / 2.0) + 2, 0, self.h))
+        X, Y = self.xs[None, None, c0:c1], self.ys[None, r0:r1, None]
+        u = _col(self.a) * X + _col(self.b) * Y + _col(self.e)
+        v = _col(self.c) * X + _col(self.d) * Y + _col(self.f)
+        return (slice(r0, r1), slice(c0, c1)), u, v
+
+    def paint(self, win, alpha: np.ndarray, color: np.ndarray) -> None:
+        """Alpha-blend `color` ([N, 3] or [N, h, w, 3]) into the window."""
+        if alpha.size == 0:
+            return
+        if color.ndim == 2:
+            color = color[:, None, None, :]
+        region = self.img[:, win[0], win[1]]
+        a = alpha[..., None]
+        self.img[:, win[0], win[1]] = region + a * (color - region)
+
+
+def _rgb(p: Params, name: str) -> np.ndarray:
+    return np.stack([p[f"{name}{c}"] for c in range(3)], axis=1)
+
+
+def _lowfreq(seeds: np.ndarray, h: int, w: int, cells: int = 4) -> np.ndarray:
+    """Smooth per-image noise in [-1, 1], [N, h, w], from a small random grid upsampled bilinearly."""
+    grids = np.stack([np.random.default_rng(int(s)).uniform(-1, 1, (cells, cells)) for s in seeds])
+    ry = np.clip((np.arange(h) + 0.5) / h * (cells - 1), 0, cells - 1)
+    rx = np.clip((np.arange(w) + 0.5) / w * (cells - 1), 0, cells - 1)
+    my = np.maximum(0, 1 - np.abs(ry[:, None] - np.arange(cells)[None, :]))
+    mx = np.maximum(0, 1 - np.abs(rx[:, None] - np.arange(cells)[None, :]))
+    return np.einsum("hi,nij,wj->nhw", my, grids, mx).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- drawing
+
+def render(ident: Params, expr: Params, cond: Params, height: int, width: int,
+           rng: np.random.Generator, gray: bool = False) -> np.ndarray:
+    """Draw one face per row of the parameter batches: uint8 [N, height, width, 3] (RGB)."""
+    cv = _Canvas(cond, height, width)
+    _background(cv, cond)
+    skin = _rgb(ident, "skin")
+    hair = _rgb(ident, "hair")
+    _hair_back(cv, ident, hair)
+    _neck_and_clothes(cv, ident, skin)
+    _head(cv, ident, skin)
+    _cheeks(cv, ident, expr, skin)
+    _hair_front(cv, ident, hair)
+    _wrinkles(cv, ident, expr, skin)
+    _nose(cv, ident, skin)
+    _eyes(cv, ident, expr)
+    _brows(cv, ident, expr, hair)
+    _mouth(cv, ident, expr, skin)
+    _marks(cv, ident, skin, rng)
+    return _finish(cv, cond, rng, gray)
+
+
+def _background(cv: _Canvas, cond: Params) -> None:
+    c0, c1 = _rgb(cond, "bg0"), _rgb(cond, "bg1")
+    t = 0.5 + 0.5 * _lowfreq(cond["bg_seed"], cv.h, cv.w)
+    cv.img[:] = c0[:, None, None, :] + t[..., None] * (c1 - c0)[:, None, None, :]
+
+
+def _hair_back(cv: _Canvas, p: Params, hair: np.ndarray) -> None:
+    win, u, v = cv.window(-1.0, 1.0, -1.1, 1.1)
+    hw, hh, vol = _col(p["head_w"]), _col(p["head_h"]), _col(p["hair_vol"])
+    top = _fill(_ellipse_d(u, v, 0.0, -0.1, hw + vol + 0.02, hh * 0.9 + vol), cv.px)
+    long_ = _fill(np.maximum(np.abs(u) - (hw + vol + 0.04), v - 0.85), cv.px) * (v > -0.2)
+    cv.paint(win, np.maximum(top, long_ * _col(p["long_hair"])), hair * 0.8)
+
+
+def _neck_and_clothes(cv: _Canvas, p: Params, skin: np.ndarray) -> None:
+    win, u, v = cv.window(-1.2, 1.2, 0.3, 1.8)
+    hw = _col(p["head_w"])
+    neck = _fill(np.maximum(np.abs(u) - hw * 0.55, 0.3 - v), cv.px)
+    cv.paint(win, neck, skin * 0.82)
+    shirt = _fill(_ellipse_d(u, v, 0.0, 1.55, 1.15, 0.62), cv.px)
+    shirt_col = (_rgb(p, "hair")[:, ::-1] * 0.6 + 60.0) % 255
+    cv.paint(win, shirt, shirt_col)
+
+
+def _head(cv: _Canvas, p: Params, skin: np.ndarray) -> None:
+    win, u, v = cv.window(-0.85, 0.85, -1.0, 1.0)
+    hw, hh, jaw = _col(p["head_w"]), _col(p["head_h"]), _col(p["jaw"])
+    ears = _fill(_ellipse_d(np.abs(u), v, hw - 0.01, _col(p["eye_y"]) + 0.1, 0.07, 0.13), cv.px)
+    cv.paint(win, ears, skin * 0.9)
+    # a narrower jaw: squeeze x towards the chin
+    squeeze = 1.0 - 0.3 * jaw * np.clip(v / hh, 0, 1) ** 2
+    head = _fill(_ellipse_d(u / squeeze, v, 0.0, 0.02, hw, hh) * squeeze, cv.px)
+    # soft shading towards the face border
+    r2 = np.clip((u / (hw * squeeze)) ** 2 + ((v - 0.02) / hh) ** 2, 0, 1)
+    shade = (1.0 - 0.22 * r2**2)[..., None]
+    cv.paint(win, head, skin[:, None, None, :] * shade)
+
+
+def _cheeks(cv: _Canvas, p: Params, e: Params, skin: np.ndarray) -> None:
+    win, u, v = cv.window(-0.6, 0.6, -0.2, 0.45)
+    cx, cy = _col(p["eye_x"]) + 0.02, _col(p["nose_y"]) - 0.02
+    amt = np.clip(_col(e["cheek"]), 0, 1)
+    blob = np.exp(-(((np.abs(u) - cx) / 0.11) ** 2 + ((v - cy) / 0.08) ** 2))
+    glow = np.minimum(skin * np.array([1.12, 1.0, 0.98]) + 8.0, 255)
+    cv.paint(win, 0.65 * amt * blob, glow)
+
+
+def _hair_front(cv: _Canvas, p: Params, hair: np.ndarray) -> None:
+    win, u, v = cv.window(-0.9, 0.9, -1.1, -0.1)
+    hw, hh, vol = _col(p["head_w"]), _col(p["head_h"]), _col(p["hair_vol"])
+    line = _col(p["hairline"]) + 0.12 * _col(p["bangs"]) + 0.45 * u**2
+    inside = _fill(_ellipse_d(u, v, 0.0, -0.1, hw + vol + 0.02, hh * 0.9 + vol), cv.px)
+    cv.paint(win, np.minimum(inside, np.clip((line - v) / cv.px + 0.5, 0, 1)), hair)
+
+
+def _wrinkles(cv: _Canvas, p: Params, e: Params, skin: np.ndarray) -> None:
+    """Thin expression lines: forehead, glabella, nose bridge, crow's feet, nasolabial folds."""
+    dark = skin * 0.55
+    ey, ex, ew = _col(p["eye_y"]), _col(p["eye_x"]), _col(p["eye_w"])
+    brow_y = ey - _col(p["brow_gap"]) - 0.07 * _col(e["brow_raise"])
+    px = cv.px
+    win, u, v = cv.window(-0.5, 0.5, -0.75, 0.0)
+    lines = np.zeros_like(u)
+    for k in range(3):  # forehead
+        y = brow_y - 0.08 - 0.055 * k
+        lines = np.maximum(lines, _line(_curve_d(u, v, -0.24 + 0.03 * k, 0.24 - 0.03 * k, y, y, -0.015), 0.011, px))
+    fore = lines * np.clip(_col(e["forehead"]), 0, 1)
+    gl = np.zeros_like(u)
+    for side in (-1.0, 1.0):  # glabella: short vertical lines between the brows
+        gl = np.maximum(gl, _line(_curve_d(v, u, brow_y - 0.02, brow_y + 0.07, side * 0.028, side * 0.018, side * 0.006), 0.01, px))
+    cv.paint(win, np.maximum(fore, gl * np.clip(_col(e["glabella"]), 0, 1)) * 0.85, dark)
+
+    win, u, v = cv.window(-0.55, 0.55, -0.25, 0.5)
+    au = np.abs(u)
+    ny = _col(p["nose_y"])
+    nw = np.zeros_like(u)
+    for k in range(3):  # nose wrinkles across the bridge
+        y = ey + 0.03 + 0.03 * k
+        nw = np.maximum(nw, _line(_curve_d(u, v, -0.055, 0.055, y, y, 0.008), 0.009, px))
+    cf = np.zeros_like(u)
+    for k in (-1.0, 0.0, 1.0):  # crow's feet at the outer eye corners
+        cf = np.maximum(cf, _line(_curve_d(au, v, ex + ew + 0.015, ex + ew + 0.07, ey + 0.004 * k, ey + 0.03 * k, 0.0), 0.008, px))
+    mw = _col(p["mouth_w"]) * (1.0 + 0.3 * _col(e["mouth_width"]))
+    my = _col(p["mouth_y"]) - 0.07 * np.clip(_col(e["mouth_curve"]), 0, None)
+    nl = _line(_curve_d(v, au, ny - 0.01, my + 0.03, _col(p["nose_w"]) + 0.035, mw + 0.035, 0.02), 0.013, px)
+    alpha = np.maximum.reduce([nw * np.clip(_col(e["nose_wrinkle"]), 0, 1),
+                               cf * np.clip(_col(e["crows_feet"]), 0, 1),
+                               nl * np.clip(_col(e["nasolabial"]), 0, 1)])
+    cv.paint(win, alpha * 0.85, dark)
+
+
+def _nose(cv: _Canvas, p: Params, skin: np.ndarray) -> None:
+    win, u, v = cv.window(-0.2, 0.2, -0.1, 0.3)
+    ny, nw, ey = _col(p["nose_y"]), _col(p["nose_w"]), _col(p["eye_y"])
+    au = np.abs(u)
+    side = _line(_curve_d(v, au, ey + 0.04, ny - 0.02, 0.035, nw * 0.8, 0.0), 0.02, cv.px)
+    cv.paint(win, side * 0.22, skin * 0.7)
+    tip = _line(_curve_d(u, v, -nw, nw, ny + 0.015, ny + 0.015, 0.02), 0.012, cv.px)
+    cv.paint(win, tip * 0.4, skin * 0.6)
+    nostril = _fill(_ellipse_d(au, v, nw * 0.5, ny + 0.02, 0.02, 0.011), cv.px)
+    cv.paint(win, nostril * 0.85, skin * 0.3)
+
+
+def _eyes(cv: _Canvas, p: Params, e: Params) -> None:
+    win, u, v = cv.window(-0.45, 0.45, -0.25, 0.05)
+    ex, ey, ew = _col(p["eye_x"]), _col(p["eye_y"]), _col(p["eye_w"])
+    eh = _col(p["eye_h"]) * np.clip(1.0 + 0.6 * _col(e["eye_open"]), 0.25, 2.0)
+    au = np.abs(u)
+    px = cv.px
+    sclera = _fill(_ellipse_d(au, v, ex, ey, ew, eh), px)
+    cv.paint(win, sclera, np.full((len(ex), 3), 236.0, np.float32))
+    gx = ex + _col(p["gaze_x"]) * np.sign(u)
+    iris = np.minimum(sclera, _fill(_ellipse_d(au, v, gx, ey, 0.042, 0.042), px))
+    cv.paint(win, iris, _rgb(p, "iris"))
+    pupil = np.minimum(sclera, _fill(_ellipse_d(au, v, gx, ey, 0.017, 0.017), px))
+    cv.paint(win, pupil, np.full((len(ex), 3), 12.0, np.float32))
+    upper = _line(_curve_d(au, v, ex - ew, ex + ew, ey, ey, -eh), 0.013, px)
+    lower = _line(_curve_d(au, v, ex - ew, ex + ew, ey, ey, eh), 0.007, px)
+    cv.paint(win, np.maximum(upper, 0.5 * lower), np.full((len(ex), 3), 30.0, np.float32))
+
+
+def _brows(cv: _Canvas, p: Params, e: Params, hair: np.ndarray) -> None:
+    win, u, v = cv.window(-0.5, 0.5, -0.5, 0.0)
+    ex, ey, ew = _col(p["eye_x"]), _col(p["eye_y"]), _col(p["eye_w"])
+    y = ey - _col(p["brow_gap"]) - 0.07 * _col(e["brow_raise"])
+    inner = 0.06 * _col(e["brow_inner"])
+    x_in = ex - ew - 0.015 - 0.02 * np.clip(-_col(e["brow_inner"]), 0, 1)
+    d = _curve_d(np.abs(u), v, x_in, ex + ew + 0.035, y - inner, y + _col(p["brow_tilt"]),
+                 -_col(p["brow_arch"]) - 0.02 * np.clip(_col(e["brow_inner"]), 0, 1))
+    cv.paint(win, _line(d, _col(p["brow_w"]), cv.px) * 0.92, hair * 0.7)
+
+
+def _mouth(cv: _Canvas, p: Params, e: Params, skin: np.ndarray) -> None:
+    win, u, v = cv.window(-0.45, 0.45, 0.1, 0.75)
+    px = cv.px
+    mw = _col(p["mouth_w"]) * np.clip(1.0 + 0.3 * _col(e["mouth_width"]), 0.5, 1.6)
+    my, lip = _col(p["mouth_y"]), _col(p["lip_h"])
+    s = np.clip(np.abs(u) / mw, 0, 1.2)
+    body = np.sqrt(np.clip(1.0 - s**2, 0, 1))
+    curve = _col(e["mouth_curve"])
+    centre = my - np.where(curve > 0, 0.07, 0.055) * curve * s**2
+    gap = 0.12 * np.clip(_col(e["mouth_open"]), 0, 1.2) * body
+    raise_ = 0.03 * np.clip(_col(e["upper_lip"]), 0, 1) * body
+    in_top = centre - 0.4 * gap - raise_
+    in_bot = centre + 0.9 * gap
+    thin = 1.0 - 0.6 * np.clip(_col(e["lip_press"]), 0, 1)
+    out_top = in_top - lip * thin * (1.0 - 0.4 * s**2) - 0.006 * (1 - 4 * (s - 0.35) ** 2).clip(0)
+    out_bot = in_bot + 1.2 * lip * thin * (1.0 - 0.5 * s**2)
+    side = np.abs(u) - mw
+    lips = _between(v, out_top, out_bot, side, px)
+    cv.paint(win, lips, _rgb(p, "lips"))
+    hole = _between(v, in_top, in_bot, side + 0.01, px)
+    cv.paint(win, hole, np.full((len(mw), 3), 40.0, np.float32) + skin * 0.1)
+    teeth_bot = in_top + 0.035 + 0.02 * np.clip(_col(e["upper_lip"]), 0, 1)
+    teeth = np.minimum(hole, np.clip((teeth_bot - v) / px + 0.5, 0, 1))
+    cv.paint(win, teeth * np.clip(_col(e["teeth"]), 0, 1), np.full((len(mw), 3), 225.0, np.float32))
+    seam = _line(np.abs(v - centre), 0.01, px) * (side < 0) * (1.0 - np.clip(gap / 0.01, 0, 1))
+    cv.paint(win, seam * 0.8, _rgb(p, "lips") * 0.45)
+
+
+def _marks(cv: _Canvas, p: Params, skin: np.ndarray, rng: np.random.Generator) -> None:
+    """Identity details: a mole, glasses, stubble."""
+    win, u, v = cv.window(-0.7, 0.7, -0.6, 0.9)
+    px = cv.px
+    mole = _fill(_ellipse_d(u, v, _col(p["mole_x"]), _col(p["mole_y"]), _col(p["mole_r"]), _col(p["mole_r"])), px)
+    cv.paint(win, mole * _col(p["mole_on"]), skin * 0.35)
+    ex, ey, ew = _col(p["eye_x"]), _col(p["eye_y"]), _col(p["eye_w"])
+    au = np.abs(u)
+    rim = _line(np.abs(_ellipse_d(au, v, ex, ey + 0.01, ew + 0.035, 0.085)), 0.012, px)
+    bridge = _line(_curve_d(u, v, -(ex - ew - 0.035), ex - ew - 0.035, ey - 0.01, ey - 0.01, -0.015), 0.012, px)
+    cv.paint(win, np.maximum(rim, bridge) * _col(p["glasses"]), np.full((len(ex), 3), 25.0, np.float32))
+    hw = _col(p["head_w"])
+    chin = _fill(_ellipse_d(u, v, 0.0, 0.02, hw * 0.85, _col(p["head_h"])), px) * (v > _col(p["nose_y"]) + 0.06)
+    grain = rng.random(u.shape, dtype=np.float32)
+    cv.paint(win, chin * grain * 0.25 * _col(p["stubble"]), _rgb(p, "hair") * 0.6)
+
+
+def _finish(cv: _Canvas, cond: Params, rng: np.random.Generator, gray: bool) -> np.ndarray:
+    """Lighting gradient, gain, colour cast, sensor noise; to uint8."""
+    img = cv.img
+    X, Y = cv.xs[None, None, :], cv.ys[:, None, None][None, :, :, 0]
+    d = cond["light_dir"]
+    light = 1.0 + _col(cond["light_amp"]) * (_col(np.cos(d)) * X + _col(np.sin(d)) * Y)
+    img *= (light * _col(cond["gain"]))[..., None]
+    img *= _rgb(cond, "cast")[:, None, None, :]
+    if gray:
+        img[:] = (img @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    noise = rng.standard_normal(img.shape[:3], dtype=np.float32)[..., None]
+    img += noise * _col(cond["noise"])[..., None]
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
