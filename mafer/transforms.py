@@ -1,0 +1,210 @@
+"""Per-dataset training and evaluation transforms of the paper, on uint8 RGB tensors (CPU or GPU).
+
+The numbers live in one ``AugmentSpec`` per dataset (``augment_spec(dataset, image_size)``), so
+that the per-image pipeline here and the batched one in ``mafer.batch_augment`` read the same
+op list. The paper's sizes are for 224 px; at another ``image_size`` every pixel quantity is
+scaled by ``s = image_size / 224``.
+
+Choices where the paper's table is not explicit (the authors used albumentations):
+
+* **Elastic.** albumentations displaces a pixel by ``alpha * G_sigma(U(-1, 1))`` pixels;
+  torchvision's ``ElasticTransform`` by ``alpha / 2 * G_sigma(U(-1, 1))`` pixels (it divides by
+  the side and works in [-1, 1] grid units). So ``alpha_tv = 2 * alpha_alb``, ``sigma_tv =
+  sigma_alb``. At another size, ``sigma`` scales by ``s`` and ``alpha`` by ``s**2``: the blurred
+  noise shrinks as ``1 / sigma``, so this keeps displacements at ``s`` times the 224-px ones.
+  RAF-DB's elastic has no parameters in the table: albumentations' defaults (alpha 1, sigma 50),
+  without their extra random affine.
+* **Shift / scale / rotate.** ``v2.RandomAffine`` with the same limits (shift as a fraction of the
+  side, scale ``1 +- limit``, rotation ``+- degrees``), applied with the table's p. Border filled
+  with 0 where albumentations reflects. RAF-DB's has no parameters: albumentations' defaults
+  (shift 0.0625, scale 0.1, rotate 45).
+* **Probabilities** the table does not give (FER2013 elastic, all cutouts) are 1: the op always runs.
+* **Resize 224** (Oulu-CASIA) is followed by a centre crop, so non-square frames still give
+  ``S x S``; on square faces the crop does nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from mafer.datasets.info import dataset_info
+from mafer.errors import MaferError
+
+PAPER_SIZE = 224
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """The transforms of one dataset at one ``image_size``; pixel quantities already scaled.
+
+    ``train_ops`` names the training ops in order, from: ``crop_fraction`` (random square crop,
+    side ``crop_fraction`` of the source's shorter side), ``resize`` (shorter side to ``resize``),
+    ``random_crop`` / ``center_crop`` (``image_size`` square), ``grayscale``, ``elastic``,
+    ``affine``, ``cutout``, ``flip``. Evaluation is: shorter side to ``eval_resize``, centre crop
+    ``image_size``. ``elastic_alpha`` / ``elastic_sigma`` are in torchvision's units.
+    """
+
+    dataset: str
+    image_size: int
+    train_ops: tuple[str, ...]
+    resize: int
+    eval_resize: int
+    crop_fraction: float = 1.0
+    grayscale_p: float = 0.0
+    elastic_p: float = 0.0
+    elastic_alpha: float = 0.0
+    elastic_sigma: float = 0.0
+    affine_p: float = 0.0
+    affine_shift: float = 0.0
+    affine_scale: float = 0.0
+    affine_degrees: float = 0.0
+    cutout_p: float = 0.0
+    cutout_holes: int = 0
+    cutout_size: int = 0
+    cutout_fill: int = 0
+    flip_p: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _px(value: float, scale: float) -> int:
+    return max(1, round(value * scale))
+
+
+def augment_spec(dataset: str, image_size: int = PAPER_SIZE) -> AugmentSpec:
+    """The paper's transforms of ``dataset`` (fer2013, rafdb, oulucasia, affwild2, vggface2) at ``image_size``."""
+    dataset_info(dataset)  # MaferError for unknown names
+    if image_size < 8:
+        raise MaferError(f"image_size must be at least 8 pixels, got {image_size}")
+    s = image_size / PAPER_SIZE
+
+    def elastic(alpha_alb: float, sigma_alb: float) -> dict[str, float]:
+        return {"elastic_alpha": 2 * alpha_alb * s * s, "elastic_sigma": sigma_alb * s}
+
+    def cutout(size: float) -> dict[str, Any]:
+        return {"cutout_p": 1.0, "cutout_holes": 10, "cutout_size": _px(size, s), "cutout_fill": 0}
+
+    resize_256 = _px(256, s)
+    if dataset == "fer2013":
+        return AugmentSpec(
+            dataset, image_size, ("crop_fraction", "resize", "elastic", "affine", "cutout", "flip"),
+            resize=image_size, eval_resize=resize_256, crop_fraction=42 / 48,
+            elastic_p=1.0, **elastic(50, 5),
+            affine_p=0.5, affine_shift=0.02, affine_degrees=10,
+            **cutout(30), flip_p=0.5)
+    if dataset == "rafdb":
+        return AugmentSpec(
+            dataset, image_size, ("resize", "random_crop", "grayscale", "elastic", "affine", "cutout", "flip"),
+            resize=resize_256, eval_resize=resize_256, grayscale_p=0.2,
+            elastic_p=0.5, **elastic(1, 50),
+            affine_p=0.5, affine_shift=0.0625, affine_scale=0.1, affine_degrees=45,
+            **cutout(20), flip_p=0.5)
+    if dataset == "oulucasia":
+        return AugmentSpec(
+            dataset, image_size, ("resize", "center_crop", "elastic", "affine", "cutout", "flip"),
+            resize=image_size, eval_resize=image_size,
+            elastic_p=0.5, **elastic(120, 6),
+            affine_p=0.5, affine_shift=0.02, affine_scale=0.3, affine_degrees=45,
+            **cutout(10), flip_p=0.5)
+    # VGGFace2 and AffWild2 (step 1): crop and random grayscale; lowering is done by the trainer
+    return AugmentSpec(dataset, image_size, ("resize", "random_crop", "grayscale"),
+                       resize=resize_256, eval_resize=resize_256, grayscale_p=0.2)
+
+
+class RandomCropFraction(v2.Transform):
+    """Random square crop whose side is ``fraction`` of the input's shorter side (FER2013: 42 of 48)."""
+
+    def __init__(self, fraction: float):
+        super().__init__()
+        if not 0 < fraction <= 1:
+            raise MaferError(f"crop fraction must be in (0, 1], got {fraction}")
+        self.fraction = fraction
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        side = max(1, round(self.fraction * min(height, width)))
+        top = int(torch.randint(0, height - side + 1, ()).item())
+        left = int(torch.randint(0, width - side + 1, ()).item())
+        return {"top": top, "left": left, "side": side}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return TF.crop(inpt, params["top"], params["left"], params["side"], params["side"])
+
+
+class Cutout(v2.Transform):
+    """``holes`` square holes of side ``size`` filled with ``fill``, centres uniform over the image
+    (holes clipped at the border), like albumentations' ``Cutout``. Runs with probability ``p``."""
+
+    def __init__(self, holes: int, size: int, fill: int = 0, p: float = 1.0):
+        super().__init__()
+        if holes < 0 or size < 1 or not 0 <= p <= 1:
+            raise MaferError(f"cutout needs holes >= 0, size >= 1 and 0 <= p <= 1; got {holes}, {size}, {p}")
+        self.holes, self.size, self.fill, self.p = holes, size, fill, p
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        if torch.rand(()) >= self.p:
+            return {"boxes": []}
+        height, width = v2.query_size(flat_inputs)
+        cy = torch.randint(0, height, (self.holes,))
+        cx = torch.randint(0, width, (self.holes,))
+        half = self.size // 2
+        boxes = [(max(0, y - half), min(height, y - half + self.size), max(0, x - half), min(width, x - half + self.size))
+                 for y, x in zip(cy.tolist(), cx.tolist())]
+        return {"boxes": boxes}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not params["boxes"] or not isinstance(inpt, Tensor):
+            return inpt
+        out = inpt.clone()
+        for y0, y1, x0, x1 in params["boxes"]:
+            out[..., y0:y1, x0:x1] = self.fill
+        return out
+
+
+def _op(name: str, spec: AugmentSpec) -> Any:
+    if name == "crop_fraction":
+        return RandomCropFraction(spec.crop_fraction)
+    if name == "resize":
+        return v2.Resize(spec.resize, antialias=True)
+    if name == "random_crop":
+        return v2.RandomCrop(spec.image_size)
+    if name == "center_crop":
+        return v2.CenterCrop(spec.image_size)
+    if name == "grayscale":
+        return v2.RandomGrayscale(p=spec.grayscale_p)
+    if name == "elastic":
+        return v2.RandomApply([v2.ElasticTransform(alpha=spec.elastic_alpha, sigma=spec.elastic_sigma)],
+                              p=spec.elastic_p)
+    if name == "affine":
+        scale = (1 - spec.affine_scale, 1 + spec.affine_scale) if spec.affine_scale else None
+        translate = (spec.affine_shift, spec.affine_shift) if spec.affine_shift else None
+        affine = v2.RandomAffine(degrees=spec.affine_degrees, translate=translate, scale=scale,
+                                 interpolation=v2.InterpolationMode.BILINEAR, fill=0)
+        return v2.RandomApply([affine], p=spec.affine_p)
+    if name == "cutout":
+        return Cutout(spec.cutout_holes, spec.cutout_size, spec.cutout_fill, spec.cutout_p)
+    if name == "flip":
+        return v2.RandomHorizontalFlip(p=spec.flip_p)
+    raise MaferError(f"unknown augmentation op {name!r} in the spec of {spec.dataset}")
+
+
+def train_transform(dataset: str, image_size: int = PAPER_SIZE) -> v2.Compose:
+    """The paper's training augmentation of ``dataset``: uint8 RGB ``[3, H, W]`` -> uint8 ``[3, S, S]``.
+
+    Random draws come from torch's global generator, so ``torch.manual_seed`` makes it repeatable.
+    """
+    spec = augment_spec(dataset, image_size)
+    return v2.Compose([_op(name, spec) for name in spec.train_ops])
+
+
+def eval_transform(dataset: str, image_size: int = PAPER_SIZE) -> v2.Compose:
+    """The paper's evaluation transform of ``dataset``: shorter side to ``eval_resize``, centre crop ``S``."""
+    spec = augment_spec(dataset, image_size)
+    return v2.Compose([v2.Resize(spec.eval_resize, antialias=True), v2.CenterCrop(image_size)])
