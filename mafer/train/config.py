@@ -1,0 +1,318 @@
+"""`TrainConfig`: every option of a training run, in one dataclass.
+
+The same fields are reachable from the command line (one flag per field, generated from the
+dataclass), from a YAML file (``--config run.yaml``) and from Python (``TrainConfig(**params)``,
+``TrainConfig.from_dict``). Precedence: defaults < preset < YAML < CLI flags.
+
+Fields left at ``None`` mean "the paper's value for this stage": `resolve` fills them from
+`recipe` (step 2 fine-tuning, step 1 on VGGFace2, or the AffWild2 stage), so one dataclass
+serves every stage and the resolved values end up in the run's ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from mafer.errors import MaferError
+
+PRETRAIN_MODES = ("base", "cr", "cr-simplified")
+PRETRAIN_DATASETS = ("vggface2", "affwild2")
+FINETUNE_DATASETS = ("fer2013", "rafdb", "oulucasia")
+MODELS = ("senet50", "senet_tiny")
+
+# Native sizes of the datasets whose images all share one size: they are cached at that size.
+# Datasets with varied sizes are cached at image_size * 256 / 224 (the paper's Resize(256)).
+NATIVE_SIZES = {"fer2013": 48, "rafdb": 100, "affwild2": 112}
+
+
+def _opt(help_: str, default: Any = None, **kwargs: Any) -> Any:
+    return field(default=default, metadata={"help": help_}, **kwargs)
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a step-1 (``pretrain``) or step-2 (``finetune``) run.
+
+    ``None`` means "the recipe's value" (see `recipe`); call `resolve` to fill them in.
+    """
+
+    # what to train
+    stage: str = _opt("pretrain (step 1) or finetune (step 2); set by the command", "finetune")
+    mode: str = _opt("step 1 only: base (full resolution), cr (teacher-student) or cr-simplified", "base")
+    dataset: str = _opt("fer2013, rafdb, oulucasia (finetune); vggface2, affwild2 (pretrain)", "fer2013")
+    data_dir: str = _opt("folder with one sub-folder per dataset (or the dataset folder itself)", "data")
+    out: str = _opt("run folder: best.pt, last.pt, config.yaml, metrics.jsonl, run_info.json", "runs/run")
+    init: str | None = _opt("checkpoint to start from (project, MAFER release or VGGFace2 weights)")
+    fold: int | None = _opt("Oulu-CASIA: 0-based fold to train")
+    folds: int = _opt("Oulu-CASIA: number of folds", 10)
+    protocol: str = _opt("Oulu-CASIA folds over 'image' (the paper's) or 'subject'", "image")
+    # model and input
+    model: str = _opt("senet50 (the paper's) or senet_tiny (demo)", "senet50")
+    image_size: int = _opt("network input size in pixels", 224)
+    source_size: int | None = _opt("size the images are cached/decoded at before lowering and augmentation "
+                                   "(default: the dataset's native size, else image_size*256/224)")
+    in_memory: bool | None = _opt("cache the sets in memory as uint8 (default: when they fit in 4 GiB)")
+    # schedule
+    epochs: int | None = _opt("number of epochs (the paper does not state them; recipe default)")
+    max_steps: int | None = _opt("stop after this many optimizer steps (the schedule still follows --epochs)")
+    batch_size: int | None = _opt("images per process per forward pass")
+    accum_steps: int | None = _opt("forward passes accumulated per optimizer step "
+                                   "(effective batch = batch_size * accum_steps * processes)")
+    # optimizer
+    optimizer: str | None = _opt("sgd or adam")
+    lr: float | None = _opt("learning rate of the classifier")
+    backbone_lr: float | None = _opt("learning rate of everything but the classifier")
+    momentum: float = _opt("SGD momentum", 0.9)
+    betas: tuple[float, float] = _opt("Adam betas", (0.9, 0.999))
+    weight_decay: float | None = _opt("weight decay (L2, on every parameter)")
+    # learning-rate schedule: ReduceLROnPlateau on a validation metric
+    monitor: str | None = _opt("validation metric the plateau scheduler watches: acc, loss, acc_8px, loss_8px")
+    best_metric: str | None = _opt("validation metric that picks best.pt (acc, acc_8px, ...)")
+    plateau_factor: float | None = _opt("ReduceLROnPlateau factor")
+    plateau_patience: int | None = _opt("ReduceLROnPlateau patience (in validations)")
+    plateau_threshold: float | None = _opt("ReduceLROnPlateau threshold (relative)")
+    plateau_min_lr: float | None = _opt("ReduceLROnPlateau minimum learning rate")
+    # loss
+    class_weighted: bool | None = _opt("weight the cross-entropy by w_c = 1 - n_c / N")
+    cr_lambda: float = _opt("CR: weight of the feature MSE term", 0.1)
+    # lowering (step 1)
+    lower_p: float | None = _opt("constant lowering probability; unset = curriculum (cr, cr-simplified)")
+    curriculum_start: float = _opt("curriculum: first lowering probability", 0.1)
+    curriculum_step: float = _opt("curriculum: increase of p at each interval", 0.1)
+    curriculum_stop: float = _opt("curriculum: last lowering probability", 1.0)
+    curriculum_every: int | None = _opt("curriculum: optimizer steps between increases "
+                                        "(default: a tenth of the planned steps)")
+    # validation and checkpoints
+    val_per_epoch: int | None = _opt("validations per epoch")
+    val_resolution: int = _opt("step 1: the low resolution (pixels) validated besides full resolution", 8)
+    save_every: int | None = _opt("also write last.pt every this many optimizer steps")
+    # engine
+    device: str = _opt("auto, cpu or cuda", "auto")
+    seed: int | None = _opt("random seed (the paper's step 2 uses 17)")
+    workers: int = _opt("data-loader worker processes (folder path) ", 4)
+    resume: bool = _opt("continue the run in --out from its last.pt, exactly where it stopped", False)
+    compile: bool = _opt("torch.compile the network", False)
+    amp: bool = _opt("bf16 autocast on CUDA", True)
+    channels_last: bool = _opt("channels_last memory format on CUDA", True)
+    deterministic: bool = _opt("deterministic algorithms (slower on CUDA)", False)
+    progress: bool | None = _opt("tqdm progress bars (default: when stderr is a terminal)")
+    log_every: int = _opt("write a metrics.jsonl line every this many optimizer steps", 10)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any]) -> "TrainConfig":
+        """Build from a mapping (notebook parameters, YAML); unknown keys raise MaferError."""
+        return cls().updated(params)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        """Build from a YAML file of field names and values (see `TrainConfig.updated`)."""
+        return cls().updated(read_yaml(path))
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "TrainConfig":
+        """A named preset (see ``PRESETS``: smoke, demo, paper) with optional overrides."""
+        if name not in PRESETS:
+            raise MaferError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+        return cls().updated(PRESETS[name]).updated(overrides)
+
+    def updated(self, params: Mapping[str, Any], source: str = "parameters") -> "TrainConfig":
+        """A copy with ``params`` applied; unknown keys raise MaferError naming ``source``."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise MaferError(f"{source}: unknown training option(s) {', '.join(unknown)}; "
+                             f"known options: {', '.join(sorted(known))}")
+        values = dict(params)
+        if isinstance(values.get("betas"), list):
+            values["betas"] = tuple(values["betas"])
+        return dataclasses.replace(self, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field (tuples as lists), ready for YAML / JSON / checkpoints."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def to_yaml(self, path: str | Path) -> None:
+        """Write every field to ``path`` (the run's ``config.yaml``)."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    # ------------------------------------------------------------------ recipe
+    def resolve(self) -> "TrainConfig":
+        """A copy with every ``None`` recipe field filled in and the options checked."""
+        self.check()
+        filled = {k: v for k, v in recipe(self).items() if getattr(self, k) is None}
+        cfg = dataclasses.replace(self, **filled)
+        if cfg.source_size is None:
+            cfg.source_size = NATIVE_SIZES.get(cfg.dataset, math.ceil(cfg.image_size * 256 / 224))
+        cfg.check_values()
+        return cfg
+
+    @property
+    def lowers(self) -> bool:
+        """Whether training images are lowered (step 1 cr / cr-simplified)."""
+        return self.stage == "pretrain" and self.mode != "base"
+
+    def check(self) -> None:
+        """MaferError on an option outside its set of choices."""
+        _choice("stage", self.stage, ("pretrain", "finetune"))
+        if self.stage == "pretrain":
+            _choice("mode", self.mode, PRETRAIN_MODES)
+            _choice("dataset", self.dataset, PRETRAIN_DATASETS)
+            if self.mode == "cr" and not self.init:
+                raise MaferError("mode 'cr' needs --init: the teacher is a frozen copy of that network")
+        else:
+            _choice("dataset", self.dataset, FINETUNE_DATASETS)
+        _choice("model", self.model, MODELS)
+        _choice("protocol", self.protocol, ("image", "subject"))
+        _choice("device", self.device, ("auto", "cpu", "cuda"))
+
+    def check_values(self) -> None:
+        """MaferError on values that cannot work (after `resolve`)."""
+        _choice("optimizer", self.optimizer, ("sgd", "adam"))
+        for name in ("epochs", "batch_size", "accum_steps", "val_per_epoch", "log_every"):
+            if getattr(self, name) < 1:
+                raise MaferError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_steps", "save_every", "curriculum_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise MaferError(f"{name} must be at least 1, got {value}")
+        if self.image_size < 32:
+            raise MaferError(f"image_size must be at least 32 pixels, got {self.image_size}")
+        if self.lower_p is not None and not 0.0 <= self.lower_p <= 1.0:
+            raise MaferError(f"lower_p must be in [0, 1], got {self.lower_p}")
+        for name in ("monitor", "best_metric"):
+            metric = getattr(self, name)
+            if metric.split("_")[0] not in ("acc", "loss") or metric not in self.val_metrics():
+                raise MaferError(f"{name} {metric!r} is not a validation metric of this run; "
+                                 f"expected one of {', '.join(self.val_metrics())}")
+
+    def val_metrics(self) -> tuple[str, ...]:
+        """Names of the validation metrics this run computes."""
+        if self.stage == "finetune":
+            return ("acc", "loss")
+        low = self.val_resolution
+        return ("acc", "loss", f"acc_{low}px", f"loss_{low}px")
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise MaferError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def recipe(cfg: TrainConfig) -> dict[str, Any]:
+    """The paper's values of the ``None``-default fields for this stage, mode and dataset.
+
+    - step 2 (fer2013, rafdb, oulucasia): Adam, classifier lr 1e-2, backbone 1e-4, wd 1e-4,
+      batch 16 x 4, class-weighted CE, ReduceLROnPlateau(max, 0.1, 10, 0.001) on validation
+      accuracy, validation twice per epoch, best by validation accuracy, seed 17, no lowering.
+    - step 1 on VGGFace2: SGD lr 1e-3 (one lr: backbone_lr defaults to lr), momentum 0.9, wd 5e-4, batch 32 x 8,
+      ReduceLROnPlateau(min, 0.5, 10, 0.1, min lr 1e-7) on the low-resolution validation loss,
+      best by 8-px validation accuracy, lowering probability on a curriculum 0.1 -> 1.0
+      (mode base: full resolution, full-resolution loss and accuracy).
+    - step 1 on AffWild2 (the CR+AffWild2 stage): Adam, lr 1e-2 head / backbone lr x 0.01, batch 32 x 4,
+      class-weighted CE, every frame lowered (p = 1); the paper gives no weight decay or
+      scheduler for it, so step 2's are used, watching the 8-px validation accuracy.
+    The paper states no epoch counts; ours are 30 (step 2), 10 (VGGFace2) and 5 (AffWild2).
+    """
+    low = f"{cfg.val_resolution}px"
+    adam = dict(optimizer="adam", lr=1e-2, backbone_lr=1e-4, weight_decay=1e-4, class_weighted=True,
+                plateau_factor=0.1, plateau_patience=10, plateau_threshold=1e-3, plateau_min_lr=0.0)
+    if cfg.stage == "finetune":
+        return dict(adam, epochs=30, batch_size=16, accum_steps=4, monitor="acc", best_metric="acc",
+                    lower_p=0.0, val_per_epoch=2, seed=17)
+    lowered = cfg.mode != "base"
+    if cfg.dataset == "affwild2":
+        lr = 1e-2 if cfg.lr is None else cfg.lr
+        return dict(adam, lr=lr, backbone_lr=lr * 0.01, epochs=5, batch_size=32, accum_steps=4, val_per_epoch=1, seed=17,
+                    lower_p=1.0 if lowered else 0.0,
+                    monitor=f"acc_{low}" if lowered else "acc", best_metric=f"acc_{low}" if lowered else "acc")
+    lr = 1e-3 if cfg.lr is None else cfg.lr
+    return dict(optimizer="sgd", lr=lr, backbone_lr=lr, weight_decay=5e-4, class_weighted=False,
+                epochs=10, batch_size=32, accum_steps=8, val_per_epoch=1, seed=17,
+                plateau_factor=0.5, plateau_patience=10, plateau_threshold=0.1, plateau_min_lr=1e-7,
+                monitor=f"loss_{low}" if lowered else "loss", best_metric=f"acc_{low}" if lowered else "acc",
+                lower_p=None if lowered else 0.0)
+
+
+# Named presets: fields set on top of the defaults (the recipe still fills what they leave None).
+PRESETS: dict[str, dict[str, Any]] = {
+    # the paper: SE-ResNet-50 at 224 px with the recipe's values
+    "paper": {},
+    # seconds on CPU, for tests and the smoke profile (mafer synth --scale smoke)
+    "smoke": dict(model="senet_tiny", image_size=32, batch_size=8, accum_steps=1, epochs=1,
+                  max_steps=4, workers=0, log_every=1, progress=False, in_memory=True),
+    # about a minute per step on 2 CPU cores on `mafer synth --scale demo` data
+    "demo": dict(model="senet_tiny", image_size=48, batch_size=16, accum_steps=2, epochs=3,
+                 workers=0, log_every=5, in_memory=True),
+}
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file; MaferError naming the file when it is not one."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise MaferError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise MaferError(f"{path}: not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise MaferError(f"{path}: expected a mapping of training options, got {type(data).__name__}")
+    return data
+
+
+# ---------------------------------------------------------------------- command line
+_CLI_SKIP = {"stage"}  # set by the command itself
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
+    """One flag per `TrainConfig` field (``--image-size``...), plus ``--config`` and ``--preset``.
+
+    Every flag defaults to ``None`` so that only the flags actually given override the YAML.
+    """
+    parser.add_argument("--config", metavar="YAML", help="YAML file of training options (flags override it)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="named preset: smoke, demo or paper")
+    hints = _field_types()
+    for f in fields(TrainConfig):
+        if f.name in _CLI_SKIP or (stage == "finetune" and f.name == "mode"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        help_ = f.metadata["help"]
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif kind is tuple:
+            parser.add_argument(flag, type=float, nargs=2, default=None, help=help_)
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=help_)
+
+
+def config_from_args(args: argparse.Namespace, stage: str) -> TrainConfig:
+    """defaults < preset < YAML (``--config``) < flags given on the command line."""
+    cfg = TrainConfig(stage=stage)
+    if getattr(args, "preset", None):
+        cfg = cfg.updated(PRESETS[args.preset], source=f"preset {args.preset}")
+    if getattr(args, "config", None):
+        cfg = cfg.updated(read_yaml(args.config), source=str(args.config))
+        cfg.stage = stage
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if f.name not in _CLI_SKIP and getattr(args, f.name, None) is not None}
+    return cfg.updated(given, source="command line")
+
+
+def _field_types() -> dict[str, type]:
+    """The plain type (int, float, str, bool, tuple) of each field, from its annotation."""
+    out = {}
+    for f in fields(TrainConfig):
+        text = str(f.type).replace(" | None", "")
+        out[f.name] = {"int": int, "float": float, "str": str, "bool": bool}.get(text, tuple)
+    return out

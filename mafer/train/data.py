@@ -1,0 +1,121 @@
+"""Where training batches come from: uint8 images in memory, or a DataLoader over image folders.
+
+Both sources yield uint8 RGB batches ``[B, 3, S, S]`` (``S`` = the config's ``source_size``)
+in an order fixed by the caller: the engine draws one seeded permutation per epoch and hands
+each rank its slice of every global batch, so the position in a run is just
+``(epoch, batch index)`` and resuming needs no sampler state. Lowering, augmentation and
+preprocessing happen afterwards, batched, on the compute device.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Protocol, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from mafer.datasets import get_dataset
+from mafer.datasets.base import FaceDataset, resize_square
+from mafer.errors import MaferError
+from mafer.train.config import TrainConfig
+
+IN_MEMORY_LIMIT_BYTES = 4 * 1024**3  # auto in_memory: cache a set when its uint8 pixels fit in this
+
+
+class BatchSource(Protocol):
+    """Anything that turns lists of item indices into uint8 image batches and labels."""
+
+    def __len__(self) -> int: ...
+
+    def batches(self, index_batches: Sequence[Tensor], device: torch.device) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+
+class InMemorySource:
+    """A whole split decoded once into one uint8 tensor ``[N, 3, S, S]``, kept on the compute device."""
+
+    def __init__(self, dataset: FaceDataset, size: int, device: torch.device):
+        images, labels = dataset.load_uint8(size)
+        # the cache is small by construction (see IN_MEMORY_LIMIT_BYTES), so it lives on the device
+        # and a batch is one gather there, with no host-to-device copy per step
+        self.images, self.labels = images.to(device), labels.to(device)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, index_batches: Sequence[Tensor], device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+        for idx in index_batches:
+            idx = idx.to(self.images.device)
+            yield self.images[idx].to(device), self.labels[idx].to(device)
+
+
+class FolderSource:
+    """A split read from disk by DataLoader workers, each image resized like ``load_uint8(S)``."""
+
+    def __init__(self, dataset: FaceDataset, size: int, workers: int):
+        dataset.transform = lambda image: resize_square(image, size)
+        self.dataset, self.workers = dataset, workers
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, index_batches: Sequence[Tensor], device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+        loader = DataLoader(self.dataset, batch_sampler=[idx.tolist() for idx in index_batches],
+                            num_workers=self.workers, pin_memory=device.type == "cuda")
+        for images, labels in loader:
+            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+
+def open_split(cfg: TrainConfig, split: str) -> FaceDataset:
+    """The dataset split a run trains or validates on (Oulu-CASIA: of fold ``cfg.fold``)."""
+    options = {}
+    if cfg.dataset == "oulucasia":
+        if cfg.fold is None:
+            raise MaferError("oulucasia: pass --fold K (0-based) to pick the cross-validation fold to train")
+        options = dict(fold=cfg.fold, folds=cfg.folds, protocol=cfg.protocol)
+    return get_dataset(cfg.dataset, cfg.data_dir, split, **options)
+
+
+def make_source(cfg: TrainConfig, dataset: FaceDataset, device: torch.device) -> BatchSource:
+    """In memory when ``cfg.in_memory`` (auto: the uint8 pixels fit in 4 GiB), else from disk."""
+    in_memory = cfg.in_memory
+    if in_memory is None:
+        in_memory = len(dataset) * 3 * cfg.source_size**2 <= IN_MEMORY_LIMIT_BYTES
+    if in_memory:
+        return InMemorySource(dataset, cfg.source_size, device)
+    return FolderSource(dataset, cfg.source_size, cfg.workers)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
+    """The order of the ``n`` training items in ``epoch``: a permutation fixed by ``(seed, epoch)``."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def rank_batches(order: Tensor, batch_size: int, rank: int, world_size: int) -> list[Tensor]:
+    """This rank's slice of every full global batch of ``batch_size * world_size`` items (the rest dropped)."""
+    global_batch = batch_size * world_size
+    count = len(order) // global_batch
+    return [order[b * global_batch + rank * batch_size: b * global_batch + (rank + 1) * batch_size]
+            for b in range(count)]
+
+
+def eval_batches(n: int, batch_size: int, rank: int, world_size: int) -> list[Tensor]:
+    """This rank's share of ``0..n-1`` (every ``world_size``-th item), in batches; nothing repeated or dropped."""
+    mine = torch.arange(rank, n, world_size)
+    return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def micro_batches_per_epoch(n: int, batch_size: int, world_size: int, split_root: str) -> int:
+    """Full global batches in an epoch; MaferError when the set is smaller than one."""
+    count = n // (batch_size * world_size)
+    if count == 0:
+        raise MaferError(f"{split_root}: the training split has {n} images, fewer than one batch of "
+                         f"{batch_size} x {world_size} process(es); lower --batch-size")
+    return count
+
+
+def steps_per_epoch(micro_batches: int, accum_steps: int) -> int:
+    """Optimizer steps in an epoch (the last one may accumulate fewer batches)."""
+    return math.ceil(micro_batches / accum_steps)
