@@ -1,0 +1,238 @@
+"""This project's checkpoints: everything needed to evaluate a model or resume its training.
+
+A checkpoint is a ``torch.save`` dict of plain values and tensors only, so that
+``torch.load(weights_only=True)`` reads it:
+
+``format`` ("mafer-checkpoint"), ``format_version``, ``model_name``, ``num_classes``,
+``class_names``, ``mean_bgr``, ``model_state_dict``, ``config`` (the resolved training
+configuration), ``metrics``, ``optimizer_state_dict``, ``scheduler_state_dict``,
+``rng_state``, ``extra``, ``versions``.
+
+It is written atomically (temporary file + ``os.replace``), so an interrupted save never
+leaves a half-written ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import pickle
+import random
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mafer import __version__
+from mafer.errors import MaferError
+from mafer.models.senet import SENet, create_model
+from mafer.models.weights import CHECKPOINT_FORMAT, load_weights, read_weight_file
+
+__all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint", "rng_state", "restore_rng_state"]
+
+FORMAT_VERSION = 1
+_REQUIRED_KEYS = ("model_name", "num_classes", "class_names", "mean_bgr", "model_state_dict")
+VGGFACE2_MEAN_BGR = (91.4953, 103.8827, 131.0912)  # the mean the converted VGGFace2 weights expect
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DataParallel/DistributedDataParallel/torch.compile wrappers."""
+    while True:
+        for attr in ("module", "_orig_mod"):
+            inner = getattr(model, attr, None)
+            if isinstance(inner, nn.Module):
+                model = inner
+                break
+        else:
+            return model
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as plain Python types and CPU tensors (what ``weights_only`` loading accepts)."""
+    if isinstance(value, enum.Enum):
+        return _plain(value.value, where)
+    if value is None or isinstance(value, bool):
+        return value
+    for plain_type in (str, int, float):  # also turns subclasses (e.g. torch's TorchVersion) plain
+        if isinstance(value, plain_type):
+            return plain_type(value)
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "to_dict"):
+        return _plain(value.to_dict(), where)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value), where)
+    if isinstance(value, Mapping):
+        return {_plain(k, where): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
+    raise TypeError(f"cannot store {where} ({type(value).__name__}) in a checkpoint: use plain values or tensors")
+
+
+def _state_dict_of(obj: Any, where: str) -> Any:
+    """An optimizer/scheduler (or its ``state_dict()`` already) as plain values."""
+    if obj is None:
+        return None
+    state = obj.state_dict() if hasattr(obj, "state_dict") else obj
+    return _plain(state, where)
+
+
+def rng_state() -> dict[str, Any]:
+    """The Python, numpy, torch (and CUDA) random states, as checkpoint-safe values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore the random states saved by :func:`rng_state` (e.g. ``checkpoint["rng_state"]``)."""
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+
+
+def _atomic_save(payload: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    model_name: str,
+    class_names: Sequence[str],
+    mean_bgr: Sequence[float],
+    config: Any = None,
+    metrics: Mapping[str, Any] | None = None,
+    optimizer: Any = None,
+    scheduler: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint of ``model`` atomically and return its path.
+
+    ``config`` may be a dict, a dataclass or anything with ``to_dict()``; ``optimizer`` and
+    ``scheduler`` may be the objects or their state dicts. The current RNG states are saved
+    too (see :func:`restore_rng_state`). Wrapped models (DDP, ``torch.compile``) are unwrapped.
+    """
+    path = Path(path)
+    model = _unwrap(model)
+    num_classes = model.classifier.out_features
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for a classifier with {num_classes} outputs")
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_name": model_name,
+        "num_classes": num_classes,
+        "class_names": [str(c) for c in class_names],
+        "mean_bgr": [float(m) for m in mean_bgr],
+        "model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": _plain(config, "config"),
+        "metrics": _plain(dict(metrics or {}), "metrics"),
+        "optimizer_state_dict": _state_dict_of(optimizer, "optimizer"),
+        "scheduler_state_dict": _state_dict_of(scheduler, "scheduler"),
+        "rng_state": rng_state(),
+        "extra": _plain(dict(extra or {}), "extra"),
+        "versions": _plain({"mafer": __version__, "torch": torch.__version__}, "versions"),
+    }
+    _atomic_save(payload, path)
+    return path
+
+
+def _weights_only_reason(exc: Exception) -> str:
+    """The informative line of torch's long weights-only refusal message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reasons = [line for line in lines if "Unsupported" in line or "WeightsUnpickler" in line]
+    return (reasons or lines or [type(exc).__name__])[0]
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only``, on the CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MaferError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise MaferError(
+            f"{path}: refused to load: it holds objects other than tensors and plain values "
+            f"({_weights_only_reason(exc)})"
+        ) from None
+    except Exception as exc:
+        raise MaferError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise MaferError(
+            f"{path}: not a checkpoint of this project (no 'format': '{CHECKPOINT_FORMAT}'); "
+            "read the authors' checkpoints and the VGGFace2 weights with load_pretrained or model_from_checkpoint"
+        )
+    if checkpoint.get("format_version", 0) > FORMAT_VERSION:
+        raise MaferError(f"{path}: checkpoint format version {checkpoint['format_version']} is newer than this mafer ({FORMAT_VERSION})")
+    missing = [k for k in _REQUIRED_KEYS if k not in checkpoint]
+    if missing:
+        raise MaferError(f"{path}: checkpoint lacks {missing}")
+    return checkpoint
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[SENet, dict[str, Any]]:
+    """Rebuild the model stored in ``path``, in eval mode on ``device`` ("auto" = CUDA if present).
+
+    Accepts this project's checkpoints and every format of :func:`mafer.models.load_pretrained`
+    (the external ones all hold ``senet50``). The metadata has ``model_name``,
+    ``num_classes``, ``class_names`` and ``mean_bgr`` (None where the file does not say),
+    ``config``, ``metrics`` and ``format``.
+    """
+    weights = read_weight_file(path)
+    if weights.format == "mafer":
+        model_name, num_classes = weights.meta["model_name"], weights.meta["num_classes"]
+    else:
+        model_name, num_classes = "senet50", weights.num_classes
+        if num_classes is None:
+            raise MaferError(f"{path}: the file has no classifier ('{weights.file_key('classifier.weight')}')")
+    model = create_model(model_name, num_classes)
+    meta = load_weights(model, weights, head=True)
+    identities = weights.format in ("vggface2-pickle", "mmdnn-module")
+    meta = {
+        "class_names": None,
+        "mean_bgr": list(VGGFACE2_MEAN_BGR) if identities else None,
+        "config": None,
+        "metrics": {k: meta[k] for k in ("epoch", "best_acc") if k in meta},
+        **meta,
+        "model_name": model_name,
+        "num_classes": num_classes,
+    }
+    return model.to(_resolve_device(device)).eval(), meta

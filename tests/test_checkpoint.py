@@ -1,0 +1,134 @@
+"""This project's checkpoints: atomic save, weights-only load, rebuild for evaluation, resume."""
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mafer.errors import MaferError
+from mafer.models import (
+    create_model,
+    load_checkpoint,
+    load_pretrained,
+    model_from_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+
+CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
+
+
+def trained_tiny():
+    torch.manual_seed(0)
+    model = create_model("senet_tiny", 7)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max")
+    loss = torch.nn.functional.cross_entropy(model(torch.randn(4, 3, 48, 48)), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    optimizer.step()
+    scheduler.step(0.5)
+    return model, optimizer, scheduler
+
+
+def test_round_trip_restores_model_metadata_and_training_state(tmp_path):
+    model, optimizer, scheduler = trained_tiny()
+    config = {"lr": 1e-4, "data_dir": Path("/data"), "resolutions": (8, 16)}
+    path = save_checkpoint(
+        tmp_path / "run" / "best.pt", model, model_name="senet_tiny", class_names=CLASSES,
+        mean_bgr=(133.05986,) * 3, config=config, metrics={"val_acc": np.float64(0.61)},
+        optimizer=optimizer, scheduler=scheduler, extra={"epoch": 3},
+    )
+    assert os.listdir(path.parent) == ["best.pt"]  # no temporary file left behind
+    ckpt = load_checkpoint(path)
+    assert ckpt["config"] == {"lr": 1e-4, "data_dir": "/data", "resolutions": (8, 16)}
+    assert ckpt["metrics"] == {"val_acc": 0.61} and ckpt["extra"] == {"epoch": 3}
+
+    fresh = create_model("senet_tiny", 7)
+    fresh_optimizer = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    fresh.load_state_dict(ckpt["model_state_dict"])
+    fresh_optimizer.load_state_dict(ckpt["optimizer_state_dict"])
+    momentum = [s["momentum_buffer"] for s in fresh_optimizer.state.values()]
+    expected = [s["momentum_buffer"] for s in optimizer.state.values()]
+    assert all(torch.equal(a, b) for a, b in zip(momentum, expected))
+    assert ckpt["scheduler_state_dict"]["best"] == 0.5
+
+    rebuilt, meta = model_from_checkpoint(path)
+    assert not rebuilt.training
+    assert meta["model_name"] == "senet_tiny" and meta["class_names"] == CLASSES
+    assert meta["mean_bgr"] == [133.05986] * 3 and meta["format"] == "mafer"
+    x = torch.randn(2, 3, 48, 48)
+    torch.testing.assert_close(rebuilt(x), model.eval()(x))
+
+
+def test_rng_state_resumes_the_same_random_stream(tmp_path):
+    model, _, _ = trained_tiny()
+    path = save_checkpoint(tmp_path / "c.pt", model, model_name="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0))
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    restore_rng_state(load_checkpoint(path)["rng_state"])
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+
+
+def test_own_checkpoint_loads_into_a_new_head_for_fine_tuning(tmp_path):
+    model, _, _ = trained_tiny()
+    path = save_checkpoint(tmp_path / "c.pt", model, model_name="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0))
+    target = create_model("senet_tiny", 6)
+    meta = load_pretrained(target, path, head=False)
+    assert meta["format"] == "mafer" and meta["num_classes_in_file"] == 7
+    torch.testing.assert_close(target.layer4[0].conv3.weight, model.layer4[0].conv3.weight)
+    with pytest.raises(MaferError, match="head=False"):
+        load_pretrained(create_model("senet_tiny", 6), path)
+
+
+def test_a_failed_save_keeps_the_previous_file(tmp_path):
+    model, _, _ = trained_tiny()
+    path = save_checkpoint(tmp_path / "c.pt", model, model_name="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0))
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match="config"):
+        save_checkpoint(path, model, model_name="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0), config={"f": print})
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["c.pt"]
+
+
+def test_class_names_must_match_the_classifier(tmp_path):
+    with pytest.raises(ValueError, match="class names"):
+        save_checkpoint(tmp_path / "c.pt", create_model("senet_tiny", 7), model_name="senet_tiny", class_names=["a"], mean_bgr=(0, 0, 0))
+
+
+def test_missing_and_foreign_files_are_user_errors(tmp_path):
+    with pytest.raises(MaferError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(MaferError, match="not found"):
+        model_from_checkpoint(tmp_path / "nope.pt")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(MaferError, match="not a checkpoint of this project"):
+        load_checkpoint(foreign)
+    with pytest.raises(MaferError, match="foreign.pt"):
+        model_from_checkpoint(foreign)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(MaferError, match="notes.txt"):
+        load_checkpoint(text)
+    with pytest.raises(MaferError, match="notes.txt"):
+        model_from_checkpoint(text)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_checkpoint_with_code_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "mafer-checkpoint", "model_state_dict": {}, "x": _Payload(marker)}, path)
+    with pytest.raises(MaferError, match="refused"):
+        load_checkpoint(path)
+    with pytest.raises(MaferError, match="refused"):
+        model_from_checkpoint(path)
+    assert not marker.exists()
