@@ -1,0 +1,425 @@
+"""Dataset readers: label orders, splits, both FER2013 and Oulu-CASIA variants, saved splits, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mafer.datasets import DATASETS, get_dataset
+from mafer.datasets import base as ds_base
+from mafer.datasets.base import decode_image
+from mafer.errors import MaferError
+
+RNG = np.random.default_rng(0)
+OULU_DIRS = ("Surprise", "Happiness", "Sadness", "Anger", "Fear", "Disgust")
+
+
+# -- hand-made files ---------------------------------------------------------------------------
+def save_image(path: Path, size=(20, 20), gray: bool = False, value: int | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = size if gray else (*size, 3)
+    pixels = np.full(shape, value, np.uint8) if value is not None else RNG.integers(0, 256, shape, dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def fer_row(emotion, usage, n_pixels=2304, value=None) -> dict[str, str]:
+    pixels = [value] * n_pixels if value is not None else RNG.integers(0, 256, n_pixels).tolist()
+    return {"emotion": str(emotion), "Usage": usage, "pixels": " ".join(map(str, pixels))}
+
+
+def write_fer(folder: Path, rows: list[dict[str, str]], icml: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if icml:  # the ICML challenge's column order, with its leading spaces
+        path = folder / "icml_face_data.csv"
+        lines = ["emotion, Usage, pixels"] + [f"{r['emotion']}, {r['Usage']}, {r['pixels']}" for r in rows]
+    else:
+        path = folder / "fer2013.csv"
+        lines = ["emotion,pixels,Usage"] + [f"{r['emotion']},{r['pixels']},{r['Usage']}" for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def fer_rows() -> list[dict[str, str]]:
+    usages = ["Training"] * 14 + ["PublicTest"] * 7 + ["PrivateTest"] * 7
+    return [fer_row(i % 7, usage) for i, usage in enumerate(usages)]
+
+
+def write_rafdb(root: Path, n_train_per_class: int = 20, n_test: int = 7) -> Path:
+    lines = []
+    for i in range(1, 7 * n_train_per_class + 1):
+        lines.append(f"train_{i:05d}.jpg {(i % 7) + 1}")
+        save_image(root / "Image" / "aligned" / f"train_{i:05d}_aligned.jpg", (10, 10))
+    for i in range(1, n_test + 1):
+        lines.append(f"test_{i:04d}.jpg {(i % 7) + 1}")
+        save_image(root / "Image" / "aligned" / f"test_{i:04d}_aligned.jpg", (10, 10))
+    list_file = root / "EmoLabel" / "list_patition_label.txt"
+    list_file.parent.mkdir(parents=True, exist_ok=True)
+    list_file.write_text("\n".join(lines) + "\n")
+    return list_file
+
+
+def write_oulu_subjects(root: Path, subjects: int = 6, frames: int = 5) -> None:
+    for s in range(1, subjects + 1):
+        for expression in OULU_DIRS:
+            for k in range(frames):
+                save_image(root / f"P{s:03d}" / expression / f"{k:03d}.jpeg", (12, 16), gray=True)
+
+
+def write_oulu_flat(root: Path, per_class: int = 5) -> None:
+    for expression in OULU_DIRS:
+        for k in range(per_class):
+            save_image(root / expression / f"{expression}_{k}.png", (12, 12))
+
+
+def write_affwild2(root: Path) -> None:
+    header = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise"
+    videos = {"Training_Set": {"v1": [0, 1, -1, 2, 3, 4, 5, 6], "v2": [6, 5, 4, 3, 2, 1, 0]},
+              "Validation_Set": {"v3": [0, 1, 2, 3, 4, 5, 6, -1]}}
+    for split, labels_of in videos.items():
+        folder = root / "annotations" / "EXPR_Set" / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for video, labels in labels_of.items():
+            (folder / f"{video}.txt").write_text("\n".join([header] + [str(y) for y in labels]) + "\n")
+            for frame in range(1, len(labels) + 1):
+                if not (video == "v2" and frame == 3):  # one frame without a face crop
+                    save_image(root / "cropped_aligned" / video / f"{frame:05d}.jpg", (8, 8))
+
+
+def write_vggface2(root: Path, identities=("n000010", "n000002", "n000005"), per_identity: int = 5) -> None:
+    for identity in identities:
+        for k in range(per_identity):
+            save_image(root / "train" / identity / f"{k:04d}_01.jpg", (10, 10))
+
+
+def assert_names(exc: pytest.ExceptionInfo, *parts: str) -> None:
+    for part in parts:
+        assert part in str(exc.value), (part, str(exc.value))
+
+
+# -- info ----------------------------------------------------------------------------------------
+def test_label_orders_and_means_are_the_papers():
+    assert DATASETS["fer2013"].classes == ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
+    assert DATASETS["rafdb"].classes == ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral")
+    assert DATASETS["oulucasia"].classes == ("Surprise", "Happiness", "Sadness", "Anger", "Fear", "Disgust")
+    assert DATASETS["affwild2"].classes == ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")
+    assert DATASETS["vggface2"].classes == ()
+    assert DATASETS["fer2013"].mean_bgr == (133.05986,) * 3
+    assert DATASETS["rafdb"].mean_bgr == (102.15835, 114.51117, 146.58075)
+    assert DATASETS["oulucasia"].mean_bgr == (131.07828,) * 3
+    assert DATASETS["vggface2"].mean_bgr == DATASETS["affwild2"].mean_bgr == (91.4953, 103.8827, 131.0912)
+
+
+def test_unknown_dataset_and_options(tmp_path):
+    with pytest.raises(MaferError, match="unknown dataset 'ferplus'"):
+        get_dataset("ferplus", tmp_path)
+    write_fer(tmp_path / "fer2013", fer_rows())
+    with pytest.raises(MaferError, match="unknown option"):
+        get_dataset("fer2013", tmp_path, colour=True)
+    with pytest.raises(MaferError, match="oulucasia only"):
+        get_dataset("fer2013", tmp_path, fold=0)
+    with pytest.raises(MaferError, match="unknown split 'dev'"):
+        get_dataset("fer2013", tmp_path, "dev")
+    with pytest.raises(MaferError, match="data folder not found"):
+        get_dataset("fer2013", tmp_path / "nowhere")
+
+
+# -- FER2013 -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("icml", [False, True], ids=["fer2013.csv", "icml_face_data.csv"])
+def test_fer2013_both_csv_variants(tmp_path, icml):
+    rows = fer_rows()
+    write_fer(tmp_path / "fer2013", rows, icml=icml)
+    for split, usage in (("train", "Training"), ("val", "PublicTest"), ("test", "PrivateTest")):
+        ds = get_dataset("fer2013", tmp_path, split)  # data_dir holding fer2013/
+        mine = [r for r in rows if r["Usage"] == usage]
+        assert ds.targets == [int(r["emotion"]) for r in mine]
+        assert ds.classes == list(DATASETS["fer2013"].classes)
+        image, label = ds[0]
+        assert image.dtype == torch.uint8 and image.shape == (3, 48, 48)
+        expected = torch.tensor([int(v) for v in mine[0]["pixels"].split()], dtype=torch.uint8).view(48, 48)
+        assert all(torch.equal(image[c], expected) for c in range(3))  # gray repeated to RGB
+    assert get_dataset("fer2013", tmp_path / "fer2013", "train").class_counts() == {c: 2 for c in ds.classes}
+
+
+@pytest.mark.parametrize("row, line, expected", [
+    (fer_row(3, "Training", n_pixels=2300), 3, "2300 pixel values; expected 2304"),
+    (fer_row(7, "Training"), 3, "emotion '7'; expected an integer label 0..6"),
+    (fer_row(2, "Validation"), 3, "Usage 'Validation'; expected one of Training, PublicTest, PrivateTest"),
+    (fer_row(2, "Training", value=300), 3, "expected 0..255"),
+])
+def test_fer2013_bad_rows_name_file_and_line(tmp_path, row, line, expected):
+    rows = [fer_row(i, "Training") for i in range(7)]
+    csv_path = write_fer(tmp_path, rows[:1] + [row] + rows[1:])
+    with pytest.raises(MaferError) as exc:
+        get_dataset("fer2013", tmp_path, "train")
+    assert_names(exc, f"{csv_path}:{line}", expected)
+    ds = get_dataset("fer2013", tmp_path, "train", skip_bad=True)
+    assert ds.targets == list(range(7))
+    assert len(ds.bad_items) == 1 and f"{csv_path}:{line}" in ds.bad_items[0]
+
+
+def test_fer2013_missing_file_and_header(tmp_path):
+    with pytest.raises(MaferError) as exc:
+        get_dataset("fer2013", tmp_path)
+    assert_names(exc, str(tmp_path), "fer2013.csv or icml_face_data.csv")
+    (tmp_path / "fer2013.csv").write_text("label,pixels\n0,1 2 3\n")
+    with pytest.raises(MaferError) as exc:
+        get_dataset("fer2013", tmp_path)
+    assert_names(exc, f"{tmp_path / 'fer2013.csv'}:1", "emotion", "Usage")
+
+
+def test_fer2013_empty_class_in_training_split(tmp_path):
+    csv_path = write_fer(tmp_path, [fer_row(i % 6, "Training") for i in range(12)])  # no Neutral
+    with pytest.raises(MaferError) as exc:
+        get_dataset("fer2013", tmp_path)
+    assert_names(exc, str(csv_path.parent), "Neutral", "no images")
+
+
+# -- RAF-DB --------------------------------------------------------------------------------------
+def test_rafdb_names_labels_and_saved_val_split(tmp_path):
+    list_file = write_rafdb(tmp_path / "rafdb")
+    train = get_dataset("rafdb", tmp_path, "train")
+    val = get_dataset("rafdb", tmp_path, "val")
+    test = get_dataset("rafdb", tmp_path, "test")
+    assert Path(test.samples[0]) == tmp_path / "rafdb" / "Image" / "aligned" / "test_0001_aligned.jpg"
+    assert test.targets[0] == 1  # file label 2 -> Fear
+    assert val.class_counts() == {c: 1 for c in train.classes}  # 5 % of 20 per class
+    assert set(train.samples).isdisjoint(val.samples)
+    assert len(train) + len(val) == 140 and len(test) == 7
+    split_file = list_file.parent / "mafer_rafdb_val_split.json"
+    assert train.split_file == val.split_file == split_file and split_file.is_file()
+
+    # reruns use the saved split, even when it differs from what the seed would draw
+    saved = json.loads(split_file.read_text())
+    saved["val"] = ["train_00001.jpg", "train_00002.jpg"]
+    split_file.write_text(json.dumps(saved))
+    again = get_dataset("rafdb", tmp_path, "val")
+    assert [Path(p).name for p in again.samples] == ["train_00001_aligned.jpg", "train_00002_aligned.jpg"]
+
+    # a list file that changed makes the saved split stale: an error, not a silent redraw
+    with open(list_file, "a") as f:
+        f.write("train_00001.jpg 3\n")
+    with pytest.raises(MaferError) as exc:
+        get_dataset("rafdb", tmp_path, "val")
+    assert_names(exc, str(split_file), "delete the file")
+
+
+def test_rafdb_split_goes_to_cache_dir_when_dataset_is_read_only(tmp_path, monkeypatch):
+    root = tmp_path / "rafdb"
+    write_rafdb(root, n_train_per_class=4)
+    real_replace = os.replace
+
+    def read_only_dataset(src, dst):
+        if Path(dst).is_relative_to(root):
+            raise PermissionError(13, "Read-only file system", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(ds_base.os, "replace", read_only_dataset)
+    cache = tmp_path / "cache"
+    val = get_dataset("rafdb", root, "val", cache_dir=cache)
+    assert val.split_file.is_relative_to(cache) and val.split_file.is_file()
+    assert get_dataset("rafdb", root, "val", cache_dir=cache).samples == val.samples
+
+
+def test_rafdb_bad_lines_and_missing_images(tmp_path):
+    list_file = write_rafdb(tmp_path, n_train_per_class=3)
+    lines = list_file.read_text().splitlines()
+    lines[2] = "train_00003.jpg 9"
+    list_file.write_text("\n".join(lines) + "\n")
+    with pytest.raises(MaferError) as exc:
+        get_dataset("rafdb", tmp_path, "test")
+    assert_names(exc, f"{list_file}:3", "label 9", "expected 1..7")
+
+    lines[2] = "train_00003.jpg 3"
+    list_file.write_text("\n".join(lines) + "\n")
+    (tmp_path / "Image" / "aligned" / "test_0002_aligned.jpg").unlink()
+    with pytest.raises(MaferError) as exc:
+        get_dataset("rafdb", tmp_path, "test")
+    assert_names(exc, f"{list_file}:{3 * 7 + 2}", "test_0002_aligned.jpg", "not found")
+    ds = get_dataset("rafdb", tmp_path, "test", skip_bad=True)
+    assert len(ds) == 6 and len(ds.bad_items) == 1
+
+
+# -- Oulu-CASIA ----------------------------------------------------------------------------------
+def test_oulu_subject_layout_keeps_last_frames(tmp_path):
+    write_oulu_subjects(tmp_path / "oulucasia", subjects=2, frames=5)
+    ds = get_dataset("oulucasia", tmp_path, "all")
+    assert ds.layout == "subject" and len(ds) == 2 * 6 * 3
+    assert {Path(p).name for p in ds.samples} == {"002.jpeg", "003.jpeg", "004.jpeg"}
+    assert ds.class_counts() == {c: 6 for c in DATASETS["oulucasia"].classes}
+    assert ds.targets[ds.samples.index(str(tmp_path / "oulucasia/P001/Fear/004.jpeg"))] == 4
+    image, _ = ds[0]
+    assert image.shape == (3, 12, 16) and torch.equal(image[0], image[2])
+    assert len(get_dataset("oulucasia", tmp_path, "all", last_frames=1)) == 12
+
+
+def test_oulu_flat_layout(tmp_path):
+    write_oulu_flat(tmp_path, per_class=4)
+    ds = get_dataset("oulucasia", tmp_path, "all")
+    assert ds.layout == "flat" and ds.class_counts() == {c: 4 for c in DATASETS["oulucasia"].classes}
+    assert ds.targets[ds.samples.index(str(tmp_path / "Anger" / "Anger_0.png"))] == 3
+    with pytest.raises(MaferError, match="protocol 'subject' needs the original"):
+        get_dataset("oulucasia", tmp_path, "train", fold=0, folds=3, protocol="subject")
+
+
+@pytest.mark.parametrize("protocol", ["image", "subject"])
+def test_oulu_folds_partition_the_data(tmp_path, protocol):
+    write_oulu_subjects(tmp_path, subjects=6, frames=3)
+    folds = 3
+    everything = set(get_dataset("oulucasia", tmp_path, "all").samples)
+    tests = []
+    for fold in range(folds):
+        parts = {s: get_dataset("oulucasia", tmp_path, s, fold=fold, folds=folds, protocol=protocol)
+                 for s in ("train", "val", "test")}
+        names = {s: set(d.samples) for s, d in parts.items()}
+        assert names["train"] | names["val"] | names["test"] == everything
+        assert not (names["train"] & names["val"]) and not (names["train"] & names["test"])
+        assert not (names["val"] & names["test"])
+        assert 0.08 <= len(parts["val"]) / (len(parts["train"]) + len(parts["val"])) <= 0.35
+        if protocol == "subject":  # no subject in two of train / val / test
+            subjects = {s: set(d.subjects) for s, d in parts.items()}
+            assert not (subjects["train"] & subjects["test"]) and not (subjects["val"] & subjects["test"])
+            assert not (subjects["train"] & subjects["val"])
+        tests.append(names["test"])
+    assert set().union(*tests) == everything and sum(map(len, tests)) == len(everything)
+    again = get_dataset("oulucasia", tmp_path, "test", fold=1, folds=folds, protocol=protocol)
+    assert set(again.samples) == tests[1]  # fixed seed
+
+
+def test_oulu_bad_layouts_and_options(tmp_path):
+    (tmp_path / "misc" / "stuff").mkdir(parents=True)
+    with pytest.raises(MaferError) as exc:
+        get_dataset("oulucasia", tmp_path, "all")
+    assert_names(exc, str(tmp_path), "no known Oulu-CASIA layout", "<Expression>/<image>")
+    write_oulu_flat(tmp_path / "flat", per_class=2)
+    with pytest.raises(MaferError, match="needs a fold"):
+        get_dataset("oulucasia", tmp_path / "flat", "train")
+    with pytest.raises(MaferError, match="12 images cannot make 20 folds"):
+        get_dataset("oulucasia", tmp_path / "flat", "test", fold=0, folds=20)
+    with pytest.raises(MaferError, match="unknown protocol"):
+        get_dataset("oulucasia", tmp_path / "flat", "all", protocol="video")
+    shutil.rmtree(tmp_path / "flat" / "Fear")
+    with pytest.raises(MaferError, match="Fear have no images"):
+        get_dataset("oulucasia", tmp_path / "flat", "all")
+
+
+# -- AffWild2 ------------------------------------------------------------------------------------
+def test_affwild2_drops_unlabelled_frames_and_frames_without_crop(tmp_path):
+    write_affwild2(tmp_path / "affwild2")
+    train = get_dataset("affwild2", tmp_path, "train")
+    assert len(train) == 7 + 6 and train.dropped == {"unlabelled": 1, "no_face": 1}
+    assert train.targets[:7] == [0, 1, 2, 3, 4, 5, 6]
+    assert Path(train.samples[2]).name == "00004.jpg"  # line 4 of v1 = frame 3 is -1: skipped
+    val = get_dataset("affwild2", tmp_path, "val")
+    assert val.class_counts() == {c: 1 for c in DATASETS["affwild2"].classes}
+
+
+def test_affwild2_bad_annotations(tmp_path):
+    write_affwild2(tmp_path)
+    file = tmp_path / "annotations" / "EXPR_Set" / "Validation_Set" / "v3.txt"
+    lines = file.read_text().splitlines()
+    file.write_text("\n".join(lines[:3] + ["9"] + lines[4:]) + "\n")
+    with pytest.raises(MaferError) as exc:
+        get_dataset("affwild2", tmp_path, "val")
+    assert_names(exc, f"{file}:4", "label 9")
+    file.write_text("Happy,Sad\n0\n")
+    with pytest.raises(MaferError) as exc:
+        get_dataset("affwild2", tmp_path, "val")
+    assert_names(exc, f"{file}:1", "Neutral,Anger")
+
+
+# -- VGGFace2 ------------------------------------------------------------------------------------
+def test_vggface2_identities_and_saved_holdout(tmp_path):
+    write_vggface2(tmp_path / "vggface2")
+    train = get_dataset("vggface2", tmp_path, "train")
+    val = get_dataset("vggface2", tmp_path, "val")
+    assert train.classes == val.classes == ["n000002", "n000005", "n000010"]
+    assert val.class_counts() == {c: 2 for c in train.classes}
+    assert train.class_counts() == {c: 3 for c in train.classes}
+    assert set(train.samples).isdisjoint(val.samples)
+    assert val.split_file.is_file()
+    assert get_dataset("vggface2", tmp_path, "val").samples == val.samples
+
+
+def test_vggface2_empty_identity_folder(tmp_path):
+    write_vggface2(tmp_path)
+    (tmp_path / "train" / "n000099").mkdir()
+    with pytest.raises(MaferError) as exc:
+        get_dataset("vggface2", tmp_path)
+    assert_names(exc, "n000099", "no images")
+    ds = get_dataset("vggface2", tmp_path, skip_bad=True)
+    assert "n000099" not in ds.classes and any("n000099" in item for item in ds.bad_items)
+
+
+# -- decoding, bad images, load_uint8 ------------------------------------------------------------
+def test_decode_gray_and_bad_images(tmp_path):
+    save_image(tmp_path / "g.png", (5, 7), gray=True)
+    image = decode_image(tmp_path / "g.png")
+    assert image.shape == (3, 5, 7) and image.dtype == torch.uint8 and torch.equal(image[0], image[1])
+    save_image(tmp_path / "t.jpg", (64, 64))
+    truncate(tmp_path / "t.jpg")
+    with pytest.raises(MaferError) as exc:
+        decode_image(tmp_path / "t.jpg")
+    assert_names(exc, str(tmp_path / "t.jpg"), "cannot decode")
+    (tmp_path / "junk.jpg").write_bytes(b"not an image")
+    with pytest.raises(MaferError, match="junk.jpg"):
+        decode_image(tmp_path / "junk.jpg")
+    with pytest.raises(MaferError, match="missing.jpg: file not found"):
+        decode_image(tmp_path / "missing.jpg")
+
+
+def test_truncated_image_in_a_dataset(tmp_path):
+    write_oulu_flat(tmp_path, per_class=3)
+    bad = tmp_path / "Sadness" / "Sadness_1.png"
+    truncate(bad)
+    ds = get_dataset("oulucasia", tmp_path, "all")
+    with pytest.raises(MaferError) as exc:
+        ds[ds.samples.index(str(bad))]
+    assert_names(exc, str(bad))
+    with pytest.raises(MaferError, match="Sadness_1.png"):
+        ds.verify()
+    ds = get_dataset("oulucasia", tmp_path, "all", skip_bad=True)
+    images, labels = ds.load_uint8()
+    assert images.shape == (17, 3, 12, 12) and labels.tolist() == ds.targets
+    assert len(ds.bad_items) == 1 and str(bad) in ds.bad_items[0]
+    assert str(bad) not in ds.samples
+
+
+def test_load_uint8_resizes_and_caches(tmp_path):
+    write_oulu_subjects(tmp_path, subjects=1, frames=3)
+    ds = get_dataset("oulucasia", tmp_path, "all")
+    with pytest.raises(MaferError, match="load_uint8"):
+        save_image(Path(ds.samples[0]), (30, 12))  # one image of another size
+        ds.load_uint8()
+    images, labels = ds.load_uint8(8)
+    assert images.shape == (18, 3, 8, 8) and images.dtype == torch.uint8 and labels.dtype == torch.int64
+    assert ds.load_uint8(8)[0] is images
+
+
+# -- the synthetic datasets of `mafer synth` -----------------------------------------------------
+@pytest.mark.parametrize("name, splits", [
+    ("fer2013", ("train", "val", "test")), ("rafdb", ("train", "val", "test")), ("oulucasia", ("all",)),
+    ("affwild2", ("train", "val")), ("vggface2", ("train", "val")),
+])
+def test_smoke_data_loads(smoke_data, name, splits):
+    for split in splits:
+        ds = get_dataset(name, smoke_data, split)
+        assert len(ds) > 0 and sum(ds.class_counts().values()) == len(ds)
+        assert set(ds.targets) <= set(range(len(ds.classes)))
+        image, label = ds[len(ds) - 1]
+        assert image.dtype == torch.uint8 and image.ndim == 3 and image.shape[0] == 3
+        if name != "vggface2":
+            assert ds.classes == list(DATASETS[name].classes)
+        if split in ("train", "all"):
+            assert min(ds.class_counts().values()) > 0
