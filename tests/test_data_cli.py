@@ -1,0 +1,105 @@
+"""`mafer data summary` and `mafer data mean`: JSON schema, tables, bad input without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mafer.cli import main
+from mafer.datasets import DATASETS, get_dataset
+
+SPLITS = {"fer2013": ["train", "val", "test"], "rafdb": ["train", "val", "test"], "oulucasia": ["all"],
+          "affwild2": ["train", "val"], "vggface2": ["train", "val"]}
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(["data", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize("name", sorted(SPLITS))
+def test_summary_json_schema(smoke_data, capsys, name):
+    rc, out, _ = run_cli(capsys, "summary", "--dataset", name, "--data-dir", str(smoke_data), "--json")
+    assert rc == 0
+    summary = json.loads(out)
+    assert summary["dataset"] == name and list(summary["splits"]) == SPLITS[name]
+    if name == "vggface2":
+        assert summary["classes"] == sorted(p.name for p in (smoke_data / "vggface2" / "train").iterdir())
+    else:
+        assert summary["classes"] == list(DATASETS[name].classes)
+    for split, counts in summary["splits"].items():
+        assert list(counts) == summary["classes"] and all(isinstance(n, int) for n in counts.values())
+        assert counts == get_dataset(name, smoke_data, split).class_counts()
+    assert "bad_items" not in summary
+
+
+def test_summary_table(smoke_data, capsys):
+    rc, out, _ = run_cli(capsys, "summary", "--dataset", "rafdb", "--data-dir", str(smoke_data))
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0] == "rafdb: 7 classes" and lines[1].split() == ["class", "train", "val", "test"]
+    assert [line.split()[0] for line in lines[2:9]] == list(DATASETS["rafdb"].classes)
+    totals = [len(get_dataset("rafdb", smoke_data, s)) for s in ("train", "val", "test")]
+    assert lines[9].split() == ["total", *map(str, totals)]
+
+
+def test_bad_csv_row_fails_cleanly_or_is_listed(smoke_data, tmp_path, capsys):
+    shutil.copytree(smoke_data / "fer2013", tmp_path / "fer2013")
+    csv_path = tmp_path / "fer2013" / "fer2013.csv"
+    n_lines = len(csv_path.read_text().splitlines())
+    with open(csv_path, "a") as f:
+        f.write("3," + " ".join(["1"] * 100) + ",Training\n")
+    rc, out, err = run_cli(capsys, "summary", "--dataset", "fer2013", "--data-dir", str(tmp_path))
+    assert rc == 2 and "Traceback" not in err
+    assert f"{csv_path}:{n_lines + 1}" in err and "expected 2304" in err
+
+    rc, out, err = run_cli(capsys, "summary", "--dataset", "fer2013", "--data-dir", str(tmp_path), "--json",
+                           "--skip-bad")
+    summary = json.loads(out)
+    assert rc == 0 and len(summary["bad_items"]) == 1 and f"{csv_path}:{n_lines + 1}" in summary["bad_items"][0]
+    assert summary["splits"]["train"] == get_dataset("fer2013", smoke_data).class_counts()
+
+
+def test_truncated_image_fails_cleanly_or_is_listed(smoke_data, tmp_path, capsys):
+    shutil.copytree(smoke_data / "vggface2", tmp_path / "vggface2")
+    victim = sorted((tmp_path / "vggface2" / "train").glob("*/*.jpg"))[0]
+    victim.write_bytes(victim.read_bytes()[:200])
+    args = ["summary", "--dataset", "vggface2", "--data-dir", str(tmp_path), "--json"]
+    rc, _, err = run_cli(capsys, *args)
+    assert rc == 2 and str(victim) in err and "Traceback" not in err
+    rc, out, _ = run_cli(capsys, *args, "--skip-bad")
+    summary = json.loads(out)
+    assert rc == 0 and len(summary["bad_items"]) == 1 and str(victim) in summary["bad_items"][0]
+    total = sum(sum(counts.values()) for counts in summary["splits"].values())
+    assert total == len(list((tmp_path / "vggface2" / "train").glob("*/*.jpg"))) - 1
+    rc, out, _ = run_cli(capsys, *args, "--no-verify")  # counting only: the image is not decoded
+    assert rc == 0 and "bad_items" not in json.loads(out)
+
+
+def test_unknown_layout_fails_cleanly(tmp_path, capsys):
+    (tmp_path / "oulucasia" / "P001" / "happy_faces").mkdir(parents=True)
+    rc, _, err = run_cli(capsys, "summary", "--dataset", "oulucasia", "--data-dir", str(tmp_path))
+    assert rc == 2 and "no known Oulu-CASIA layout" in err and str(tmp_path / "oulucasia") in err
+
+
+def test_mean_is_bgr_of_the_training_split(smoke_data, tmp_path, capsys):
+    rc, out, _ = run_cli(capsys, "mean", "--dataset", "rafdb", "--data-dir", str(smoke_data), "--json")
+    result = json.loads(out)
+    images, _ = get_dataset("rafdb", smoke_data, "train").load_uint8()
+    rgb = images.to(torch.float64).mean(dim=(0, 2, 3))
+    assert rc == 0 and result["split"] == "train" and result["images"] == len(images)
+    assert np.allclose(result["mean_bgr"], rgb.flip(0).numpy(), atol=1e-6)
+
+    folder = tmp_path / "fer2013"
+    folder.mkdir()
+    rows = [f"{i},{' '.join(['100'] * 2304)},Training" for i in range(7)]
+    rows += [f"0,{' '.join(['0'] * 2304)},PublicTest"]  # not training: must not count
+    (folder / "fer2013.csv").write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    rc, out, _ = run_cli(capsys, "mean", "--dataset", "fer2013", "--data-dir", str(tmp_path))
+    assert rc == 0 and out.strip().endswith("mean BGR: 100.00000 100.00000 100.00000")
