@@ -1,0 +1,209 @@
+"""Evaluate a fine-tuned checkpoint at several test resolutions (``mafer evaluate``).
+
+For each resolution r the test faces are lowered exactly as in step 1 of the paper
+(`mafer.resolution.lower` on the original-size image: shorter side to r, back to the original
+size) and only then go through the dataset's eval transform; ``native`` leaves them alone.
+Per resolution we report accuracy, mean per-class accuracy (RAF-DB's "average accuracy"),
+macro F1, the authors' score 0.33*acc + 0.67*F1, the confusion matrix, the number of images
+and a bootstrap 95 % interval for accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from mafer.datasets import FaceDataset, dataset_info, get_dataset
+from mafer.errors import MaferError
+from mafer.metrics import bootstrap_accuracy_ci, classification_metrics
+from mafer.models import model_from_checkpoint, preprocess
+from mafer.resolution import lower
+from mafer.train.distributed import pick_device
+from mafer.transforms import eval_transform
+
+DEFAULT_RESOLUTIONS: tuple[str | int, ...] = ("native", 8, 16, 32, 64)
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def parse_resolutions(text: str | Iterable[str | int]) -> list[str | int]:
+    """``"native,8,16"`` (or a list) -> ``["native", 8, 16]``; MaferError on anything else."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out: list[str | int] = []
+    for item in items:
+        item = str(item).strip()
+        if item == "native":
+            out.append("native")
+        elif item.isdigit() and int(item) > 0:
+            out.append(int(item))
+        else:
+            raise MaferError(f"resolution {item!r}: expected 'native' or a positive number of pixels, "
+                             f"e.g. native,8,16,32")
+    if not out:
+        raise MaferError("no test resolution given; expected e.g. native,8,16,32")
+    return list(dict.fromkeys(out))
+
+
+class LoweredEvalTransform:
+    """Lower a uint8 ``[3, H, W]`` face to ``resolution`` (``native``: unchanged), then the eval transform.
+
+    A class rather than a closure so that DataLoader workers can pickle it.
+    """
+
+    def __init__(self, dataset: str, image_size: int, resolution: str | int = "native"):
+        self.resolution = resolution
+        self.transform = eval_transform(dataset, image_size)
+
+    def __call__(self, image: Tensor) -> Tensor:
+        if self.resolution != "native":
+            image = lower(image.unsqueeze(0), int(self.resolution))[0]
+        return self.transform(image)
+
+
+def load_classifier(checkpoint: str | os.PathLike, device: torch.device,
+                    dataset: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """The checkpoint's model in eval mode on ``device`` and its metadata (class names, mean, config).
+
+    Files without class names (the authors' released checkpoints) are taken as classifiers of
+    ``dataset``, with its class order and mean, when their number of outputs matches it.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise MaferError(f"{path}: checkpoint not found; expected a .pt file written by mafer finetune")
+    model, meta = model_from_checkpoint(path, device=device)
+    if not meta.get("class_names") and dataset is not None:
+        info = dataset_info(dataset)
+        if meta["num_classes"] == info.num_classes:
+            meta = {**meta, "class_names": list(info.classes), "mean_bgr": list(info.mean_bgr),
+                    "config": {"dataset": dataset}}
+    if not meta.get("class_names"):
+        raise MaferError(f"{path}: a {meta.get('format', 'weight')} file with {meta['num_classes']} outputs and no "
+                         f"class names; expected an expression classifier written by mafer finetune"
+                         + (f" or fine-tuned on {dataset}" if dataset else ""))
+    return model.eval(), meta
+
+
+def checkpoint_image_size(meta: dict, image_size: int | None = None) -> int:
+    """``image_size`` when given, else the one the checkpoint was trained at (224 if unrecorded)."""
+    if image_size is not None:
+        return int(image_size)
+    return int((meta.get("config") or {}).get("image_size") or 224)
+
+
+def check_classes(meta: dict, dataset: FaceDataset, checkpoint: str | os.PathLike) -> None:
+    """MaferError when the checkpoint predicts other classes (or another order) than ``dataset`` has."""
+    if list(meta["class_names"]) != list(dataset.classes):
+        raise MaferError(f"{checkpoint}: checkpoint predicts {list(meta['class_names'])} but {dataset.name} "
+                         f"has {list(dataset.classes)}; expected a checkpoint fine-tuned on {dataset.name}")
+
+
+def make_loader(dataset: FaceDataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
+    """An ordered DataLoader over ``dataset`` (its transform already set)."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                      pin_memory=device.type == "cuda", persistent_workers=False)
+
+
+@torch.no_grad()
+def run_model(model: torch.nn.Module, loader: DataLoader, mean_bgr: Sequence[float], device: torch.device,
+              features: bool = False) -> tuple[Tensor, Tensor]:
+    """Logits (or pooled features with ``features=True``) and labels of every batch, on the CPU."""
+    outputs, labels = [], []
+    for images, targets in loader:
+        x = preprocess(images.to(device, non_blocking=True), mean_bgr)
+        out = model.forward_features(x) if features else model(x)
+        outputs.append(out.float().cpu())
+        labels.append(torch.as_tensor(targets))
+    return torch.cat(outputs), torch.cat(labels)
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.PathLike,
+                        split: str = "test", fold: int | None = None, folds: int = 10, protocol: str = "image",
+                        resolutions: Iterable[str | int] = DEFAULT_RESOLUTIONS, device: str = "auto",
+                        image_size: int | None = None, batch_size: int = 64, workers: int | None = None,
+                        model_label: str | None = None) -> dict:
+    """Metrics of ``checkpoint`` on ``split`` of ``dataset`` at each test resolution.
+
+    Returns ``{"dataset", "checkpoint", "model", "classes", "split", "fold", "folds", "protocol",
+    "image_size", "bootstrap", "resolutions": {"native" | "8" | ...: {"accuracy",
+    "mean_class_accuracy", "macro_f1", "score", "confusion_matrix", "n", "accuracy_ci"}}}``.
+    The input size comes from the checkpoint's config unless ``image_size`` is given; the
+    mean subtracted is the checkpoint's.
+    """
+    resolutions = parse_resolutions(resolutions)
+    dev = pick_device(device)
+    model, meta = load_classifier(checkpoint, dev, dataset)
+    size = checkpoint_image_size(meta, image_size)
+    data = get_dataset(dataset, data_dir, split, fold=fold, folds=folds, protocol=protocol)
+    check_classes(meta, data, checkpoint)
+    loader = make_loader(data, batch_size, default_workers() if workers is None else workers, dev)
+    results: dict[str, Any] = {}
+    for r in resolutions:
+        data.transform = LoweredEvalTransform(dataset, size, r)
+        logits, labels = run_model(model, loader, meta["mean_bgr"], dev)
+        y_true, y_pred = labels.numpy(), logits.argmax(1).numpy()
+        entry = classification_metrics(y_true, y_pred, len(data.classes))
+        entry["accuracy_ci"] = list(bootstrap_accuracy_ci(y_true, y_pred, n_resamples=BOOTSTRAP_RESAMPLES,
+                                                          seed=BOOTSTRAP_SEED))
+        results[str(r)] = entry
+    is_kfold = dataset == "oulucasia"
+    return {
+        "dataset": dataset, "checkpoint": str(checkpoint), "model": model_label, "classes": list(data.classes),
+        "split": split, "fold": fold, "folds": folds if is_kfold and fold is not None else None,
+        "protocol": protocol if is_kfold else None, "image_size": size,
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": 0.95, "seed": BOOTSTRAP_SEED},
+        "resolutions": results,
+    }
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared with ``mafer embed``: which checkpoint on which data, on which device."""
+    parser.add_argument("--dataset", required=True, choices=["fer2013", "rafdb", "oulucasia", "affwild2"])
+    parser.add_argument("--data-dir", required=True, type=Path, help="folder holding <dataset>/ (or the dataset itself)")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint written by mafer finetune")
+    parser.add_argument("--split", default="test", help="split to evaluate (default test)")
+    parser.add_argument("--fold", type=int, help="Oulu-CASIA: 0-based fold whose test part is used")
+    parser.add_argument("--folds", type=int, default=10, help="Oulu-CASIA: number of folds (default 10)")
+    parser.add_argument("--protocol", choices=["image", "subject"], default="image",
+                        help="Oulu-CASIA folds over images (the paper's) or subjects")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--image-size", type=int, help="network input size (default: the checkpoint's)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=default_workers(), help="data-loading processes")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser)
+    parser.add_argument("--resolutions", default="native,8,12,16,24,32,48,64",
+                        help="comma-separated test resolutions (shorter side in pixels) or native")
+    parser.add_argument("--model", help="model name stored in the metrics (base, CR, CR-Simplified, ...), "
+                                        "used by mafer aggregate")
+    parser.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = evaluate_checkpoint(args.dataset, args.data_dir, args.checkpoint, split=args.split, fold=args.fold,
+                                 folds=args.folds, protocol=args.protocol, resolutions=args.resolutions,
+                                 device=args.device, image_size=args.image_size, batch_size=args.batch_size,
+                                 workers=args.workers, model_label=args.model)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'resolution':>10}  {'acc':>6}  {'95% CI':>13}  {'avg acc':>7}  {'F1':>6}  {'n':>6}")
+    for key, m in result["resolutions"].items():
+        lo, hi = m["accuracy_ci"]
+        print(f"{key:>10}  {m['accuracy']:6.4f}  [{lo:.3f}, {hi:.3f}]  {m['mean_class_accuracy']:7.4f}  "
+              f"{m['macro_f1']:6.4f}  {m['n']:>6}")
+    print(f"wrote {args.out}")
+    return 0

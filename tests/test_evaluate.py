@@ -1,0 +1,129 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mafer.cli import main
+from mafer.datasets import DATASETS, get_dataset
+from mafer.errors import MaferError
+from mafer.evaluate import evaluate_checkpoint, load_classifier, parse_resolutions
+from mafer.models import create_model, model_from_checkpoint, preprocess, save_checkpoint
+from mafer.resolution import lower
+from mafer.transforms import eval_transform
+
+IMAGE_SIZE = 64  # small input keeps the tests fast; the checkpoint records it
+
+
+def tiny_checkpoint(path, dataset, constant_class=None, seed=0):
+    """A senet_tiny classifier of ``dataset`` (random weights, or always predicting ``constant_class``)."""
+    info = DATASETS[dataset]
+    torch.manual_seed(seed)
+    model = create_model("senet_tiny", info.num_classes)
+    if constant_class is not None:
+        with torch.no_grad():
+            model.classifier.weight.zero_()
+            model.classifier.bias.copy_(torch.nn.functional.one_hot(torch.tensor(constant_class), info.num_classes) * 10.0)
+    return save_checkpoint(path, model, model_name="senet_tiny", class_names=info.classes, mean_bgr=info.mean_bgr,
+                           config={"dataset": dataset, "image_size": IMAGE_SIZE})
+
+
+@pytest.fixture(scope="module")
+def rafdb_checkpoint(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("ck") / "rafdb.pt", "rafdb")
+
+
+def test_cli_schema_on_smoke_data(smoke_data, rafdb_checkpoint, tmp_path, capsys):
+    out = tmp_path / "metrics.json"
+    rc = main(["evaluate", "--dataset", "rafdb", "--data-dir", str(smoke_data), "--checkpoint", str(rafdb_checkpoint),
+               "--resolutions", "native,8", "--device", "cpu", "--workers", "0", "--model", "CR", "--out", str(out)])
+    assert rc == 0
+    assert "wrote" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    n_test = len(get_dataset("rafdb", smoke_data, "test"))
+    assert result["dataset"] == "rafdb" and result["split"] == "test" and result["fold"] is None
+    assert result["checkpoint"] == str(rafdb_checkpoint) and result["model"] == "CR"
+    assert result["classes"] == list(DATASETS["rafdb"].classes)
+    assert result["image_size"] == IMAGE_SIZE
+    assert list(result["resolutions"]) == ["native", "8"]
+    for entry in result["resolutions"].values():
+        for key in ("accuracy", "mean_class_accuracy", "macro_f1", "score"):
+            assert 0.0 <= entry[key] <= 1.0
+        assert entry["score"] == pytest.approx(0.33 * entry["accuracy"] + 0.67 * entry["macro_f1"])
+        assert entry["n"] == n_test
+        cm = np.array(entry["confusion_matrix"])
+        assert cm.shape == (7, 7) and cm.sum() == n_test
+        assert np.trace(cm) / n_test == pytest.approx(entry["accuracy"])
+        lo, hi = entry["accuracy_ci"]
+        assert lo <= entry["accuracy"] <= hi
+
+
+def test_lowering_happens_on_the_original_image_before_the_eval_transform(smoke_data, rafdb_checkpoint):
+    result = evaluate_checkpoint("rafdb", smoke_data, rafdb_checkpoint, resolutions=[8], device="cpu", workers=0)
+    model, meta = model_from_checkpoint(rafdb_checkpoint)
+    data = get_dataset("rafdb", smoke_data, "test")
+    transform = eval_transform("rafdb", IMAGE_SIZE)
+    predictions = []
+    with torch.no_grad():
+        for i in range(len(data)):
+            image, _ = data[i]
+            x = transform(lower(image[None], 8)[0])
+            predictions.append(int(model(preprocess(x[None], meta["mean_bgr"])).argmax()))
+    cm = np.zeros((7, 7), dtype=int)
+    np.add.at(cm, (data.targets, predictions), 1)
+    assert result["resolutions"]["8"]["confusion_matrix"] == cm.tolist()
+
+
+def test_constant_classifier_gives_known_metrics(smoke_data, tmp_path):
+    checkpoint = tiny_checkpoint(tmp_path / "fer.pt", "fer2013", constant_class=3)
+    result = evaluate_checkpoint("fer2013", smoke_data, checkpoint, resolutions=["native", 16], device="cpu",
+                                 workers=0)
+    counts = np.bincount(get_dataset("fer2013", smoke_data, "test").targets, minlength=7)
+    for entry in result["resolutions"].values():
+        cm = np.array(entry["confusion_matrix"])
+        assert cm[:, 3].tolist() == counts.tolist() and cm.sum() == cm[:, 3].sum()
+        assert entry["accuracy"] == pytest.approx(counts[3] / counts.sum())
+        assert entry["mean_class_accuracy"] == pytest.approx(1 / np.count_nonzero(counts))
+
+
+def test_oulucasia_fold(smoke_data, tmp_path):
+    checkpoint = tiny_checkpoint(tmp_path / "oulu.pt", "oulucasia")
+    result = evaluate_checkpoint("oulucasia", smoke_data, checkpoint, fold=1, folds=5, resolutions=["native"],
+                                 device="cpu", workers=0)
+    assert (result["fold"], result["folds"], result["protocol"]) == (1, 5, "image")
+    assert result["resolutions"]["native"]["n"] == len(get_dataset("oulucasia", smoke_data, "test", fold=1, folds=5))
+
+
+def test_checkpoint_of_another_dataset_or_model(smoke_data, tmp_path, rafdb_checkpoint, capsys):
+    with pytest.raises(MaferError, match="rafdb.pt: checkpoint predicts .* but oulucasia has"):
+        evaluate_checkpoint("oulucasia", smoke_data, rafdb_checkpoint, fold=0, device="cpu", workers=0)
+    # a bare state dict is read as the paper's senet50: a tiny network's tensors do not fit it
+    torch.save(create_model("senet_tiny", 7).state_dict(), tmp_path / "tiny_state.pt")
+    with pytest.raises(MaferError, match="tiny_state.pt: shape mismatch"):
+        evaluate_checkpoint("rafdb", smoke_data, tmp_path / "tiny_state.pt", device="cpu", workers=0)
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    with pytest.raises(MaferError, match="notes.pt"):
+        evaluate_checkpoint("rafdb", smoke_data, tmp_path / "notes.pt", device="cpu", workers=0)
+    rc = main(["evaluate", "--dataset", "rafdb", "--data-dir", str(smoke_data), "--checkpoint",
+               str(tmp_path / "missing.pt"), "--out", str(tmp_path / "m.json")])
+    assert rc == 2
+    assert "missing.pt: checkpoint not found" in capsys.readouterr().err
+
+
+def test_released_checkpoint_without_class_names_takes_the_datasets(tmp_path):
+    # the authors' release: model_state_dict + epoch/best_acc, no class names or mean
+    torch.save({"model_state_dict": create_model("senet50", 7).state_dict(), "epoch": 3, "best_acc": 0.8},
+               tmp_path / "released.pt")
+    _, meta = load_classifier(tmp_path / "released.pt", torch.device("cpu"), "rafdb")
+    assert meta["class_names"] == list(DATASETS["rafdb"].classes)
+    assert meta["mean_bgr"] == list(DATASETS["rafdb"].mean_bgr)
+    with pytest.raises(MaferError, match="released.pt: .* 7 outputs and no class names"):
+        load_classifier(tmp_path / "released.pt", torch.device("cpu"), "oulucasia")
+
+
+def test_parse_resolutions():
+    assert parse_resolutions("native, 8,16,8") == ["native", 8, 16]
+    with pytest.raises(MaferError, match="'0'"):
+        parse_resolutions("native,0")
+    with pytest.raises(MaferError, match="'high'"):
+        parse_resolutions(["high"])
