@@ -93,3 +93,27 @@ class LoweringCurriculum:
 
     def __repr__(self) -> str:
         return f"LoweringCurriculum(start={self.start}, step={self.step}, stop={self.stop}, every={self.every})"
+
+
+class RandomLowering(torch.nn.Module):
+    """Per-image transform: lower a uint8 or float ``[C, H, W]`` (or ``[N, C, H, W]``) image.
+
+    With ``r`` set, always to ``r`` (evaluation at a fixed resolution); otherwise with probability
+    ``p`` to an ``r`` drawn as in ``sample_resolutions`` from torch's global generator. The paper
+    lowers the original image, so this goes first, before any resize.
+    """
+
+    def __init__(self, p: float = 1.0, r: int | None = None):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise MaferError(f"lowering probability must be in [0, 1], got {p}")
+        self.p, self.r = p, r
+
+    def forward(self, image: Tensor) -> Tensor:
+        batch = image if image.ndim == 4 else image.unsqueeze(0)
+        r = torch.tensor([self.r]) if self.r is not None else sample_resolutions(1, self.p)
+        out = lower(batch, int(r.item()))
+        return out if image.ndim == 4 else out.squeeze(0)
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}" if self.r is not None else f"p={self.p}"

@@ -36,6 +36,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from mafer.datasets.info import dataset_info
 from mafer.errors import MaferError
+from mafer.resolution import RandomLowering
 
 PAPER_SIZE = 224
 
@@ -196,16 +197,22 @@ def _op(name: str, spec: AugmentSpec) -> Any:
     raise MaferError(f"unknown augmentation op {name!r} in the spec of {spec.dataset}")
 
 
-def train_transform(dataset: str, image_size: int = PAPER_SIZE) -> v2.Compose:
+def train_transform(dataset: str, image_size: int = PAPER_SIZE, lowering_p: float = 0.0) -> v2.Compose:
     """The paper's training augmentation of ``dataset``: uint8 RGB ``[3, H, W]`` -> uint8 ``[3, S, S]``.
 
+    With ``lowering_p > 0`` the original image is first lowered with that probability (step 1).
     Random draws come from torch's global generator, so ``torch.manual_seed`` makes it repeatable.
     """
     spec = augment_spec(dataset, image_size)
-    return v2.Compose([_op(name, spec) for name in spec.train_ops])
+    lowering = [RandomLowering(lowering_p)] if lowering_p > 0 else []
+    return v2.Compose(lowering + [_op(name, spec) for name in spec.train_ops])
 
 
-def eval_transform(dataset: str, image_size: int = PAPER_SIZE) -> v2.Compose:
-    """The paper's evaluation transform of ``dataset``: shorter side to ``eval_resize``, centre crop ``S``."""
+def eval_transform(dataset: str, image_size: int = PAPER_SIZE, resolution: int | None = None) -> v2.Compose:
+    """The paper's evaluation transform of ``dataset``: shorter side to ``eval_resize``, centre crop ``S``.
+
+    With ``resolution`` the original image is first lowered to it (testing at low resolution).
+    """
     spec = augment_spec(dataset, image_size)
-    return v2.Compose([v2.Resize(spec.eval_resize, antialias=True), v2.CenterCrop(image_size)])
+    lowering = [RandomLowering(r=resolution)] if resolution is not None else []
+    return v2.Compose(lowering + [v2.Resize(spec.eval_resize, antialias=True), v2.CenterCrop(image_size)])

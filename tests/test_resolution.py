@@ -9,7 +9,14 @@ from PIL import Image
 
 from mafer.datasets import get_dataset
 from mafer.errors import MaferError
-from mafer.resolution import RESOLUTIONS, LoweringCurriculum, lower, lowered_size, sample_resolutions
+from mafer.resolution import (
+    RESOLUTIONS,
+    LoweringCurriculum,
+    RandomLowering,
+    lower,
+    lowered_size,
+    sample_resolutions,
+)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -105,3 +112,18 @@ def test_lowering_curriculum():
     assert LoweringCurriculum(start=0.5, step=0.25, stop=0.9, every=1).p(3) == 0.9
     with pytest.raises(MaferError):
         LoweringCurriculum(every=0)
+
+
+def test_random_lowering_transform():
+    image = torch.randint(0, 256, (3, 40, 30), dtype=torch.uint8)
+    fixed = RandomLowering(r=8)(image)
+    assert fixed.shape == image.shape and fixed.dtype == torch.uint8
+    assert torch.equal(fixed, lower(image[None], 8)[0])
+    assert torch.equal(RandomLowering(p=0.0)(image), image)
+    large = torch.randint(0, 256, (3, 140, 150), dtype=torch.uint8)  # every r < 140 changes it
+    torch.manual_seed(0)
+    assert all(not torch.equal(RandomLowering(p=1.0)(large), large) for _ in range(10))
+    torch.manual_seed(0)
+    first = [RandomLowering(p=0.5)(large) for _ in range(4)]
+    torch.manual_seed(0)
+    assert all(torch.equal(a, RandomLowering(p=0.5)(large)) for a in first)  # seeded

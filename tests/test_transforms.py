@@ -10,6 +10,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from mafer.errors import MaferError
+from mafer.resolution import lower
 from mafer.transforms import Cutout, RandomCropFraction, augment_spec, eval_transform, train_transform
 
 SOURCES = {"fer2013": (48, 48), "rafdb": (100, 100), "oulucasia": (120, 160), "affwild2": (112, 112),
@@ -113,3 +114,12 @@ def test_elastic_mapping_matches_albumentations_displacements():
     rng = np.random.default_rng(0)
     albumentations = (gaussian_filter(rng.uniform(-1, 1, (224, 224)), 5) * 50)[20:-20, 20:-20].std()
     assert ours == pytest.approx(albumentations, rel=0.2)
+
+
+def test_lowering_comes_first_on_the_original_image():
+    image = torch.randint(0, 256, (3, 100, 100), dtype=torch.uint8)
+    low = eval_transform("rafdb", 224, resolution=8)(image)
+    expected = eval_transform("rafdb", 224)(lower(image[None], 8)[0])
+    assert torch.equal(low, expected) and not torch.equal(low, eval_transform("rafdb", 224)(image))
+    torch.manual_seed(0)
+    assert train_transform("vggface2", 64, lowering_p=1.0)(image).shape == (3, 64, 64)
