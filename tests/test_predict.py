@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mafer.cli import main
+from mafer.datasets import DATASETS
+from mafer.errors import MaferError
+from mafer.models import create_model, save_checkpoint
+from mafer.predict import collect_images, predict_images
+
+CLASSES = list(DATASETS["fer2013"].classes)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    info = DATASETS["fer2013"]
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("ck") / "fer.pt", create_model("senet_tiny", 7),
+                           model_name="senet_tiny", class_names=info.classes, mean_bgr=info.mean_bgr,
+                           config={"dataset": "fer2013", "image_size": 64})
+
+
+@pytest.fixture
+def faces(tmp_path):
+    rng = np.random.default_rng(0)
+    gray = tmp_path / "faces" / "gray.png"
+    colour = tmp_path / "faces" / "nested" / "colour.jpg"
+    colour.parent.mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (53, 37), dtype=np.uint8), mode="L").save(gray)
+    Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8), mode="RGB").save(colour, quality=90)
+    (tmp_path / "faces" / "README.txt").write_text("not an image, skipped in folders")
+    return gray, colour
+
+
+def test_json_output_for_gray_and_colour_images_of_odd_sizes(checkpoint, faces, capsys):
+    gray, colour = faces
+    rc = main(["predict", str(gray.parent), "--checkpoint", str(checkpoint), "--json", "--batch-size", "1",
+               "--device", "cpu"])
+    assert rc == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in results] == [str(gray), str(colour)]  # README.txt skipped, nested folder found
+    for r in results:
+        assert list(r["probabilities"]) == CLASSES
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert all(0.0 <= p <= 1.0 for p in r["probabilities"].values())
+        assert r["prediction"] == max(r["probabilities"], key=r["probabilities"].get)
+
+
+def test_batches_do_not_change_results(checkpoint, faces):
+    one_by_one = predict_images(faces, checkpoint, device="cpu", batch_size=1)
+    together = predict_images(faces, checkpoint, device="cpu", batch_size=8)
+    for a, b in zip(one_by_one, together):
+        assert a["prediction"] == b["prediction"]
+        assert list(a["probabilities"].values()) == pytest.approx(list(b["probabilities"].values()), abs=1e-5)
+
+
+def test_text_output(checkpoint, faces, capsys):
+    assert main(["predict", str(faces[1]), "--checkpoint", str(checkpoint), "--device", "cpu"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{faces[1]}: ")
+    assert all(name in line for name in CLASSES) and line.count("%") == 7
+
+
+def test_errors_name_the_file(checkpoint, faces, tmp_path, capsys):
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("plain text")
+    assert main(["predict", str(faces[0]), str(fake), "--checkpoint", str(checkpoint), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{fake}: cannot decode image" in err and "Traceback" not in err
+
+    assert main(["predict", str(faces[0]), "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "none.pt: checkpoint not found" in capsys.readouterr().err
+
+    torch.save(create_model("senet_tiny", 7).state_dict(), tmp_path / "other_model.pt")
+    assert main(["predict", str(faces[0]), "--checkpoint", str(tmp_path / "other_model.pt")]) == 2
+    assert "other_model.pt: shape mismatch" in capsys.readouterr().err
+
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    assert main(["predict", str(faces[0]), "--checkpoint", str(tmp_path / "notes.pt")]) == 2
+    assert "notes.pt: cannot read it as a weight file" in capsys.readouterr().err
+
+
+def test_missing_inputs(tmp_path):
+    with pytest.raises(MaferError, match="nothing.png: no such file or folder"):
+        collect_images([tmp_path / "nothing.png"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MaferError, match="empty: no image files"):
+        collect_images([tmp_path / "empty"])
