@@ -8,7 +8,7 @@ from typing import Callable
 
 from torch import Tensor
 
-from mafer.datasets.base import FaceDataset, decode_image, list_dirs
+from mafer.datasets.base import FaceDataset, decode_image
 from mafer.errors import MaferError
 
 ANNOTATION_DIRS = (Path("annotations") / "EXPR_Set", Path("EXPR_Set"),
