@@ -179,7 +179,7 @@ class BatchAugment:
             elif stage.op == "affine":
                 params.affine = coin(s.affine_p)
                 params.angle = (rand(n) * 2 - 1) * s.affine_degrees
-                max_shift = torch.tensor([s.affine_shift * w, s.affine_shift * h], device=device)
+                max_shift = _const((s.affine_shift * w, s.affine_shift * h), device)
                 params.translate = ((rand(n, 2) * 2 - 1) * max_shift).round()
                 params.scale = 1 + (rand(n) * 2 - 1) * s.affine_scale
             elif stage.op == "flip":
@@ -311,7 +311,7 @@ def _explicit_prefix(x: Tensor, stages: tuple[_Stage, ...], params: AugmentParam
             x = F.interpolate(x, size=stage.out_hw, mode="bilinear", align_corners=False,
                               antialias=_shrinks(stage))
         else:
-            x = _crop(x, _crop_offsets(stage, params, x.shape[0], x.device), stage.out_hw)
+            x = _crop(x, stage, params)
     return x, stages[count:]
 
 
@@ -321,16 +321,27 @@ def _shrinks(stage: _Stage) -> bool:
 
 def _crop_offsets(stage: _Stage, params: AugmentParams, n: int, device: torch.device) -> Tensor:
     if stage.op == "center_crop":
-        return torch.tensor(stage.offset, device=device).expand(n, 2)
+        return _const(stage.offset, device).expand(n, 2)
     return params.crops[stage.index]
 
 
-def _crop(x: Tensor, offsets: Tensor, hw: tuple[int, int]) -> Tensor:
-    """Per-image crops of size ``hw`` at integer ``offsets`` ``[N, 2]`` (top, left)."""
-    n = x.shape[0]
-    if bool((offsets == offsets[:1]).all()):
-        top, left = offsets[0].tolist()
+def _const(values: tuple[float, ...], device: torch.device | str) -> Tensor:
+    """A small constant tensor, made once per device: a fresh host-to-GPU copy would stall the stream."""
+    return _const_cached(tuple(float(v) for v in values), str(device))
+
+
+@lru_cache(maxsize=256)
+def _const_cached(values: tuple[float, ...], device: str) -> Tensor:
+    return torch.tensor(values, device=device)
+
+
+def _crop(x: Tensor, stage: _Stage, params: AugmentParams) -> Tensor:
+    """The stage's crop: a slice for a centre crop, a gather of per-image windows for a random one."""
+    hw = stage.out_hw
+    if stage.op == "center_crop":
+        top, left = stage.offset
         return x[..., top:top + hw[0], left:left + hw[1]]
+    n, offsets = x.shape[0], params.crops[stage.index]
     rows = offsets[:, :1] + torch.arange(hw[0], device=x.device)  # [N, h]
     cols = offsets[:, 1:] + torch.arange(hw[1], device=x.device)  # [N, w]
     batch = torch.arange(n, device=x.device).view(n, 1, 1)
@@ -362,7 +373,7 @@ def _translation(tx: float, ty: float, device: torch.device) -> Tensor:
 
 def _coverage(coords: Tensor, hw: tuple[int, int]) -> Tensor:
     """Share of a zero-padded bilinear sample at ``coords`` ``[N, P, 2]`` that falls inside ``hw``."""
-    size = torch.tensor([hw[1], hw[0]], device=coords.device, dtype=coords.dtype)
+    size = _const((hw[1], hw[0]), coords.device)
     inside = torch.minimum(coords + 0.5, size + 0.5 - coords).clamp_(0, 1)
     return inside[..., 0] * inside[..., 1]
 
@@ -409,7 +420,7 @@ def _resample(x: Tensor, stages: tuple[_Stage, ...], params: AugmentParams) -> T
     for stage in reversed(stages):
         h, w = stage.in_hw
         if stage.op == "flip":
-            flip = torch.tensor([[-1.0, 0, w], [0, 1, 0], [0, 0, 1]], device=device)
+            flip = _const((-1.0, 0, w, 0, 1, 0, 0, 0, 1), device).view(3, 3)
             grid.map(torch.where(params.flip.view(n, 1, 1), flip, torch.eye(3, device=device)))
         elif stage.op == "affine":
             grid.map(_affine_inverse(params, stage.in_hw))
@@ -423,12 +434,11 @@ def _resample(x: Tensor, stages: tuple[_Stage, ...], params: AugmentParams) -> T
             fill_weight(_coverage(grid.coords, stage.in_hw), params.elastic)
         elif stage.op == "resize":
             (oh, ow) = stage.out_hw
-            grid.map(torch.diag(torch.tensor([w / ow, h / oh, 1.0], device=device)))
+            grid.map(torch.diag(_const((w / ow, h / oh, 1.0), device)))
             # v2.Resize replicates the edge pixel: clamp to the outer pixel centres
             points = grid.points()
-            lo = torch.tensor([0.5, 0.5], device=device)
-            hi = torch.tensor([w - 0.5, h - 0.5], device=device)
-            grid.coords = torch.maximum(torch.minimum(points, hi), lo)
+            grid.coords = torch.maximum(torch.minimum(points, _const((w - 0.5, h - 0.5), device)),
+                                        _const((0.5, 0.5), device))
         else:  # crops
             offsets = _crop_offsets(stage, params, n, device).to(torch.float32)
             shift = torch.eye(3, device=device).repeat(n, 1, 1)
@@ -444,5 +454,4 @@ def _resample(x: Tensor, stages: tuple[_Stage, ...], params: AugmentParams) -> T
 
 def _normalise(coords: Tensor, hw: tuple[int, int]) -> Tensor:
     """Pixel coordinates to grid_sample's [-1, 1] (align_corners=False)."""
-    size = torch.tensor([hw[1], hw[0]], device=coords.device, dtype=coords.dtype)
-    return coords * (2 / size) - 1
+    return coords * _const((2 / hw[1], 2 / hw[0]), coords.device) - 1

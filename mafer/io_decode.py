@@ -111,10 +111,17 @@ def decode_images(paths: Sequence[str | Path], size: int | None = None,
     otherwise, and for PNGs, on the CPU. Gray images come back with 3 equal channels.
     A missing, empty or corrupt file raises ``MaferError`` naming it.
     """
+    return decode_bytes(read_bytes(paths), size, device, names=paths)
+
+
+def decode_bytes(data: Sequence[Tensor], size: int | None = None, device: str | torch.device = "cpu",
+                 names: Sequence[str | Path] | None = None) -> Tensor:
+    """``decode_images`` for encoded images already in memory (1-D uint8 CPU tensors);
+    ``names`` label them in error messages (default: their position in the list)."""
     device = torch.device(device)
-    data = read_bytes(paths)
+    names = list(names) if names is not None else [f"image #{i}" for i in range(len(data))]
     if device.type == "cuda":
-        images = _decode_cuda(data, paths, device)
+        images = _decode_cuda(list(data), names, device)
     else:
-        images = [_decode_cpu(d, p).to(device) for d, p in zip(data, paths)]
+        images = [_decode_cpu(d, name).to(device) for d, name in zip(data, names)]
     return resize_to_batch(images, size)

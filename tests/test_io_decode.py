@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from mafer.errors import MaferError
-from mafer.io_decode import decode_images, is_jpeg, read_bytes
+from mafer.io_decode import decode_bytes, decode_images, is_jpeg, read_bytes
 
 
 def _write(path: Path, array: np.ndarray, fmt: str) -> Path:
@@ -61,6 +61,13 @@ def test_missing_and_corrupt_files_are_named(tmp_path: Path, files: list[Path]) 
     empty.write_bytes(b"")
     with pytest.raises(MaferError, match="empty.jpg"):
         read_bytes([empty])
+
+
+def test_decode_bytes_names_the_bad_item(files: list[Path]) -> None:
+    data = read_bytes(files[:1]) + [torch.tensor([1, 2, 3], dtype=torch.uint8)]
+    with pytest.raises(MaferError, match="image #1"):
+        decode_bytes(data, size=8)
+    assert decode_bytes(data[:1]).shape == (1, 3, 40, 40)
 
 
 def test_jpeg_magic(files: list[Path]) -> None:
