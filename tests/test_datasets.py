@@ -278,7 +278,7 @@ def test_oulu_folds_partition_the_data(tmp_path, protocol):
     write_oulu_subjects(tmp_path, subjects=6, frames=3)
     folds = 3
     everything = set(get_dataset("oulucasia", tmp_path, "all").samples)
-    tests = []
+    tests, test_subjects = [], []
     for fold in range(folds):
         parts = {s: get_dataset("oulucasia", tmp_path, s, fold=fold, folds=folds, protocol=protocol)
                  for s in ("train", "val", "test")}
@@ -292,7 +292,10 @@ def test_oulu_folds_partition_the_data(tmp_path, protocol):
             assert not (subjects["train"] & subjects["test"]) and not (subjects["val"] & subjects["test"])
             assert not (subjects["train"] & subjects["val"])
         tests.append(names["test"])
+        test_subjects.append(set(parts["test"].subjects))
     assert set().union(*tests) == everything and sum(map(len, tests)) == len(everything)
+    if protocol == "subject":  # each subject is tested in exactly one fold
+        assert sum(map(len, test_subjects)) == len(set().union(*test_subjects)) == 6
     again = get_dataset("oulucasia", tmp_path, "test", fold=1, folds=folds, protocol=protocol)
     assert set(again.samples) == tests[1]  # fixed seed
 
