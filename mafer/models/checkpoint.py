@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from mafer import __version__
+from mafer.datasets.info import VGGFACE2_MEAN_BGR
 from mafer.errors import MaferError
 from mafer.models.senet import SENet, create_model
 from mafer.models.weights import CHECKPOINT_FORMAT, load_weights, read_weight_file
@@ -37,7 +38,6 @@ __all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint", "rng_s
 
 FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("model_name", "num_classes", "class_names", "mean_bgr", "model_state_dict")
-VGGFACE2_MEAN_BGR = (91.4953, 103.8827, 131.0912)  # the mean the converted VGGFace2 weights expect
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

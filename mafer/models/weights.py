@@ -245,7 +245,10 @@ def _read_torch_zip(path: Path) -> Any:
 
         def read_storage(key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
             if key not in storages:
-                buffer = bytearray(archive.read(f"{prefix}data/{key}"))
+                record = archive.getinfo(f"{prefix}data/{key}")
+                buffer = bytearray(record.file_size)
+                with archive.open(record) as fh:
+                    fh.readinto(buffer)
                 if len(buffer) < numel * _element_size(dtype):
                     raise _Refused(f"storage record data/{key} is shorter than its {numel} elements")
                 storages[key] = _flat_tensor(buffer, dtype)
@@ -404,6 +407,8 @@ def read_weight_file(path: str | Path) -> WeightFile:
     path = Path(path)
     if not path.is_file():
         raise MaferError(f"{path}: weight file not found")
+    if path.stat().st_size == 0:
+        raise MaferError(f"{path}: the file is empty; {_EXPECTED}")
     return _interpret(path, _read_object(path))
 
 
