@@ -182,8 +182,9 @@ def plot_accuracy_vs_resolution(results: Mapping[str, Mapping[str, Any]], path: 
     order = _resolution_order(dict.fromkeys(k for keys, *_ in curves.values() for k in keys))
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     palette = sns.color_palette("colorblind", len(curves))
+    dodge = 0.08  # shifts the models sideways so that their error bars do not hide each other
     for i, (model, (keys, values, errors)) in enumerate(curves.items()):
-        x = [order.index(k) for k in keys]
+        x = [order.index(k) + dodge * (i - (len(curves) - 1) / 2) for k in keys]
         ax.errorbar(x, values * 100, yerr=errors * 100, label=model, color=palette[i],
                     marker=_MARKERS[i % len(_MARKERS)], capsize=3, linewidth=1.5)
     ax.set_xticks(range(len(order)), [k if k == "native" else f"{k} px" for k in order])
