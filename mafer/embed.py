@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mafer.datasets import dataset_info, get_dataset
+from mafer.datasets import dataset_info
 from mafer.errors import MaferError
 from mafer.evaluate import (
     LoweredEvalTransform,
@@ -25,6 +25,7 @@ from mafer.evaluate import (
     default_workers,
     load_classifier,
     make_loader,
+    open_test_data,
     parse_resolutions,
     run_model,
 )
@@ -37,12 +38,16 @@ MIN_POINTS = 4  # below this neither t-SNE's perplexity nor UMAP's neighbourhood
 def extract_features(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.PathLike,
                      split: str = "test", fold: int | None = None, folds: int = 10, protocol: str = "image",
                      resolution: str | int = "native", device: str = "auto", image_size: int | None = None,
-                     batch_size: int = 64, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled features ``[N, D]`` (float32) and labels ``[N]`` (int64) of ``split`` at ``resolution``."""
+                     batch_size: int = 64, workers: int | None = None,
+                     skip_bad: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled features ``[N, D]`` (float32) and labels ``[N]`` (int64) of ``split`` at ``resolution``.
+
+    With ``skip_bad`` unreadable images are left out (see ``mafer.evaluate.open_test_data``).
+    """
     (resolution,) = parse_resolutions([resolution])
     dev = pick_device(device)
     model, meta = load_classifier(checkpoint, dev, dataset)
-    data = get_dataset(dataset, data_dir, split, fold=fold, folds=folds, protocol=protocol)
+    data = open_test_data(dataset, data_dir, split, fold, folds, protocol, skip_bad)
     check_classes(meta, data, checkpoint)
     data.transform = LoweredEvalTransform(dataset, checkpoint_image_size(meta, image_size), resolution)
     loader = make_loader(data, batch_size, default_workers() if workers is None else workers, dev)
@@ -103,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     features, labels = extract_features(args.dataset, args.data_dir, args.checkpoint, split=args.split,
                                         fold=args.fold, folds=args.folds, protocol=args.protocol,
                                         resolution=args.resolution, device=args.device,
-                                        image_size=args.image_size, batch_size=args.batch_size, workers=args.workers)
+                                        image_size=args.image_size, batch_size=args.batch_size, workers=args.workers,
+                                        skip_bad=args.skip_bad)
     projections = {method: project(features, method, args.seed) for method in methods}
     classes = list(dataset_info(args.dataset).classes)
     args.out.parent.mkdir(parents=True, exist_ok=True)

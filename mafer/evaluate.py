@@ -104,6 +104,15 @@ def check_classes(meta: dict, dataset: FaceDataset, checkpoint: str | os.PathLik
                          f"has {list(dataset.classes)}; expected a checkpoint fine-tuned on {dataset.name}")
 
 
+def open_test_data(dataset: str, data_dir: str | os.PathLike, split: str, fold: int | None, folds: int,
+                   protocol: str, skip_bad: bool = False) -> FaceDataset:
+    """The split to evaluate; with ``skip_bad`` every image is decoded once and unreadable ones dropped."""
+    data = get_dataset(dataset, data_dir, split, fold=fold, folds=folds, protocol=protocol, skip_bad=skip_bad)
+    if skip_bad:
+        data.verify()
+    return data
+
+
 def make_loader(dataset: FaceDataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
     """An ordered DataLoader over ``dataset`` (its transform already set)."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
@@ -115,12 +124,22 @@ def run_model(model: torch.nn.Module, loader: DataLoader, mean_bgr: Sequence[flo
               features: bool = False) -> tuple[Tensor, Tensor]:
     """Logits (or pooled features with ``features=True``) and labels of every batch, on the CPU."""
     outputs, labels = [], []
-    for images, targets in loader:
-        x = preprocess(images.to(device, non_blocking=True), mean_bgr)
-        out = model.forward_features(x) if features else model(x)
-        outputs.append(out.float().cpu())
-        labels.append(torch.as_tensor(targets))
+    try:
+        for images, targets in loader:
+            x = preprocess(images.to(device, non_blocking=True), mean_bgr)
+            out = model.forward_features(x) if features else model(x)
+            outputs.append(out.float().cpu())
+            labels.append(torch.as_tensor(targets))
+    except MaferError as exc:
+        raise MaferError(worker_error_message(exc)) from None
     return torch.cat(outputs), torch.cat(labels)
+
+
+def worker_error_message(exc: MaferError) -> str:
+    """The original message of a MaferError re-raised by a DataLoader worker (which prepends a traceback)."""
+    text = str(exc)
+    marker = "MaferError: "
+    return text[text.rindex(marker) + len(marker):].strip() if "Original Traceback" in text and marker in text else text
 
 
 def default_workers() -> int:
@@ -131,20 +150,21 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
                         split: str = "test", fold: int | None = None, folds: int = 10, protocol: str = "image",
                         resolutions: Iterable[str | int] = DEFAULT_RESOLUTIONS, device: str = "auto",
                         image_size: int | None = None, batch_size: int = 64, workers: int | None = None,
-                        model_label: str | None = None) -> dict:
+                        model_label: str | None = None, skip_bad: bool = False) -> dict:
     """Metrics of ``checkpoint`` on ``split`` of ``dataset`` at each test resolution.
 
     Returns ``{"dataset", "checkpoint", "model", "classes", "split", "fold", "folds", "protocol",
     "image_size", "bootstrap", "resolutions": {"native" | "8" | ...: {"accuracy",
     "mean_class_accuracy", "macro_f1", "score", "confusion_matrix", "n", "accuracy_ci"}}}``.
     The input size comes from the checkpoint's config unless ``image_size`` is given; the
-    mean subtracted is the checkpoint's.
+    mean subtracted is the checkpoint's. With ``skip_bad`` unreadable images are left out
+    (after one decoding pass) and listed under ``bad_items``; otherwise they raise MaferError.
     """
     resolutions = parse_resolutions(resolutions)
     dev = pick_device(device)
     model, meta = load_classifier(checkpoint, dev, dataset)
     size = checkpoint_image_size(meta, image_size)
-    data = get_dataset(dataset, data_dir, split, fold=fold, folds=folds, protocol=protocol)
+    data = open_test_data(dataset, data_dir, split, fold, folds, protocol, skip_bad)
     check_classes(meta, data, checkpoint)
     loader = make_loader(data, batch_size, default_workers() if workers is None else workers, dev)
     results: dict[str, Any] = {}
@@ -162,7 +182,7 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
         "split": split, "fold": fold, "folds": folds if is_kfold and fold is not None else None,
         "protocol": protocol if is_kfold else None, "image_size": size,
         "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": 0.95, "seed": BOOTSTRAP_SEED},
-        "resolutions": results,
+        "bad_items": list(data.bad_items), "resolutions": results,
     }
 
 
@@ -182,6 +202,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, help="network input size (default: the checkpoint's)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=default_workers(), help="data-loading processes")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave out unreadable images (listed in the output) instead of stopping")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -197,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(args.dataset, args.data_dir, args.checkpoint, split=args.split, fold=args.fold,
                                  folds=args.folds, protocol=args.protocol, resolutions=args.resolutions,
                                  device=args.device, image_size=args.image_size, batch_size=args.batch_size,
-                                 workers=args.workers, model_label=args.model)
+                                 workers=args.workers, model_label=args.model, skip_bad=args.skip_bad)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'resolution':>10}  {'acc':>6}  {'95% CI':>13}  {'avg acc':>7}  {'F1':>6}  {'n':>6}")
@@ -205,5 +227,7 @@ def run(args: argparse.Namespace) -> int:
         lo, hi = m["accuracy_ci"]
         print(f"{key:>10}  {m['accuracy']:6.4f}  [{lo:.3f}, {hi:.3f}]  {m['mean_class_accuracy']:7.4f}  "
               f"{m['macro_f1']:6.4f}  {m['n']:>6}")
+    for item in result["bad_items"]:
+        print(f"skipped {item}")
     print(f"wrote {args.out}")
     return 0

@@ -1,4 +1,6 @@
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +129,17 @@ def test_parse_resolutions():
         parse_resolutions("native,0")
     with pytest.raises(MaferError, match="'high'"):
         parse_resolutions(["high"])
+
+
+def test_corrupt_image_named_without_traceback_or_skipped(smoke_data, rafdb_checkpoint, tmp_path):
+    shutil.copytree(smoke_data / "rafdb", tmp_path / "rafdb")
+    test = get_dataset("rafdb", tmp_path, "test")
+    bad = Path(test.samples[0])
+    bad.write_bytes(b"truncated")
+    with pytest.raises(MaferError) as info:  # raised inside a DataLoader worker process
+        evaluate_checkpoint("rafdb", tmp_path, rafdb_checkpoint, resolutions=["native"], device="cpu", workers=1)
+    assert str(info.value).startswith(f"{bad}: cannot decode image") and "Traceback" not in str(info.value)
+    result = evaluate_checkpoint("rafdb", tmp_path, rafdb_checkpoint, resolutions=["native"], device="cpu",
+                                 workers=0, skip_bad=True)
+    assert result["resolutions"]["native"]["n"] == len(test) - 1
+    assert len(result["bad_items"]) == 1 and result["bad_items"][0].startswith(str(bad))
