@@ -82,6 +82,16 @@ def test_own_checkpoint_loads_into_a_new_head_for_fine_tuning(tmp_path):
         load_pretrained(create_model("senet_tiny", 6), path)
 
 
+def test_wrapped_models_save_and_load_plain_names(tmp_path):
+    model, _, _ = trained_tiny()
+    path = save_checkpoint(tmp_path / "c.pt", torch.nn.DataParallel(model), model_name="senet_tiny",
+                           class_names=CLASSES, mean_bgr=(0, 0, 0))
+    assert "conv1.weight" in load_checkpoint(path)["model_state_dict"]
+    target = torch.nn.DataParallel(create_model("senet_tiny", 7))
+    load_pretrained(target, path)
+    torch.testing.assert_close(target.module.conv1.weight, model.conv1.weight)
+
+
 def test_a_failed_save_keeps_the_previous_file(tmp_path):
     model, _, _ = trained_tiny()
     path = save_checkpoint(tmp_path / "c.pt", model, model_name="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0))

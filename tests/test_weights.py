@@ -196,6 +196,17 @@ def test_vggface2_pickle_reproduces_the_reference_network(tmp_path, senet50_case
     assert rebuilt.num_classes == 8631 and meta["mean_bgr"] == [91.4953, 103.8827, 131.0912]
 
 
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_vggface2_pickle_written_by_python3_loads(tmp_path, protocol):
+    state = mmdnn_state(*TINY, num_classes=8631)
+    path = tmp_path / "weights.pkl"
+    path.write_bytes(pickle.dumps(vggface2_arrays(state), protocol=protocol))
+    model = create_model("senet_tiny", 8631)
+    assert load_pretrained(model, path)["format"] == "vggface2-pickle"
+    assert torch.equal(model.layer3[0].downsample[1].running_var, state["conv4_1_1x1_proj_bn.running_var"])
+    assert torch.equal(model.classifier.bias, state["classifier_1.bias"])
+
+
 # ---------------------------------------------------------------------------------------
 # The MMdnn whole-model pickle, read without importing its class
 # ---------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from mafer.models.checkpoint import (
     save_checkpoint,
 )
 from mafer.models.preprocess import preprocess
-from mafer.models.senet import SENet, create_model, model_names
+from mafer.models.senet import SENet, create_model, model_names, unwrap_model
 from mafer.models.weights import WeightFile, load_pretrained, read_weight_file
 
 __all__ = [
@@ -31,4 +31,5 @@ __all__ = [
     "restore_rng_state",
     "rng_state",
     "save_checkpoint",
+    "unwrap_model",
 ]

@@ -31,25 +31,13 @@ from torch import nn
 from mafer import __version__
 from mafer.datasets.info import VGGFACE2_MEAN_BGR
 from mafer.errors import MaferError
-from mafer.models.senet import SENet, create_model
+from mafer.models.senet import SENet, create_model, model_names, unwrap_model
 from mafer.models.weights import CHECKPOINT_FORMAT, load_weights, read_weight_file
 
 __all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint", "rng_state", "restore_rng_state"]
 
 FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("model_name", "num_classes", "class_names", "mean_bgr", "model_state_dict")
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside DataParallel/DistributedDataParallel/torch.compile wrappers."""
-    while True:
-        for attr in ("module", "_orig_mod"):
-            inner = getattr(model, attr, None)
-            if isinstance(inner, nn.Module):
-                model = inner
-                break
-        else:
-            return model
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -76,7 +64,8 @@ def _plain(value: Any, where: str) -> Any:
     if isinstance(value, Mapping):
         return {_plain(k, where): _plain(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if isinstance(value, tuple) else items
     raise TypeError(f"cannot store {where} ({type(value).__name__}) in a checkpoint: use plain values or tensors")
 
 
@@ -144,7 +133,7 @@ def save_checkpoint(
     too (see :func:`restore_rng_state`). Wrapped models (DDP, ``torch.compile``) are unwrapped.
     """
     path = Path(path)
-    model = _unwrap(model)
+    model = unwrap_model(model)
     num_classes = model.classifier.out_features
     if len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for a classifier with {num_classes} outputs")
@@ -219,6 +208,8 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     weights = read_weight_file(path)
     if weights.format == "mafer":
         model_name, num_classes = weights.meta["model_name"], weights.meta["num_classes"]
+        if model_name not in model_names():
+            raise MaferError(f"{path}: checkpoint of an unknown model {model_name!r}; expected one of {model_names()}")
     else:
         model_name, num_classes = "senet50", weights.num_classes
         if num_classes is None:

@@ -29,7 +29,7 @@ from torch import nn
 
 from mafer.errors import MaferError
 
-__all__ = ["SENet", "create_model", "model_names", "internal_to_mmdnn", "internal_to_vggface2"]
+__all__ = ["SENet", "create_model", "model_names", "unwrap_model", "internal_to_mmdnn", "internal_to_vggface2"]
 
 BN_EPS = 1e-5
 SE_REDUCTION = 16
@@ -95,8 +95,6 @@ class SENet(nn.Module):
         super().__init__()
         if len(layers) != 4 or len(widths) != 4:
             raise ValueError("SENet needs four stages: len(layers) == len(widths) == 4")
-        self.layers = tuple(layers)
-        self.widths = tuple(widths)
         self.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0], eps=BN_EPS)
         self.relu = nn.ReLU(inplace=True)
@@ -166,9 +164,19 @@ def create_model(name: str, num_classes: int) -> SENet:
         raise MaferError(f"unknown model {name!r}; expected one of {model_names()}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    model = SENet(num_classes=num_classes, **_MODEL_ARGS[name])
-    model.model_name = name
-    return model
+    return SENet(num_classes=num_classes, **_MODEL_ARGS[name])
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain model inside DataParallel/DistributedDataParallel/``torch.compile`` wrappers."""
+    while True:
+        for attr in ("module", "_orig_mod"):
+            inner = getattr(model, attr, None)
+            if isinstance(inner, nn.Module):
+                model = inner
+                break
+        else:
+            return model
 
 
 # ----------------------------------------------------------------------------------------

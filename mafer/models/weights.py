@@ -9,6 +9,7 @@ Formats recognised by :func:`read_weight_file` (and so by :func:`load_pretrained
 ``vggface2-pickle``    ``senet50_ft_weight.pkl``: a (Python 2, latin1) pickle of a dict of
                        numpy arrays with torchvision-like names and an 8631-class ``fc``
 ``mmdnn-module``       ``senet50_ft_pytorch.pt``: a whole pickled ``MainModel.KitModel``
+                       (``pickled-module`` for a pickled module of another class)
 ``state-dict``         a bare ``torch.save`` of a state dict in any of the three namings
 =====================  ==================================================================
 
@@ -40,7 +41,7 @@ import torch
 from torch import nn
 
 from mafer.errors import MaferError
-from mafer.models.senet import internal_to_mmdnn, internal_to_vggface2
+from mafer.models.senet import internal_to_mmdnn, internal_to_vggface2, unwrap_model
 
 __all__ = ["CHECKPOINT_FORMAT", "WeightFile", "read_weight_file", "load_pretrained", "load_weights"]
 
@@ -339,11 +340,13 @@ def _as_tensor(path: Path, key: str, value: Any) -> torch.Tensor:
     raise MaferError(f"{path}: entry '{key}' is a {type(value).__name__}, expected a numeric array")
 
 
-def _module_tensors(module: _Inert, prefix: str = "") -> dict[str, Any]:
+def _module_tensors(module: _Inert, prefix: str = "", seen: set[int] | None = None) -> dict[str, Any]:
     """``state_dict()`` of an inert pickled ``nn.Module`` (its ``_parameters``/``_buffers``/``_modules``)."""
+    seen = set() if seen is None else seen
     state = module._state[0] if isinstance(module._state, tuple) else module._state
-    if not isinstance(state, dict):
+    if id(module) in seen or not isinstance(state, dict):
         return {}
+    seen.add(id(module))
     skip = state.get("_non_persistent_buffers_set") or set()
     tensors = {}
     for group in ("_parameters", "_buffers"):
@@ -352,7 +355,7 @@ def _module_tensors(module: _Inert, prefix: str = "") -> dict[str, Any]:
                 tensors[prefix + name] = value
     for name, child in (state.get("_modules") or {}).items():
         if isinstance(child, _Inert):
-            tensors.update(_module_tensors(child, f"{prefix}{name}."))
+            tensors.update(_module_tensors(child, f"{prefix}{name}.", seen))
     return tensors
 
 
@@ -376,7 +379,8 @@ def _strip_wrapper_prefix(state: dict[str, Any]) -> dict[str, Any]:
 def _interpret(path: Path, obj: Any) -> WeightFile:
     meta: dict[str, Any] = {}
     if isinstance(obj, _Inert):
-        fmt, state = "mmdnn-module", _module_tensors(obj)
+        fmt = "mmdnn-module" if obj._pickled_name.endswith(".KitModel") else "pickled-module"
+        state = _module_tensors(obj)
         meta["module_class"] = obj._pickled_name
     elif isinstance(obj, dict) and "model_state_dict" in obj:
         state = obj["model_state_dict"]
@@ -435,7 +439,7 @@ def _fit_shape(weights: WeightFile, file_key: str, tensor: torch.Tensor, target:
 
 def load_weights(model: nn.Module, weights: WeightFile, head: bool = True) -> dict[str, Any]:
     """Copy ``weights`` into ``model``; all names and shapes are checked before anything is copied."""
-    own = model.state_dict()
+    own = unwrap_model(model).state_dict()
     new: dict[str, torch.Tensor] = {}
     used: set[str] = set()
     for key, target in own.items():
@@ -446,7 +450,10 @@ def load_weights(model: nn.Module, weights: WeightFile, head: bool = True) -> di
         if file_key not in weights.state_dict:
             if key.endswith("num_batches_tracked"):  # absent from Caffe conversions; unused in eval
                 continue
-            raise MaferError(f"{weights.path}: missing key '{file_key}' (for the model's '{key}') in a {weights.format} file")
+            hint = " (use head=False to keep the model's classifier)" if key.startswith("classifier.") else ""
+            raise MaferError(
+                f"{weights.path}: missing key '{file_key}' (for the model's '{key}') in a {weights.format} file{hint}"
+            )
         new[key] = _fit_shape(weights, file_key, weights.state_dict[file_key], target)
         used.add(file_key)
     unexpected = [k for k in weights.state_dict if k not in used]
