@@ -31,13 +31,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import mafer
+from mafer.batch_augment import BatchAugment
 from mafer.errors import MaferError
 from mafer.models import create_model, load_checkpoint, preprocess, save_checkpoint
 from mafer.models.weights import load_weights, read_weight_file
 from mafer.resolution import LoweringCurriculum, lower, sample_resolutions
 from mafer.train import data as train_data
 from mafer.train.config import TrainConfig
-from mafer.train.augment import BatchAugment
 from mafer.train.distributed import DistEnv, all_reduce_sum, barrier, gather_objects, setup, teardown
 
 # options that may differ between an interrupted run and its --resume (they do not change the trajectory)
@@ -228,18 +228,19 @@ class Trainer:
                                              cfg.curriculum_every or max(1, planned // 10))
         counts = list(train_set.class_counts().values())
         self.weights = class_weights(counts).to(self.device) if cfg.class_weighted else None
-        self.augment_train = BatchAugment(cfg.dataset, cfg.image_size, train=True)
-        self.augment_eval = BatchAugment(cfg.dataset, cfg.image_size, train=False)
+        # float output goes straight into preprocess, without a round trip through uint8
+        self.augment_train = BatchAugment(cfg.dataset, cfg.image_size, train=True, dtype=torch.float32)
+        self.augment_eval = BatchAugment(cfg.dataset, cfg.image_size, train=False, dtype=torch.float32)
         # one generator drives lowering and augmentation; it is part of the resume state
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed * 1_000_003 + 7919 * env.rank + 1)
 
     def _build_model(self) -> None:
         cfg, device = self.cfg, self.device
         model, teacher = build_networks(cfg, len(self.classes))
-        memory_format = torch.channels_last if cfg.channels_last and device.type == "cuda" else torch.preserve_format
-        self.memory_format = memory_format
-        self.model = model.to(device, memory_format=memory_format)
-        self.teacher = teacher.to(device, memory_format=memory_format) if teacher is not None else None
+        channels_last = cfg.channels_last and device.type == "cuda"
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(device, memory_format=self.memory_format)
+        self.teacher = teacher.to(device, memory_format=self.memory_format) if teacher is not None else None
         net: nn.Module = FeaturesAndLogits(self.model)
         if self.env.distributed:
             net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -272,16 +273,15 @@ class Trainer:
         return preprocess(images, self.mean_bgr).contiguous(memory_format=self.memory_format)
 
     def train_inputs(self, images: Tensor, p: float) -> tuple[Tensor, Tensor | None]:
-        """Student input and (CR) teacher input: the same augmentation draw, lowered / full resolution."""
+        """Student input and (CR) teacher input: lowered / full resolution, with the same augmentation draws."""
         if not self.cfg.lowers:
             return self.to_input(self.augment_train(images, self.generator)), None
         lowered = lower(images, sample_resolutions(len(images), p, self.generator))
-        teacher_input = None
-        if self.teacher is not None:
-            state = self.generator.get_state()
-            teacher_input = self.to_input(self.augment_train(images, self.generator))
-            self.generator.set_state(state)  # replay: the student sees the same crop, flip, ...
-        return self.to_input(self.augment_train(lowered, self.generator)), teacher_input
+        if self.teacher is None:
+            return self.to_input(self.augment_train(lowered, self.generator)), None
+        # channel groups of one image share their draws: the teacher sees the student's crop, flip, ...
+        both = self.augment_train(torch.cat([lowered, images], dim=1), self.generator)
+        return self.to_input(both[:, :3]), self.to_input(both[:, 3:])
 
     # -- one optimizer step ------------------------------------------------------------
     def forward_loss(self, x: Tensor, x_teacher: Tensor | None, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -1,0 +1,222 @@
+"""Training engine: every mode runs, exact resume, CR's frozen teacher, the recipe, NaN stop, config mapping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mafer.cli import main as cli_main
+from mafer.datasets import get_dataset
+from mafer.errors import MaferError
+from mafer.models import create_model, load_checkpoint, save_checkpoint
+from mafer.train import TrainConfig, run_finetune, run_pretrain
+from mafer.train.config import PRESETS
+from mafer.train.distributed import setup
+from mafer.train.engine import Trainer
+
+
+def smoke(data: Path, out: Path, **overrides) -> TrainConfig:
+    return TrainConfig.preset("smoke", data_dir=str(data), out=str(out), device="cpu", **overrides)
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def identity_init(smoke_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A step-1 base run on the VGGFace2 stand-in: the --init of the CR runs."""
+    out = tmp_path_factory.mktemp("base") / "run"
+    return run_pretrain(smoke(smoke_data, out, mode="base", dataset="vggface2")) / "best.pt"
+
+
+# --------------------------------------------------------------------------- runs
+def test_finetune_writes_the_run_folder(smoke_data: Path, tmp_path: Path) -> None:
+    run = run_finetune(smoke(smoke_data, tmp_path / "ft", dataset="rafdb"))
+    assert {p.name for p in run.iterdir()} >= {"best.pt", "last.pt", "config.yaml", "metrics.jsonl", "run_info.json"}
+    ckpt = load_checkpoint(run / "best.pt")
+    assert ckpt["class_names"] == list(get_dataset("rafdb", smoke_data).classes)
+    assert ckpt["config"]["stage"] == "finetune" and ckpt["model_name"] == "senet_tiny"
+    assert "acc" in ckpt["metrics"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["optimizer"] == "adam"
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["seed"] == 17 and info["versions"]["torch"] == torch.__version__ and info["device"] == "cpu"
+    records = read_metrics(run)
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    assert {"loss", "acc", "lr_backbone", "lr_classifier", "p", "images_per_s", "epoch"} <= set(train[0])
+    assert any(r["kind"] == "val" and 0.0 <= r["val_acc"] <= 1.0 for r in records)
+
+
+@pytest.mark.parametrize("mode,dataset", [("base", "affwild2"), ("cr-simplified", "vggface2"),
+                                          ("cr", "vggface2"), ("cr-simplified", "affwild2")])
+def test_pretrain_modes_run(mode: str, dataset: str, smoke_data: Path, identity_init: Path, tmp_path: Path) -> None:
+    run = run_pretrain(smoke(smoke_data, tmp_path / "run", mode=mode, dataset=dataset, init=str(identity_init)))
+    ckpt = load_checkpoint(run / "last.pt")
+    classes = get_dataset(dataset, smoke_data).classes
+    assert ckpt["num_classes"] == len(classes)  # affwild2: a new 7-way head on the identity network
+    val = [r for r in read_metrics(run) if r["kind"] == "val"][-1]
+    assert {"val_acc", "val_acc_8px", "val_loss_8px"} <= set(val)
+    train = [r for r in read_metrics(run) if r["kind"] == "train"]
+    expected_p = 0.0 if mode == "base" else (1.0 if dataset == "affwild2" else 0.1)
+    assert train[0]["p"] == expected_p
+    assert val["best_metric"] == ("acc" if mode == "base" else "acc_8px")
+
+
+def test_cr_teacher_is_frozen_and_loss_has_both_terms(smoke_data: Path, identity_init: Path, tmp_path: Path) -> None:
+    cfg = smoke(smoke_data, tmp_path / "cr", mode="cr", dataset="vggface2", init=str(identity_init),
+                stage="pretrain").resolve()
+    trainer = Trainer(cfg, setup("cpu"))
+    teacher_before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    student_before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert not trainer.teacher.training
+    assert not any(p.requires_grad for p in trainer.teacher.parameters())
+    trainer.fit()
+    assert all(p.grad is None for p in trainer.teacher.parameters())
+    assert all(torch.equal(v, teacher_before[k]) for k, v in trainer.teacher.state_dict().items())
+    assert not all(torch.equal(v, student_before[k]) for k, v in trainer.model.state_dict().items())
+    for r in (r for r in read_metrics(Path(cfg.out)) if r["kind"] == "train"):
+        assert r["mse"] > 0 and r["ce"] > 0
+        assert r["loss"] == pytest.approx(r["ce"] + 0.1 * r["mse"], rel=1e-5)
+
+
+def test_cr_needs_a_teacher(smoke_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(MaferError, match="--init"):
+        run_pretrain(smoke(smoke_data, tmp_path / "cr", mode="cr", dataset="vggface2"))
+
+
+# --------------------------------------------------------------------------- exact resume
+@pytest.mark.parametrize("stage,options,cut,total", [
+    # 2 steps per epoch, the second accumulating one batch; cut mid-epoch, run across epochs
+    ("pretrain", dict(mode="cr-simplified", dataset="vggface2", accum_steps=2, curriculum_every=2), 3, 5),
+    # 4 steps per epoch, validated twice per epoch (the plateau scheduler steps on the way)
+    ("finetune", dict(dataset="fer2013", accum_steps=2), 3, 5),
+])
+def test_interrupted_and_resumed_run_equals_straight_run(stage: str, options: dict, cut: int, total: int,
+                                                         smoke_data: Path, tmp_path: Path) -> None:
+    runner = run_pretrain if stage == "pretrain" else run_finetune
+    common = dict(options, epochs=6, log_every=1)
+    straight = runner(smoke(smoke_data, tmp_path / "straight", max_steps=total, **common))
+    interrupted = runner(smoke(smoke_data, tmp_path / "cut", max_steps=cut, **common))
+    assert load_checkpoint(interrupted / "last.pt")["extra"]["resume"]["step"] == cut
+    resumed = runner(smoke(smoke_data, tmp_path / "cut", max_steps=total, resume=True, **common))
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
+    for key, value in a["model_state_dict"].items():
+        assert torch.equal(value, b["model_state_dict"][key]), key
+    assert a["extra"]["resume"]["step"] == b["extra"]["resume"]["step"] == total
+    losses = lambda run: [(r["step"], r["loss"], r["p"]) for r in read_metrics(run) if r["kind"] == "train"]
+    assert losses(straight) == losses(resumed)  # same batches, same augmentation draws, same p
+    info = json.loads((resumed / "run_info.json").read_text())
+    assert info["resumes"][0]["resumed_at_step"] == cut
+
+
+def test_resume_refuses_changed_options_and_existing_runs(smoke_data: Path, tmp_path: Path) -> None:
+    run_finetune(smoke(smoke_data, tmp_path / "run", dataset="rafdb", max_steps=2))
+    with pytest.raises(MaferError, match="already holds a run"):
+        run_finetune(smoke(smoke_data, tmp_path / "run", dataset="rafdb", max_steps=2))
+    with pytest.raises(MaferError, match="batch_size"):
+        run_finetune(smoke(smoke_data, tmp_path / "run", dataset="rafdb", batch_size=4, resume=True))
+    with pytest.raises(MaferError, match="nothing to resume"):
+        run_finetune(smoke(smoke_data, tmp_path / "empty", dataset="rafdb", resume=True))
+
+
+# --------------------------------------------------------------------------- the recipe
+def test_finetune_recipe_class_weights_and_two_learning_rates(smoke_data: Path, identity_init: Path,
+                                                              tmp_path: Path) -> None:
+    cfg = TrainConfig(dataset="rafdb", data_dir=str(smoke_data), out=str(tmp_path / "r"), init=str(identity_init),
+                      model="senet_tiny", image_size=32, device="cpu").resolve()
+    assert (cfg.optimizer, cfg.batch_size, cfg.accum_steps, cfg.seed, cfg.val_per_epoch) == ("adam", 16, 4, 17, 2)
+    assert (cfg.weight_decay, cfg.monitor, cfg.best_metric, cfg.lower_p) == (1e-4, "acc", "acc", 0.0)
+    assert (cfg.plateau_factor, cfg.plateau_patience, cfg.plateau_threshold) == (0.1, 10, 1e-3)
+    trainer = Trainer(cfg, setup("cpu"))
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    assert groups["backbone"]["lr"] == 1e-4 and groups["classifier"]["lr"] == 1e-2
+    assert all(g["weight_decay"] == 1e-4 and g["betas"] == (0.9, 0.999) for g in groups.values())
+    head = {id(p) for p in trainer.model.classifier.parameters()}
+    assert {id(p) for p in groups["classifier"]["params"]} == head
+    assert len(groups["backbone"]["params"]) + len(head) == len(list(trainer.model.parameters()))
+    counts = torch.tensor(list(get_dataset("rafdb", smoke_data).class_counts().values()), dtype=torch.float32)
+    assert torch.allclose(trainer.weights, 1 - counts / counts.sum())
+    assert trainer.scheduler.mode == "max" and trainer.scheduler.factor == 0.1
+    # step 2 always starts from a new classifier, even from a checkpoint with as many classes
+    assert not torch.equal(trainer.model.classifier.weight, load_checkpoint(identity_init)["model_state_dict"]
+                           ["classifier.weight"][: trainer.model.classifier.out_features])
+
+
+def test_step1_recipes() -> None:
+    cr = TrainConfig(stage="pretrain", mode="cr", dataset="vggface2", init="x.pt").resolve()
+    assert (cr.optimizer, cr.lr, cr.backbone_lr, cr.momentum, cr.weight_decay) == ("sgd", 1e-3, 1e-3, 0.9, 5e-4)
+    assert (cr.batch_size, cr.accum_steps, cr.cr_lambda, cr.lower_p) == (32, 8, 0.1, None)
+    assert (cr.monitor, cr.best_metric, cr.plateau_factor, cr.plateau_threshold, cr.plateau_min_lr) == \
+        ("loss_8px", "acc_8px", 0.5, 0.1, 1e-7)
+    aff = TrainConfig(stage="pretrain", mode="cr-simplified", dataset="affwild2").resolve()
+    assert (aff.optimizer, aff.lr, aff.backbone_lr, aff.batch_size, aff.accum_steps) == ("adam", 1e-2, 1e-4, 32, 4)
+    assert aff.class_weighted and aff.lower_p == 1.0
+    assert TrainConfig(stage="pretrain", mode="base", dataset="vggface2").resolve().lower_p == 0.0
+
+
+# --------------------------------------------------------------------------- failures
+def test_nan_loss_stops_with_the_step(smoke_data: Path, tmp_path: Path) -> None:
+    cfg = smoke(smoke_data, tmp_path / "nan", dataset="rafdb", optimizer="sgd", lr=1e30, backbone_lr=1e30)
+    with pytest.raises(MaferError, match=r"step \d+ .*not a finite number"):
+        run_finetune(cfg)
+
+
+def test_bad_options_raise() -> None:
+    with pytest.raises(MaferError, match="unknown training option"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+    with pytest.raises(MaferError, match="dataset"):
+        TrainConfig(stage="finetune", dataset="vggface2").resolve()
+    with pytest.raises(MaferError, match="monitor"):
+        TrainConfig(dataset="rafdb", monitor="acc_8px").resolve()
+    with pytest.raises(MaferError, match="preset"):
+        TrainConfig.preset("huge")
+
+
+def test_too_small_training_set(smoke_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(MaferError, match="fewer than one batch"):
+        run_finetune(smoke(smoke_data, tmp_path / "r", dataset="rafdb", batch_size=10_000))
+
+
+# --------------------------------------------------------------------------- configuration
+def test_precedence_defaults_preset_yaml_flags(smoke_data: Path, tmp_path: Path) -> None:
+    from mafer.train.config import add_config_arguments, config_from_args
+    import argparse
+
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("lr: 0.5\nbatch_size: 4\nbetas: [0.8, 0.99]\n")
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, "finetune")
+    args = parser.parse_args(["--preset", "demo", "--config", str(yaml_file), "--batch-size", "2", "--no-amp"])
+    cfg = config_from_args(args, "finetune")
+    assert cfg.model == PRESETS["demo"]["model"]  # preset over default
+    assert cfg.lr == 0.5 and cfg.betas == (0.8, 0.99)  # YAML over preset/default
+    assert cfg.batch_size == 2 and cfg.amp is False  # flags over YAML
+    assert cfg.backbone_lr is None and cfg.resolve().backbone_lr == 1e-4  # untouched: the recipe
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(MaferError, match="bad.yaml"):
+        TrainConfig.from_yaml(bad)
+
+
+def test_cli_runs_and_reports_errors(smoke_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "cli"
+    argv = ["finetune", "--preset", "smoke", "--dataset", "fer2013", "--data-dir", str(smoke_data),
+            "--out", str(out), "--max-steps", "2", "--device", "cpu"]
+    assert cli_main(argv) == 0
+    assert (out / "best.pt").is_file()
+    assert cli_main(argv) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_init_with_another_architecture_is_refused(smoke_data: Path, tmp_path: Path) -> None:
+    wrong = tmp_path / "senet50.pt"
+    save_checkpoint(wrong, create_model("senet50", 7), model_name="senet50", class_names=list("abcdefg"),
+                    mean_bgr=(0.0, 0.0, 0.0))
+    with pytest.raises(MaferError, match="senet50.pt"):
+        run_finetune(smoke(smoke_data, tmp_path / "r", dataset="rafdb", init=str(wrong)))
