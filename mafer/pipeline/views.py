@@ -1,0 +1,265 @@
+"""What the companion notebooks show that is not a paper figure: data overviews, training
+curves, the results tables beside the paper's, and ``summary.json``.
+
+Each notebook cell calls one of these (or a function of `mafer.figures`) so that the
+notebooks stay narrative. Figures are saved as PNG+SVG (`mafer.figures.save_figure`) and
+returned for display.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from mafer.aggregate import PAPER_RESULTS
+from mafer.datasets import get_dataset
+from mafer.errors import MaferError
+from mafer.figures import save_figure
+
+SPLITS = {"fer2013": ("train", "val", "test"), "rafdb": ("train", "val", "test"),
+          "oulucasia": ("train", "val", "test"), "affwild2": ("train", "val"), "vggface2": ("train", "val")}
+
+
+def _dataset(name: str, data_dir: str | Path, split: str, folds: int, protocol: str, fold: int | None = 0):
+    if name == "oulucasia":
+        return get_dataset(name, data_dir, split, fold=fold, folds=folds, protocol=protocol)
+    return get_dataset(name, data_dir, split)
+
+
+def class_counts(data_dir: str | Path, datasets: Sequence[str], *, folds: int = 10,
+                 protocol: str = "image") -> dict[str, pd.DataFrame]:
+    """Images per class and split, one table per dataset (Oulu-CASIA: fold 0 of ``folds``)."""
+    tables = {}
+    for name in datasets:
+        columns = {split: _dataset(name, data_dir, split, folds, protocol).class_counts()
+                   for split in SPLITS[name]}
+        table = pd.DataFrame(columns)
+        table.loc["total"] = table.sum()
+        tables[name] = table
+    return tables
+
+
+def plot_class_counts(tables: Mapping[str, pd.DataFrame], path: str | Path) -> Figure:
+    """Bar charts of the images per class and split, one panel per dataset."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.5 * len(tables), 3.6), squeeze=False)
+    for ax, (name, table) in zip(axes.flat, tables.items()):
+        table.drop(index="total").plot.bar(ax=ax, width=0.8)
+        ax.set_title(name)
+        ax.set_ylabel("images")
+        ax.tick_params(axis="x", labelrotation=45)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def _examples(dataset, per_class: int, seed: int) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    targets = np.asarray(dataset.targets)
+    picks = []
+    for c in range(len(dataset.classes)):
+        members = np.flatnonzero(targets == c)
+        picks.append(sorted(rng.choice(members, size=min(per_class, len(members)), replace=False).tolist()))
+    return picks
+
+
+def plot_face_grid(data_dir: str | Path, dataset: str, path: str | Path, *, per_class: int = 5,
+                   split: str = "train", seed: int = 0, folds: int = 10, protocol: str = "image") -> Figure:
+    """A few training faces of every class (one row per class), as stored on disk."""
+    ds = _dataset(dataset, data_dir, split, folds, protocol)
+    picks = _examples(ds, per_class, seed)
+    fig, axes = plt.subplots(len(picks), per_class, figsize=(1.3 * per_class, 1.3 * len(picks)), squeeze=False)
+    for row, (name, indices) in enumerate(zip(ds.classes, picks)):
+        for col in range(per_class):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col < len(indices):
+                ax.imshow(ds[indices[col]][0].permute(1, 2, 0).numpy())
+            else:
+                ax.set_visible(False)
+        axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(f"{dataset} ({split}): {per_class} faces per class")
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def plot_face_at_resolutions(data_dir: str | Path, dataset: str, resolutions: Sequence[int | str],
+                             image_size: int, path: str | Path, *, index: int = 0, split: str = "test",
+                             folds: int = 10, protocol: str = "image", title: str | None = None) -> Figure:
+    """One face as the network receives it at each test resolution.
+
+    Exactly the evaluation's input (`mafer.evaluate.LoweredEvalTransform`): the stored face is
+    lowered to ``r`` (shorter side, antialiased bilinear) and brought back up, then goes
+    through the dataset's eval transform to ``image_size``.
+    """
+    from mafer.evaluate import LoweredEvalTransform
+
+    ds = _dataset(dataset, data_dir, split, folds, protocol)
+    image, label = ds[index]
+    keys = [str(r) for r in resolutions]
+    fig, axes = plt.subplots(1, len(keys), figsize=(1.8 * len(keys), 2.2), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        shown = LoweredEvalTransform(dataset, image_size, key if key == "native" else int(key))(image)
+        ax.imshow(shown.permute(1, 2, 0).numpy())
+        ax.set_title("native" if key == "native" else f"{key} px", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title or f"{dataset}: a '{ds.classes[label]}' face at every test resolution "
+                          f"({image_size} px network input)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def read_metrics_log(run_dir: str | Path) -> pd.DataFrame:
+    """The run's ``metrics.jsonl`` (one JSON object per line) as a table."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise MaferError(f"{path}: metrics log not found; expected a finished training run") from None
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as exc:
+                raise MaferError(f"{path}:{number}: not a JSON line ({exc})") from None
+    return pd.DataFrame(rows)
+
+
+def plot_training_curves(run_dir: str | Path, path: str | Path) -> Figure:
+    """Training loss and every validation metric of a run against the optimizer step."""
+    log = read_metrics_log(run_dir)
+    step = "step" if "step" in log else log.columns[0]
+    numeric = [c for c in log.columns if c != step and pd.api.types.is_numeric_dtype(log[c])]
+    losses = [c for c in numeric if "loss" in c]
+    scores = [c for c in numeric if "acc" in c]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for ax, columns, ylabel in ((axes[0], losses, "loss"), (axes[1], scores, "accuracy")):
+        for column in columns:
+            values = log[[step, column]].dropna()
+            ax.plot(values[step], values[column], marker="o" if len(values) < 30 else None, label=column)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        if columns:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def accuracy_summary(aggregated: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{model: {dataset: {resolution: accuracy}}}`` (fold mean, 0..1) from `mafer.aggregate.aggregate`
+    output, test split; Oulu-CASIA is the image-protocol k-fold mean."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for group in aggregated["groups"]:
+        if group["split"] != "test" or (group["dataset"] == "oulucasia" and group["protocol"] != "image"):
+            continue
+        summary.setdefault(group["model"], {})[group["dataset"]] = {
+            str(res): round(entry["accuracy"]["mean"], 6) for res, entry in group["resolutions"].items()}
+    return summary
+
+
+def write_summary(aggregated: Mapping[str, Any], path: str | Path) -> dict:
+    """Write ``summary.json`` (see `accuracy_summary`) and return its content."""
+    summary = accuracy_summary(aggregated)
+    Path(path).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def resolution_table(summary: Mapping[str, Mapping[str, Mapping[str, float]]], dataset: str) -> pd.DataFrame:
+    """Accuracy (percent) of every model on ``dataset`` at every test resolution (native last)."""
+    table = pd.DataFrame({model: {res: acc * 100 for res, acc in per_dataset[dataset].items()}
+                          for model, per_dataset in summary.items() if dataset in per_dataset}).T
+    numeric = sorted((c for c in table.columns if c.isdigit()), key=int)
+    return table[numeric + [c for c in table.columns if not c.isdigit()]].round(2)
+
+
+def lowest_resolution(resolutions: Iterable[str | int]) -> str:
+    """The lowest numeric resolution among ``resolutions`` ("native" if there is none)."""
+    numeric = sorted((str(r) for r in resolutions if str(r).isdigit()), key=int)
+    return numeric[0] if numeric else "native"
+
+
+def glue_accuracies(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> pd.DataFrame:
+    """Glue every accuracy (percent, 2 decimals) as ``acc_<model>_<dataset>_<resolution>`` and
+    each step-1 model's gain over base as ``gain_<model>_<dataset>_<resolution>``, for the book's
+    prose (``{glue:text}`` roles); model slugs as in `mafer.pipeline.graph.MODELS`. Returns them."""
+    from myst_nb import glue
+
+    from mafer.pipeline.graph import MODELS
+
+    slug = {label: key for key, label in MODELS.items()}
+    rows = []
+    for model, per_dataset in summary.items():
+        for dataset, accs in per_dataset.items():
+            for res, acc in accs.items():
+                name = f"{slug.get(model, model)}_{dataset}_{res}"
+                glue(f"acc_{name}", f"{100 * acc:.2f}", display=False)
+                base = summary.get("base", {}).get(dataset, {}).get(res)
+                gain = None if base is None or model == "base" else 100 * (acc - base)
+                if gain is not None:
+                    glue(f"gain_{name}", f"{gain:+.2f}", display=False)
+                rows.append({"model": model, "dataset": dataset, "resolution": res,
+                             "accuracy (%)": round(100 * acc, 2), "gain over base (points)": gain})
+    return pd.DataFrame(rows)
+
+
+def data_note(profile: str, synthetic: bool) -> str:
+    """The sentence that says where the numbers below come from."""
+    if synthetic:
+        return (f"> **These numbers come from synthetic data** (profile `{profile}`): faces drawn by "
+                "`mafer synth` and a tiny network trained for minutes on a CPU. They show whether the "
+                "paper's *effect* appears, not the paper's accuracies; the paper's numbers are for "
+                "SE-ResNet-50 on the real datasets.")
+    return f"> Numbers from the real datasets (profile `{profile}`)."
+
+
+def accuracy_table(aggregated: Mapping[str, Any], dataset: str) -> pd.DataFrame:
+    """Test accuracy (percent, fold mean) of every model on ``dataset`` (rows) at every resolution."""
+    return resolution_table(accuracy_summary(aggregated), dataset)
+
+
+def save_embeddings(path: str | Path, embeddings: Mapping[str, Mapping[str, np.ndarray]], **info: str) -> Path:
+    """Write the projections of several models to one npz: ``<model>/labels``, ``<model>/<method>``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{model}/{key}": np.asarray(value) for model, entry in embeddings.items()
+              for key, value in entry.items()}
+    with open(path, "wb") as f:  # a file object keeps np.savez from renaming the file
+        np.savez_compressed(f, models=np.array(list(embeddings)), **arrays,
+                            **{f"info/{k}": np.array(str(v)) for k, v in info.items()})
+    return path
+
+
+def load_embeddings(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """Read what `save_embeddings` wrote: ``{model: {"labels": ..., "tsne": ..., "umap": ...}}``."""
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise MaferError(f"{path}: cannot read embeddings ({exc}); expected the npz of notebooks/embeddings.ipynb")
+    if "models" not in data:
+        raise MaferError(f"{path}: no 'models' entry; expected the npz of notebooks/embeddings.ipynb")
+    return {str(model): {key.split("/", 1)[1]: data[key] for key in data.files if key.startswith(f"{model}/")}
+            for model in data["models"]}
+
+
+def cluster_scores(features: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """Silhouette score of the expression labels (cosine distance) in each model's feature space."""
+    from sklearn.metrics import silhouette_score
+
+    scores = {}
+    for model, (feats, labels) in features.items():
+        ok = len(np.unique(labels)) > 1 and len(labels) > len(np.unique(labels))
+        scores[model] = float(silhouette_score(feats, labels, metric="cosine")) if ok else float("nan")
+    return pd.DataFrame({"silhouette": scores})
