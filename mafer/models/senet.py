@@ -128,8 +128,8 @@ class SENet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a freshly initialised one with ``num_classes`` outputs."""
-        device = self.classifier.weight.device
-        self.classifier = nn.Linear(self.num_features, num_classes).to(device)
+        weight = self.classifier.weight
+        self.classifier = nn.Linear(self.num_features, num_classes).to(device=weight.device, dtype=weight.dtype)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled deep feature ``[N, num_features]`` of a preprocessed batch."""
