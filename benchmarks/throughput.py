@@ -1,0 +1,543 @@
+"""Images per second of whole training steps, and of the paper-style CPU input pipeline.
+
+Rows (each timed after warm-up, the device synchronised around the timed loop):
+
+* ``ours step2``: a uint8 batch already on the device -> ``BatchAugment`` (the fine-tuning
+  set's full op list) -> ``preprocess`` -> SE-ResNet-50 forward/backward -> Adam step;
+* ``ours CR step1``: uint8 batch -> lowering (``mafer.resolution``, per-image r) -> the same
+  augmentation draws for the lowered and the full-resolution copy -> frozen teacher forward ->
+  student forward/backward -> CE + 0.1 * feature MSE -> SGD step;
+* ``... model-only``: the same steps from random preprocessed tensors already on the device
+  (the issue's baseline), for our model and for timm's ``legacy_seresnet50`` when timm imports;
+* ``augment`` / ``decode``: the input path alone (BatchAugment; batched JPEG decoding);
+* ``paper-style``: per image, PIL decode + PIL lowering + ``mafer.transforms`` v2 transforms,
+  one process, one thread: images/s per CPU core.
+
+On CUDA: bf16 autocast and channels_last; ``--compile`` adds compiled rows (the pooled-feature
+network is compiled, the classifier and losses stay eager, so each model compiles once for
+training and once for the frozen teacher). ``--json OUT`` writes the table (after every row, so
+a run cut short still leaves what it measured). See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
+from mafer.batch_augment import BatchAugment
+from mafer.datasets.info import dataset_info
+from mafer.io_decode import decode_bytes
+from mafer.models import create_model, preprocess
+from mafer.resolution import lowered_size, sample_resolutions, lower
+from mafer.transforms import train_transform
+
+CR_LAMBDA = 0.1
+VGGFACE2_CLASSES = 8631
+# The issue's numbers (one H200, 224 px, bf16 autocast, channels_last) and goals.
+REFERENCE = {
+    "timm legacy_seresnet50 step2 model-only, eager": 3353,
+    "timm legacy_seresnet50 step2 model-only, compiled": 5931,
+    "timm legacy_seresnet50 CR step1 model-only, eager": 2620,
+    "timm legacy_seresnet50 CR step1 model-only, compiled": 4590,
+    "paper-style CPU pipeline, per core": 180,
+}
+GOALS = {"step2": 6500, "cr": 5000, "vs_paper_style": 2.0}
+
+
+@dataclass
+class Row:
+    name: str
+    what: str
+    batch: int
+    images_per_s: float | None = None
+    ms_per_step: float | None = None
+    note: str = ""
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------- timing
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(step: Callable[[], Any], device: torch.device, batch: int, iters: int, warmup: int) -> dict[str, float]:
+    """Images/s and ms per step of ``step`` (one batch each) after ``warmup`` untimed calls."""
+    start = time.perf_counter()
+    for _ in range(max(warmup, 1)):
+        step()
+    synchronize(device)
+    warm_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    return {"images_per_s": batch * iters / elapsed, "ms_per_step": 1000 * elapsed / iters, "warmup_s": warm_s}
+
+
+# ------------------------------------------------------------------------------------- models
+def ours_features(model: nn.Module, x: Tensor) -> Tensor:
+    return model.forward_features(x)
+
+
+def ours_head(model: nn.Module, features: Tensor) -> Tensor:
+    return model.forward_head(features)
+
+
+def timm_features(model: nn.Module, x: Tensor) -> Tensor:
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def timm_head(model: nn.Module, features: Tensor) -> Tensor:
+    return model.get_classifier()(features)
+
+
+@dataclass
+class Family:
+    """A model family: how to build it, its pooled features and its classifier."""
+
+    name: str
+    build: Callable[[int], nn.Module]
+    features: Callable[[nn.Module, Tensor], Tensor]
+    head: Callable[[nn.Module, Tensor], Tensor]
+
+
+def families(args: argparse.Namespace) -> dict[str, Family]:
+    out = {"ours": Family(args.model, lambda n: create_model(args.model, n), ours_features, ours_head)}
+    if not args.no_timm:
+        try:
+            import timm
+        except ImportError:
+            return out
+        out["timm"] = Family(args.timm_model,
+                             lambda n: timm.create_model(args.timm_model, pretrained=False, num_classes=n),
+                             timm_features, timm_head)
+    return out
+
+
+class Setup:
+    """Device, precision and memory format shared by every step."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.device = torch.device(args.device)
+        self.cuda = self.device.type == "cuda"
+        self.memory_format = torch.channels_last if self.cuda else torch.contiguous_format
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda)
+        self.compile_mode = args.compile_mode
+        self.generator = torch.Generator(self.device).manual_seed(0)
+
+    def model(self, family: Family, num_classes: int) -> nn.Module:
+        return family.build(num_classes).to(self.device, memory_format=self.memory_format).train()
+
+    def compiled(self, fn: Callable, compile_: bool) -> Callable:
+        # the function takes the module as an argument, so every model of a family shares one graph
+        return torch.compile(fn, mode=self.compile_mode) if compile_ else fn
+
+    def to_input(self, images: Tensor, mean_bgr: tuple[float, float, float]) -> Tensor:
+        return preprocess(images, mean_bgr).contiguous(memory_format=self.memory_format)
+
+
+def adam(model: nn.Module, cuda: bool) -> torch.optim.Optimizer:
+    """Step 2's optimiser: Adam, backbone lr 1e-4, new classifier 1e-2, weight decay 1e-4."""
+    head = {id(p) for p in model.get_classifier().parameters()} if hasattr(model, "get_classifier") \
+        else {id(p) for p in model.classifier.parameters()}
+    groups = [dict(params=[p for p in model.parameters() if id(p) not in head], lr=1e-4),
+              dict(params=[p for p in model.parameters() if id(p) in head], lr=1e-2)]
+    return torch.optim.Adam(groups, betas=(0.9, 0.999), weight_decay=1e-4, fused=cuda)
+
+
+def sgd(model: nn.Module, cuda: bool) -> torch.optim.Optimizer:
+    """CR step 1's optimiser: SGD lr 1e-3, momentum 0.9, weight decay 5e-4."""
+    return torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4, fused=cuda)
+
+
+# ------------------------------------------------------------------------------------- steps
+def step2_fn(setup: Setup, family: Family, dataset: str, batch: Tensor, full_path: bool,
+             compile_: bool, image_size: int) -> Callable[[], None]:
+    """Fine-tuning step: (augment ->) preprocess -> forward/backward -> Adam."""
+    info = dataset_info(dataset)
+    model = setup.model(family, len(info.classes))
+    optimizer = adam(model, setup.cuda)
+    weights = torch.rand(len(info.classes), device=setup.device) + 0.5
+    labels = torch.randint(0, len(info.classes), (batch.shape[0],), device=setup.device, generator=setup.generator)
+    features = setup.compiled(family.features, compile_)
+    augment = BatchAugment(dataset, image_size, dtype=torch.float32)
+
+    def step() -> None:
+        x = setup.to_input(augment(batch, setup.generator), info.mean_bgr) if full_path else batch
+        with setup.autocast:
+            logits = family.head(model, features(model, x))
+            loss = F.cross_entropy(logits.float(), labels, weight=weights)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def cr_step_fn(setup: Setup, family: Family, dataset: str, batch: Tensor, full_path: bool,
+               compile_: bool, image_size: int, lower_p: float) -> Callable[[], None]:
+    """CR step 1: (lower -> augment both copies alike ->) frozen teacher + student, CE + lambda * MSE, SGD."""
+    info = dataset_info(dataset)
+    student = setup.model(family, VGGFACE2_CLASSES)
+    teacher = copy.deepcopy(student).eval().requires_grad_(False)
+    optimizer = sgd(student, setup.cuda)
+    labels = torch.randint(0, VGGFACE2_CLASSES, (batch.shape[0],), device=setup.device, generator=setup.generator)
+    features = setup.compiled(family.features, compile_)
+    augment = BatchAugment(dataset, image_size, dtype=torch.float32)
+    teacher_batch = torch.randn_like(batch) if not full_path else None
+
+    def inputs() -> tuple[Tensor, Tensor]:
+        if not full_path:
+            return batch, teacher_batch
+        full = batch.float()
+        lowered = lower(full, sample_resolutions(full.shape[0], lower_p, setup.generator))
+        both = augment(torch.cat([lowered, full], 1), setup.generator)
+        return setup.to_input(both[:, :3], info.mean_bgr), setup.to_input(both[:, 3:], info.mean_bgr)
+
+    def step() -> None:
+        x_student, x_teacher = inputs()
+        with setup.autocast:
+            with torch.no_grad():
+                target = features(teacher, x_teacher)
+            feats = features(student, x_student)
+            logits = family.head(student, feats)
+            loss = F.cross_entropy(logits.float(), labels) + CR_LAMBDA * F.mse_loss(feats.float(), target.float())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def augment_fn(setup: Setup, dataset: str, batch: Tensor, image_size: int, lower_p: float | None) -> Callable[[], None]:
+    """The input path alone: (lowering ->) BatchAugment -> preprocess."""
+    info = dataset_info(dataset)
+    augment = BatchAugment(dataset, image_size, dtype=torch.float32)
+
+    def step() -> None:
+        if lower_p is None:
+            setup.to_input(augment(batch, setup.generator), info.mean_bgr)
+            return
+        full = batch.float()
+        lowered = lower(full, sample_resolutions(full.shape[0], lower_p, setup.generator))
+        both = augment(torch.cat([lowered, full], 1), setup.generator)
+        setup.to_input(both[:, :3], info.mean_bgr), setup.to_input(both[:, 3:], info.mean_bgr)
+
+    return step
+
+
+# ------------------------------------------------------------------------------------- data
+def source_batch(n: int, size: int, device: torch.device, seed: int = 0) -> Tensor:
+    """Smooth random uint8 RGB faces-sized images ``[n, 3, size, size]`` on ``device``."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.randint(0, 256, (n, 3, max(size // 8, 2), max(size // 8, 2)), generator=g).float()
+    big = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
+    noise = torch.randn(big.shape, generator=g) * 8
+    return (big + noise).clamp(0, 255).round().to(torch.uint8).to(device)
+
+
+def jpeg_bytes(images: Tensor, quality: int = 90) -> list[bytes]:
+    out = []
+    for image in images.cpu():
+        buffer = io.BytesIO()
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="JPEG", quality=quality)
+        out.append(buffer.getvalue())
+    return out
+
+
+# ------------------------------------------------------------------------------------- paper-style CPU pipeline
+def pil_lower(image: Image.Image, r: int) -> Image.Image:
+    """The reference lowering: shorter side to r and back, PIL bilinear."""
+    width, height = image.size
+    if r <= 0 or r >= width or r >= height:
+        return image
+    h, w = lowered_size(height, width, r)
+    return image.resize((w, h), Image.BILINEAR).resize((width, height), Image.BILINEAR)
+
+
+def paper_style_rate(encoded: list[bytes], dataset: str, image_size: int, lower_p: float | None,
+                     seconds: float) -> dict[str, float]:
+    """Images/s of one CPU thread: PIL decode (+ PIL lowering and a second, same-draw transform
+    of the full-resolution image for CR) + the per-image v2 transforms of ``mafer.transforms``."""
+    transform = train_transform(dataset, image_size)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def one(data: bytes) -> None:
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+        if lower_p is None:
+            transform(torch.from_numpy(np.array(image)).permute(2, 0, 1))
+            return
+        r = int(sample_resolutions(1, lower_p)[0])
+        state = torch.get_rng_state()
+        transform(torch.from_numpy(np.array(pil_lower(image, r))).permute(2, 0, 1))
+        torch.set_rng_state(state)  # the teacher's copy gets the student's crop and flips
+        transform(torch.from_numpy(np.array(image)).permute(2, 0, 1))
+
+    try:
+        for data in encoded[:3]:
+            one(data)
+        count, start = 0, time.perf_counter()
+        while count < 5 or time.perf_counter() - start < seconds:
+            one(encoded[count % len(encoded)])
+            count += 1
+        elapsed = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    return {"images_per_s": count / elapsed, "ms_per_step": 1000 * elapsed / count}
+
+
+def decode_rate(encoded: list[bytes], size: int, device: torch.device, iters: int) -> dict[str, float]:
+    """Images/s of ``mafer.io_decode.decode_bytes`` on a list of JPEGs (nvJPEG on CUDA)."""
+    data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in encoded]
+    return time_steps(lambda: decode_bytes(data, size=size, device=device), device, len(data), iters, warmup=1)
+
+
+# ------------------------------------------------------------------------------------- driver
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available)")
+    p.add_argument("--quick", action="store_true",
+                   help="CI smoke: senet_tiny (timm: legacy_seresnet18), 64 px, batch 8, 2 iterations")
+    p.add_argument("--model", default=None, help="our model: senet50 (default) or senet_tiny (--quick)")
+    p.add_argument("--image-size", type=int, default=None, help="network input size (224; 64 with --quick)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step (256 on CUDA, 16 on CPU, 8 --quick)")
+    p.add_argument("--iters", type=int, default=None, help="timed steps per row (30 CUDA, 3 CPU, 2 --quick)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (5 CUDA, 1 CPU; compile adds 2)")
+    p.add_argument("--compile", action="store_true", help="add torch.compile rows (ours and timm)")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode, e.g. reduce-overhead for CUDA graphs (default: inductor default)")
+    p.add_argument("--no-timm", action="store_true", help="skip the timm rows")
+    p.add_argument("--timm-model", default=None,
+                   help="timm model of the baseline rows (legacy_seresnet50; legacy_seresnet18 with --quick)")
+    p.add_argument("--no-paper-style", action="store_true", help="skip the per-core CPU pipeline rows")
+    p.add_argument("--step2-dataset", default="rafdb", help="fine-tuning set whose augmentation step 2 runs")
+    p.add_argument("--step2-source", type=int, default=100, help="source image side for step 2 (RAF-DB aligned: 100)")
+    p.add_argument("--cr-dataset", default="vggface2", help="set whose augmentation CR step 1 runs")
+    p.add_argument("--cr-source", type=int, default=256, help="source image side for CR step 1 (cached VGGFace2: 256)")
+    p.add_argument("--lower-p", type=float, default=1.0, help="lowering probability in CR step 1 (curriculum ends at 1)")
+    p.add_argument("--paper-seconds", type=float, default=None, help="seconds per paper-style row (3; 0.3 --quick)")
+    p.add_argument("--cores", type=int, default=os.cpu_count() or 1,
+                   help="CPU cores the paper-style pipeline may use (default: this machine's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; 1 with --quick, robust on shared CI runners)")
+    p.add_argument("--json", type=Path, default=None, help="write the table and ratios to this JSON file")
+    args = p.parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    cuda = args.device.startswith("cuda")
+    quick = args.quick
+    defaults = dict(model="senet_tiny" if quick else "senet50", image_size=64 if quick else 224,
+                    timm_model="legacy_seresnet18" if quick else "legacy_seresnet50",
+                    batch_size=8 if quick else (256 if cuda else 16), iters=2 if quick else (30 if cuda else 3),
+                    warmup=1 if quick else (5 if cuda else 1), paper_seconds=0.3 if quick else 3.0,
+                    threads=1 if quick else torch.get_num_threads())
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if quick:
+        args.step2_source = min(args.step2_source, 48)
+        args.cr_source = min(args.cr_source, 80)
+    return args
+
+
+def machine(args: argparse.Namespace) -> dict[str, Any]:
+    info = {"device": args.device, "cpu_cores": os.cpu_count(), "torch_threads": args.threads,
+            "cores_for_paper_style": args.cores,
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
+    if args.device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
+    try:
+        import timm
+
+        info["timm"] = timm.__version__
+    except ImportError:
+        info["timm"] = None
+    return info
+
+
+class Table:
+    """Collects rows, prints each as it comes, writes the JSON after each."""
+
+    def __init__(self, args: argparse.Namespace, machine_info: dict[str, Any] | None = None):
+        self.args, self.rows = args, []
+        self.machine = machine_info if machine_info is not None else machine(args)
+        self.settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+    def add(self, row: Row, measure: Callable[[], dict[str, float]]) -> Row:
+        try:
+            result = measure()
+            row.images_per_s, row.ms_per_step = result["images_per_s"], result["ms_per_step"]
+            row.extra = {k: v for k, v in result.items() if k not in ("images_per_s", "ms_per_step")}
+        except Exception as exc:  # one failing row (OOM, compile error) must not lose the others
+            row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        finally:
+            if self.args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+        self.rows.append(row)
+        rate = f"{row.images_per_s:10.1f}" if row.images_per_s is not None else f"{'error':>10}"
+        print(f"  {row.name:<46} {rate} img/s  {row.error or row.note}", flush=True)
+        self.write()
+        return row
+
+    def rate(self, name: str) -> float | None:
+        return next((r.images_per_s for r in self.rows if r.name == name), None)
+
+    def ratios(self) -> dict[str, float | None]:
+        def div(a: float | None, b: float | None, scale: float = 1.0) -> float | None:
+            return a / (b * scale) if a is not None and b else None
+
+        out: dict[str, float | None] = {}
+        for step, timm_name, paper in (("step2", "timm step2 model-only, compiled", "paper-style step2 per core"),
+                                       ("CR step1", "timm CR step1 model-only, compiled", "paper-style CR step1 per core")):
+            for variant in ("eager", "compiled"):
+                ours = self.rate(f"ours {step}, {variant}")
+                out[f"ours {step} {variant} / timm compiled model-only"] = div(ours, self.rate(timm_name))
+                out[f"ours {step} {variant} / (paper-style per core x {self.args.cores} cores)"] = div(
+                    ours, self.rate(paper), self.args.cores)
+        return out
+
+    def goals(self) -> list[dict[str, Any]]:
+        a = self.args
+        on_target = (a.device.startswith("cuda") and a.image_size == 224 and a.model == "senet50"
+                     and a.timm_model == "legacy_seresnet50")
+        rows = []
+        for step, key in (("step2", "step2"), ("CR step1", "cr")):
+            best = max((r for r in (self.rate(f"ours {step}, eager"), self.rate(f"ours {step}, compiled")) if r),
+                       default=None)
+            timm_c = self.rate(f"timm {step} model-only, compiled")
+            paper = self.rate(f"paper-style {step} per core")
+            rows.append({
+                "goal": f"ours {step} >= {GOALS[key]} img/s (one H200, 224 px, whole input path)",
+                "measured": best, "met": (best >= GOALS[key]) if (best and on_target) else None})
+            rows.append({"goal": f"ours {step} ahead of timm compiled model-only (same run)",
+                         "measured": best / timm_c if best and timm_c else None,
+                         "met": (best > timm_c) if best and timm_c and on_target else None})
+            rows.append({"goal": f"ours {step} >= {GOALS['vs_paper_style']}x paper-style x {self.args.cores} cores",
+                         "measured": best / (paper * self.args.cores) if best and paper else None,
+                         "met": (best >= GOALS["vs_paper_style"] * paper * self.args.cores)
+                         if best and paper and on_target else None})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"machine": self.machine, "settings": self.settings, "rows": [asdict(r) for r in self.rows],
+                "ratios": self.ratios(), "goals": self.goals(), "reference": REFERENCE}
+
+    def write(self) -> None:
+        if self.args.json is not None:
+            self.args.json.parent.mkdir(parents=True, exist_ok=True)
+            self.args.json.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    def print_summary(self) -> None:
+        print()
+        print(f"| row | what | batch | img/s | ms/step | note |")
+        print(f"|---|---|---:|---:|---:|---|")
+        for r in self.rows:
+            rate = f"{r.images_per_s:.1f}" if r.images_per_s is not None else "-"
+            ms = f"{r.ms_per_step:.1f}" if r.ms_per_step is not None else "-"
+            print(f"| {r.name} | {r.what} | {r.batch} | {rate} | {ms} | {r.error or r.note} |")
+        print()
+        print("| ratio | value |")
+        print("|---|---:|")
+        for name, value in self.ratios().items():
+            print(f"| {name} | {value:.2f} |" if value is not None else f"| {name} | n/a |")
+        print()
+        print("| goal | measured | met |")
+        print("|---|---:|---|")
+        for g in self.goals():
+            value = g["measured"]
+            shown = "-" if value is None else (f"{value:.1f}" if value > 50 else f"{value:.2f}")
+            met = {True: "yes", False: "NO", None: "n/a (goals are for senet50, 224 px, CUDA)"}[g["met"]]
+            print(f"| {g['goal']} | {shown} | {met} |")
+
+
+def run(args: argparse.Namespace) -> Table:
+    """Measure every row; return the filled table."""
+    torch.set_num_threads(args.threads)
+    setup = Setup(args)
+    if setup.cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+    table = Table(args)
+    print(f"machine: {json.dumps(table.machine)}", flush=True)
+    n, size, device = args.batch_size, args.image_size, setup.device
+    step2_batch = source_batch(n, args.step2_source, device, seed=0)
+    cr_batch = source_batch(n, args.cr_source, device, seed=1)
+    timing = dict(device=device, batch=n, iters=args.iters)
+    warm = dict(eager=args.warmup, compiled=args.warmup + 2)
+    models = families(args)
+    if "timm" not in models and not args.no_timm:
+        print("  (timm is not importable: timm rows skipped)", flush=True)
+
+    table.add(Row("augment step2", f"BatchAugment {args.step2_dataset} {args.step2_source}->{size} + preprocess", n),
+              lambda: time_steps(augment_fn(setup, args.step2_dataset, step2_batch, size, None), warmup=args.warmup, **timing))
+    table.add(Row("augment CR step1", f"lowering p={args.lower_p} + BatchAugment {args.cr_dataset} x2 + preprocess", n),
+              lambda: time_steps(augment_fn(setup, args.cr_dataset, cr_batch, size, args.lower_p),
+                                 warmup=args.warmup, **timing))
+    encoded = jpeg_bytes(cr_batch[: min(n, 64)])
+    table.add(Row("decode JPEG", f"io_decode.decode_bytes {args.cr_source}px JPEGs on {device.type}"
+                  + (" (nvJPEG, batched)" if setup.cuda else " (one thread per call)"), len(encoded)),
+              lambda: decode_rate(encoded, args.cr_source, device, iters=max(args.iters // 3, 1)))
+
+    variants = ["eager", "compiled"] if args.compile else ["eager"]
+    for variant in variants:
+        compile_ = variant == "compiled"
+        ours = models["ours"]
+        model_only_input = torch.randn(n, 3, size, size, device=device).contiguous(memory_format=setup.memory_format)
+        table.add(Row(f"ours step2, {variant}", f"{args.step2_dataset} aug + {ours.name} fwd/bwd + Adam", n),
+                  lambda: time_steps(step2_fn(setup, ours, args.step2_dataset, step2_batch, True, compile_, size),
+                                     warmup=warm[variant], **timing))
+        table.add(Row(f"ours CR step1, {variant}",
+                      f"lowering + {args.cr_dataset} aug + teacher fwd + student fwd/bwd + MSE + CE + SGD", n),
+                  lambda: time_steps(cr_step_fn(setup, ours, args.cr_dataset, cr_batch, True, compile_, size,
+                                                args.lower_p), warmup=warm[variant], **timing))
+        for key, family in models.items():
+            table.add(Row(f"{key} step2 model-only, {variant}", f"{family.name} fwd/bwd + Adam, random input", n),
+                      lambda: time_steps(step2_fn(setup, family, args.step2_dataset, model_only_input, False,
+                                                  compile_, size), warmup=warm[variant], **timing))
+            table.add(Row(f"{key} CR step1 model-only, {variant}",
+                          f"{family.name} teacher fwd + student fwd/bwd + MSE + CE + SGD, random input", n),
+                      lambda: time_steps(cr_step_fn(setup, family, args.cr_dataset, model_only_input, False,
+                                                    compile_, size, args.lower_p), warmup=warm[variant], **timing))
+        del model_only_input
+
+    if not args.no_paper_style:
+        step2_jpegs = jpeg_bytes(step2_batch[: min(n, 32)])
+        table.add(Row("paper-style step2 per core", f"PIL decode + v2 {args.step2_dataset} transforms, 1 thread", 1),
+                  lambda: paper_style_rate(step2_jpegs, args.step2_dataset, size, None, args.paper_seconds))
+        table.add(Row("paper-style CR step1 per core",
+                      f"PIL decode + PIL lowering + v2 {args.cr_dataset} transforms x2, 1 thread", 1),
+                  lambda: paper_style_rate(encoded[:32], args.cr_dataset, size, args.lower_p, args.paper_seconds))
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    table = run(args)
+    table.print_summary()
+    table.write()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""benchmarks/throughput.py: the CPU smoke run (CI) and the pieces its numbers rest on."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mafer.resolution import lower
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "throughput.py"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["throughput"] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_quick(tmp_path: Path, device: str) -> tuple[str, dict]:
+    out = tmp_path / "throughput.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", device, "--quick", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_quick_cpu_run_prints_and_writes_the_table(tmp_path: Path) -> None:
+    stdout, table = run_quick(tmp_path, "cpu")
+    assert "| row | what | batch | img/s | ms/step | note |" in stdout
+    rows = {row["name"]: row for row in table["rows"]}
+    for name in ("augment step2", "augment CR step1", "decode JPEG", "ours step2, eager", "ours CR step1, eager",
+                 "ours step2 model-only, eager", "ours CR step1 model-only, eager",
+                 "paper-style step2 per core", "paper-style CR step1 per core"):
+        assert name in rows, name
+        assert rows[name]["error"] is None, rows[name]["error"]
+        assert rows[name]["images_per_s"] > 0
+        assert f"| {name} |" in stdout
+    if table["machine"]["timm"] is not None:
+        assert rows["timm step2 model-only, eager"]["images_per_s"] > 0
+    assert table["settings"]["model"] == "senet_tiny" and table["settings"]["image_size"] == 64
+    # the ratio to the paper-style pipeline uses its per-core rate times the cores
+    cores = table["settings"]["cores"]
+    expected = rows["ours step2, eager"]["images_per_s"] / (rows["paper-style step2 per core"]["images_per_s"] * cores)
+    ratio = table["ratios"][f"ours step2 eager / (paper-style per core x {cores} cores)"]
+    assert ratio == pytest.approx(expected)
+    assert all(goal["met"] is None for goal in table["goals"])  # goals are judged on CUDA at 224 px only
+
+
+def test_goals_and_ratios_from_rows() -> None:
+    bench = load_benchmark()
+    args = bench.parse_args(["--device", "cuda", "--cores", "16"])
+    table = bench.Table(args, machine_info={})
+    for name, rate in (("ours step2, eager", 5000.0), ("ours step2, compiled", 7000.0),
+                       ("timm step2 model-only, compiled", 5931.0), ("paper-style step2 per core", 180.0),
+                       ("ours CR step1, compiled", 4000.0), ("timm CR step1 model-only, compiled", 4590.0)):
+        table.rows.append(bench.Row(name, "", 256, images_per_s=rate))
+    goals = {g["goal"]: g["met"] for g in table.goals()}
+    assert goals["ours step2 >= 6500 img/s (one H200, 224 px, whole input path)"] is True
+    assert goals["ours step2 ahead of timm compiled model-only (same run)"] is True
+    assert goals["ours step2 >= 2.0x paper-style x 16 cores"] is True  # 7000 >= 2 * 180 * 16
+    assert goals["ours CR step1 >= 5000 img/s (one H200, 224 px, whole input path)"] is False
+    assert goals["ours CR step1 ahead of timm compiled model-only (same run)"] is False
+    assert goals["ours CR step1 >= 2.0x paper-style x 16 cores"] is None  # not measured
+    ratios = table.ratios()
+    assert ratios["ours step2 compiled / timm compiled model-only"] == pytest.approx(7000 / 5931)
+
+
+def test_pil_lowering_matches_the_tensor_lowering() -> None:
+    """The paper-style pipeline lowers with PIL bilinear; mafer.resolution.lower is its antialiased twin."""
+    bench = load_benchmark()
+    image = bench.source_batch(1, 96, torch.device("cpu"))[0]
+    pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+    for r in (8, 16, 32):
+        ours = lower(image.unsqueeze(0), r)[0].int()
+        theirs = torch.from_numpy(np.array(bench.pil_lower(pil, r))).permute(2, 0, 1).int()
+        assert (ours - theirs).abs().float().mean() < 3.0
+    assert bench.pil_lower(pil, 128) is pil  # r >= the image: unchanged
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_quick_cuda_run(tmp_path: Path) -> None:
+    _, table = run_quick(tmp_path, "cuda")
+    assert table["machine"]["gpu"]
+    assert all(row["error"] is None for row in table["rows"]), [r["error"] for r in table["rows"]]
