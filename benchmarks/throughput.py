@@ -171,6 +171,24 @@ def sgd(model: nn.Module, cuda: bool) -> torch.optim.Optimizer:
 
 
 # ------------------------------------------------------------------------------------- steps
+def input_path(setup: Setup, dataset: str, image_size: int,
+               lower_p: float | None) -> Callable[[Tensor], tuple[Tensor, Tensor | None]]:
+    """uint8 batch -> model input (step 2), or -> (student, teacher) inputs (CR, ``lower_p`` set):
+    per-image lowering, then one set of augmentation draws for the lowered and the full copy."""
+    info = dataset_info(dataset)
+    augment = BatchAugment(dataset, image_size, dtype=torch.float32)
+
+    def run(batch: Tensor) -> tuple[Tensor, Tensor | None]:
+        if lower_p is None:
+            return setup.to_input(augment(batch, setup.generator), info.mean_bgr), None
+        full = batch.float()
+        lowered = lower(full, sample_resolutions(full.shape[0], lower_p, setup.generator))
+        both = augment(torch.cat([lowered, full], 1), setup.generator)
+        return setup.to_input(both[:, :3], info.mean_bgr), setup.to_input(both[:, 3:], info.mean_bgr)
+
+    return run
+
+
 def step2_fn(setup: Setup, family: Family, dataset: str, batch: Tensor, full_path: bool,
              compile_: bool, image_size: int) -> Callable[[], None]:
     """Fine-tuning step: (augment ->) preprocess -> forward/backward -> Adam."""
@@ -180,10 +198,10 @@ def step2_fn(setup: Setup, family: Family, dataset: str, batch: Tensor, full_pat
     weights = torch.rand(len(info.classes), device=setup.device) + 0.5
     labels = torch.randint(0, len(info.classes), (batch.shape[0],), device=setup.device, generator=setup.generator)
     features = setup.compiled(family.features, compile_)
-    augment = BatchAugment(dataset, image_size, dtype=torch.float32)
+    inputs = input_path(setup, dataset, image_size, None)
 
     def step() -> None:
-        x = setup.to_input(augment(batch, setup.generator), info.mean_bgr) if full_path else batch
+        x = inputs(batch)[0] if full_path else batch
         with setup.autocast:
             logits = family.head(model, features(model, x))
             loss = F.cross_entropy(logits.float(), labels, weight=weights)
@@ -197,25 +215,16 @@ def step2_fn(setup: Setup, family: Family, dataset: str, batch: Tensor, full_pat
 def cr_step_fn(setup: Setup, family: Family, dataset: str, batch: Tensor, full_path: bool,
                compile_: bool, image_size: int, lower_p: float) -> Callable[[], None]:
     """CR step 1: (lower -> augment both copies alike ->) frozen teacher + student, CE + lambda * MSE, SGD."""
-    info = dataset_info(dataset)
     student = setup.model(family, VGGFACE2_CLASSES)
     teacher = copy.deepcopy(student).eval().requires_grad_(False)
     optimizer = sgd(student, setup.cuda)
     labels = torch.randint(0, VGGFACE2_CLASSES, (batch.shape[0],), device=setup.device, generator=setup.generator)
     features = setup.compiled(family.features, compile_)
-    augment = BatchAugment(dataset, image_size, dtype=torch.float32)
+    inputs = input_path(setup, dataset, image_size, lower_p)
     teacher_batch = torch.randn_like(batch) if not full_path else None
 
-    def inputs() -> tuple[Tensor, Tensor]:
-        if not full_path:
-            return batch, teacher_batch
-        full = batch.float()
-        lowered = lower(full, sample_resolutions(full.shape[0], lower_p, setup.generator))
-        both = augment(torch.cat([lowered, full], 1), setup.generator)
-        return setup.to_input(both[:, :3], info.mean_bgr), setup.to_input(both[:, 3:], info.mean_bgr)
-
     def step() -> None:
-        x_student, x_teacher = inputs()
+        x_student, x_teacher = inputs(batch) if full_path else (batch, teacher_batch)
         with setup.autocast:
             with torch.no_grad():
                 target = features(teacher, x_teacher)
@@ -231,19 +240,8 @@ def cr_step_fn(setup: Setup, family: Family, dataset: str, batch: Tensor, full_p
 
 def augment_fn(setup: Setup, dataset: str, batch: Tensor, image_size: int, lower_p: float | None) -> Callable[[], None]:
     """The input path alone: (lowering ->) BatchAugment -> preprocess."""
-    info = dataset_info(dataset)
-    augment = BatchAugment(dataset, image_size, dtype=torch.float32)
-
-    def step() -> None:
-        if lower_p is None:
-            setup.to_input(augment(batch, setup.generator), info.mean_bgr)
-            return
-        full = batch.float()
-        lowered = lower(full, sample_resolutions(full.shape[0], lower_p, setup.generator))
-        both = augment(torch.cat([lowered, full], 1), setup.generator)
-        setup.to_input(both[:, :3], info.mean_bgr), setup.to_input(both[:, 3:], info.mean_bgr)
-
-    return step
+    inputs = input_path(setup, dataset, image_size, lower_p)
+    return lambda: inputs(batch)
 
 
 # ------------------------------------------------------------------------------------- data

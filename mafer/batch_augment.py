@@ -207,6 +207,8 @@ class BatchAugment:
         if stages:
             x = _resample(x, stages, params)
         x = self._pointwise(x, params)
+        if x.untyped_storage().data_ptr() == images.untyped_storage().data_ptr():
+            x = x.clone()  # crops alone are views: never hand back (part of) the caller's tensor
         if self.dtype == torch.uint8:
             return x.round_().clamp_(0, 255).to(torch.uint8)
         return x.to(self.dtype)
@@ -381,7 +383,7 @@ def _coverage(coords: Tensor, hw: tuple[int, int]) -> Tensor:
 class _Grid:
     """Output-to-input coordinates ``[N, P, 2]`` (x, y; pixel ``i`` spans ``[i, i + 1]``), built
     backwards from the output. Affine maps stay a pending ``[N, 3, 3]`` matrix until a non-affine
-    step needs the coordinates, so a chain of affine ops costs one batched matmul."""
+    step needs the coordinates, so a chain of affine ops costs one pass over the grid."""
 
     def __init__(self, n: int, hw: tuple[int, int], device: torch.device):
         ys, xs = torch.meshgrid(torch.arange(hw[0], device=device) + 0.5,
@@ -398,8 +400,10 @@ class _Grid:
     def points(self) -> Tensor:
         """The coordinates with every pending map applied."""
         if self.pending is not None:
-            m = self.pending.expand(self.n, 3, 3)
-            self.coords = torch.baddbmm(m[:, :2, 2].unsqueeze(1), self.coords, m[:, :2, :2].transpose(1, 2))
+            m = self.pending.expand(self.n, 3, 3).unsqueeze(1)  # [N, 1, 3, 3]
+            # three fused-friendly elementwise ops; a batched matmul with K = 2 wastes the GPU
+            self.coords = (self.coords[..., :1] * m[..., :2, 0] + self.coords[..., 1:] * m[..., :2, 1]
+                           + m[..., :2, 2])
             self.pending = None
         return self.coords
 

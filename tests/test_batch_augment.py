@@ -218,6 +218,14 @@ def test_channel_groups_share_the_draws() -> None:
     assert torch.equal(both[:, :3], both[:, 3:])
 
 
+def test_output_never_aliases_the_input() -> None:
+    images = smooth_images(2, 64, 64).float()
+    out = BatchAugment("oulucasia", 64, train=False, dtype=torch.float32)(images)  # resize + crop: no-ops
+    assert torch.equal(out, images)
+    out += 1
+    assert not torch.equal(out, images)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_float_output_is_unrounded_0_255(dtype: torch.dtype) -> None:
     images = smooth_images(2, 100, 100)
