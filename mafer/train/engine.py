@@ -447,7 +447,7 @@ class Trainer:
         window = {"time": time.perf_counter(), "images": 0.0}
         for group in self.groups():
             metrics = self.train_step(group)
-            window["images"] += metrics.pop("images")
+            window["images"] += metrics["images"]
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['acc']:.3f}")
             if self.step % cfg.log_every == 0 or self.step == self.last_step:

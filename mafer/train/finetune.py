@@ -13,6 +13,7 @@ ReduceLROnPlateau on validation accuracy, seed 17) is the default; every value h
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,5 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = run_finetune(config_from_args(args, "finetune"))
-    print(f"step 2 finished: {out / 'best.pt'}, {out / 'last.pt'}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
+        print(f"step 2 finished: {out / 'best.pt'}, {out / 'last.pt'}")
     return 0

@@ -14,6 +14,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,5 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = run_pretrain(config_from_args(args, "pretrain"))
-    print(f"step 1 finished: {out / 'best.pt'}, {out / 'last.pt'}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
+        print(f"step 1 finished: {out / 'best.pt'}, {out / 'last.pt'}")
     return 0
