@@ -387,6 +387,8 @@ class Table:
             result = measure()
             row.images_per_s, row.ms_per_step = result["images_per_s"], result["ms_per_step"]
             row.extra = {k: v for k, v in result.items() if k not in ("images_per_s", "ms_per_step")}
+            if "warmup_s" in result and not row.note:
+                row.note = f"warm-up (compilation included) {result['warmup_s']:.1f} s"
         except Exception as exc:  # one failing row (OOM, compile error) must not lose the others
             row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
         finally:
