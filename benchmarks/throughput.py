@@ -387,7 +387,7 @@ class Table:
             result = measure()
             row.images_per_s, row.ms_per_step = result["images_per_s"], result["ms_per_step"]
             row.extra = {k: v for k, v in result.items() if k not in ("images_per_s", "ms_per_step")}
-            if "warmup_s" in result and not row.note:
+            if row.name.endswith("compiled"):
                 row.note = f"warm-up (compilation included) {result['warmup_s']:.1f} s"
         except Exception as exc:  # one failing row (OOM, compile error) must not lose the others
             row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
@@ -499,11 +499,18 @@ def run(args: argparse.Namespace) -> Table:
                   + (" (nvJPEG, batched)" if setup.cuda else " (one thread per call)"), len(encoded)),
               lambda: decode_rate(encoded, args.cr_source, device, iters=max(args.iters // 3, 1)))
 
-    variants = ["eager", "compiled"] if args.compile else ["eager"]
-    for variant in variants:
+    if not args.no_paper_style:  # before the models: seconds, and a run cut short still has them
+        step2_jpegs = jpeg_bytes(step2_batch[: min(n, 32)])
+        table.add(Row("paper-style step2 per core", f"PIL decode + v2 {args.step2_dataset} transforms, 1 thread", 1),
+                  lambda: paper_style_rate(step2_jpegs, args.step2_dataset, size, None, args.paper_seconds))
+        table.add(Row("paper-style CR step1 per core",
+                      f"PIL decode + PIL lowering + v2 {args.cr_dataset} transforms x2, 1 thread", 1),
+                  lambda: paper_style_rate(encoded[:32], args.cr_dataset, size, args.lower_p, args.paper_seconds))
+
+    model_only_input = torch.randn(n, 3, size, size, device=device).contiguous(memory_format=setup.memory_format)
+    for variant in ["eager", "compiled"] if args.compile else ["eager"]:
         compile_ = variant == "compiled"
         ours = models["ours"]
-        model_only_input = torch.randn(n, 3, size, size, device=device).contiguous(memory_format=setup.memory_format)
         table.add(Row(f"ours step2, {variant}", f"{args.step2_dataset} aug + {ours.name} fwd/bwd + Adam", n),
                   lambda: time_steps(step2_fn(setup, ours, args.step2_dataset, step2_batch, True, compile_, size),
                                      warmup=warm[variant], **timing))
@@ -511,7 +518,9 @@ def run(args: argparse.Namespace) -> Table:
                       f"lowering + {args.cr_dataset} aug + teacher fwd + student fwd/bwd + MSE + CE + SGD", n),
                   lambda: time_steps(cr_step_fn(setup, ours, args.cr_dataset, cr_batch, True, compile_, size,
                                                 args.lower_p), warmup=warm[variant], **timing))
-        for key, family in models.items():
+        # the baseline before our model-only rows, which reuse the graphs compiled above
+        for key in sorted(models, key=lambda k: k != "timm"):
+            family = models[key]
             table.add(Row(f"{key} step2 model-only, {variant}", f"{family.name} fwd/bwd + Adam, random input", n),
                       lambda: time_steps(step2_fn(setup, family, args.step2_dataset, model_only_input, False,
                                                   compile_, size), warmup=warm[variant], **timing))
@@ -519,15 +528,6 @@ def run(args: argparse.Namespace) -> Table:
                           f"{family.name} teacher fwd + student fwd/bwd + MSE + CE + SGD, random input", n),
                       lambda: time_steps(cr_step_fn(setup, family, args.cr_dataset, model_only_input, False,
                                                     compile_, size, args.lower_p), warmup=warm[variant], **timing))
-        del model_only_input
-
-    if not args.no_paper_style:
-        step2_jpegs = jpeg_bytes(step2_batch[: min(n, 32)])
-        table.add(Row("paper-style step2 per core", f"PIL decode + v2 {args.step2_dataset} transforms, 1 thread", 1),
-                  lambda: paper_style_rate(step2_jpegs, args.step2_dataset, size, None, args.paper_seconds))
-        table.add(Row("paper-style CR step1 per core",
-                      f"PIL decode + PIL lowering + v2 {args.cr_dataset} transforms x2, 1 thread", 1),
-                  lambda: paper_style_rate(encoded[:32], args.cr_dataset, size, args.lower_p, args.paper_seconds))
     return table
 
 
