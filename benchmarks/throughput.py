@@ -313,7 +313,8 @@ def decode_rate(encoded: list[bytes], size: int, device: torch.device, iters: in
 
 # ------------------------------------------------------------------------------------- driver
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available)")
     p.add_argument("--quick", action="store_true",
                    help="CI smoke: senet_tiny (timm: legacy_seresnet18), 64 px, batch 8, 2 iterations")
@@ -333,7 +334,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--step2-source", type=int, default=100, help="source image side for step 2 (RAF-DB aligned: 100)")
     p.add_argument("--cr-dataset", default="vggface2", help="set whose augmentation CR step 1 runs")
     p.add_argument("--cr-source", type=int, default=256, help="source image side for CR step 1 (cached VGGFace2: 256)")
-    p.add_argument("--lower-p", type=float, default=1.0, help="lowering probability in CR step 1 (curriculum ends at 1)")
+    p.add_argument("--lower-p", type=float, default=1.0,
+                   help="lowering probability in CR step 1 (the curriculum ends at 1)")
     p.add_argument("--paper-seconds", type=float, default=None, help="seconds per paper-style row (3; 0.3 --quick)")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1,
                    help="CPU cores the paper-style pipeline may use (default: this machine's)")
@@ -408,8 +410,8 @@ class Table:
             return a / (b * scale) if a is not None and b else None
 
         out: dict[str, float | None] = {}
-        for step, timm_name, paper in (("step2", "timm step2 model-only, compiled", "paper-style step2 per core"),
-                                       ("CR step1", "timm CR step1 model-only, compiled", "paper-style CR step1 per core")):
+        for step in ("step2", "CR step1"):
+            timm_name, paper = f"timm {step} model-only, compiled", f"paper-style {step} per core"
             for variant in ("eager", "compiled"):
                 ours = self.rate(f"ours {step}, {variant}")
                 out[f"ours {step} {variant} / timm compiled model-only"] = div(ours, self.rate(timm_name))
@@ -490,7 +492,8 @@ def run(args: argparse.Namespace) -> Table:
         print("  (timm is not importable: timm rows skipped)", flush=True)
 
     table.add(Row("augment step2", f"BatchAugment {args.step2_dataset} {args.step2_source}->{size} + preprocess", n),
-              lambda: time_steps(augment_fn(setup, args.step2_dataset, step2_batch, size, None), warmup=args.warmup, **timing))
+              lambda: time_steps(augment_fn(setup, args.step2_dataset, step2_batch, size, None),
+                                 warmup=args.warmup, **timing))
     table.add(Row("augment CR step1", f"lowering p={args.lower_p} + BatchAugment {args.cr_dataset} x2 + preprocess", n),
               lambda: time_steps(augment_fn(setup, args.cr_dataset, cr_batch, size, args.lower_p),
                                  warmup=args.warmup, **timing))

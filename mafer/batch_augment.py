@@ -240,7 +240,8 @@ def _check_op_order(ops: tuple[str, ...], dataset: str) -> None:
     """The single resampling is exact only if cutout comes after every geometric op but the flip."""
     unknown = [op for op in ops if op not in GEOMETRIC_OPS + POINTWISE_OPS]
     if unknown:
-        raise MaferError(f"{dataset}: BatchAugment does not know the ops {unknown} (known: {GEOMETRIC_OPS + POINTWISE_OPS})")
+        raise MaferError(f"{dataset}: BatchAugment does not know the ops {unknown} "
+                         f"(known: {GEOMETRIC_OPS + POINTWISE_OPS})")
     if "cutout" in ops:
         later = [op for op in ops[ops.index("cutout") + 1:] if op in GEOMETRIC_OPS and op != "flip"]
         if later:

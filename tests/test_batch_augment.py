@@ -149,7 +149,8 @@ def test_cutout_holes_have_the_per_image_count_and_size() -> None:
     batch_area, ref_area = cut.float().mean(), ref_cut.float().mean()
     assert abs(batch_area - ref_area) < 0.05 * ref_area
     # one hole: a square of side cutout_size, or that square clipped at the border
-    one = BatchAugment("oulucasia", size, spec=replace(spec, cutout_holes=1))(white[:50], torch.Generator().manual_seed(1))
+    one_hole = BatchAugment("oulucasia", size, spec=replace(spec, cutout_holes=1))
+    one = one_hole(white[:50], torch.Generator().manual_seed(1))
     for image in one[:, 0] == 0:
         rows, cols = image.any(1).nonzero().squeeze(1), image.any(0).nonzero().squeeze(1)
         assert int(image.sum()) == len(rows) * len(cols)  # a rectangle
