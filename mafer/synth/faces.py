@@ -34,15 +34,15 @@ EXPRESSION_FIELDS = (
 )
 _PROTOTYPES: dict[str, dict[str, float]] = {
     "neutral": {},
-    "happiness": dict(mouth_curve=1.0, mouth_width=0.45, mouth_open=0.3, teeth=1.0,
+    "happiness": dict(mouth_curve=1.0, mouth_width=0.5, mouth_open=0.4, teeth=1.0,
                       cheek=1.0, eye_open=-0.35, nasolabial=0.9, crows_feet=1.0),
     "surprise": dict(brow_raise=1.0, eye_open=0.75, mouth_open=1.0, mouth_width=-0.4,
                      forehead=1.0),
     "fear": dict(brow_raise=0.55, brow_inner=0.8, eye_open=0.6, mouth_open=0.4,
                  mouth_width=0.35, mouth_curve=-0.35, forehead=0.7, teeth=0.6),
-    "sadness": dict(brow_inner=1.0, brow_raise=0.1, eye_open=-0.3, mouth_curve=-0.9,
+    "sadness": dict(brow_inner=1.0, brow_raise=0.1, eye_open=-0.3, mouth_curve=-1.0,
                     mouth_width=-0.1, lip_press=0.3, forehead=0.35),
-    "anger": dict(brow_raise=-0.7, brow_inner=-1.0, glabella=1.0, eye_open=0.05,
+    "anger": dict(brow_raise=-0.8, brow_inner=-1.0, glabella=1.0, eye_open=0.05,
                   lip_press=1.0, mouth_curve=-0.25, mouth_width=-0.15, nasolabial=0.3),
     "disgust": dict(nose_wrinkle=1.0, upper_lip=1.0, brow_raise=-0.4, brow_inner=-0.3,
                     eye_open=-0.4, mouth_curve=-0.4, nasolabial=1.0, teeth=0.6,
@@ -52,7 +52,7 @@ PROTOTYPES = np.array(
     [[_PROTOTYPES[e].get(f, 0.0) for f in EXPRESSION_FIELDS] for e in EXPRESSIONS], np.float32
 )
 
-_SKIN = np.array([[72, 45, 32], [120, 78, 55], [176, 120, 88], [214, 164, 128],
+_SKIN = np.array([[98, 62, 44], [136, 90, 64], [176, 120, 88], [214, 164, 128],
                   [238, 204, 178]], np.float32)
 _HAIR = np.array([[22, 18, 16], [55, 38, 26], [98, 66, 40], [150, 110, 62],
                   [205, 170, 105], [150, 148, 145], [130, 58, 28]], np.float32)
@@ -89,7 +89,7 @@ def sample_identities(rng: np.random.Generator, n: int) -> Params:
     ident: Params = {
         "head_w": u(0.5, 0.64), "head_h": u(0.7, 0.84), "jaw": u(0.0, 1.0),
         "eye_x": u(0.19, 0.27), "eye_y": u(-0.12, -0.05), "eye_w": u(0.07, 0.1),
-        "eye_h": u(0.03, 0.045), "brow_gap": u(0.09, 0.14), "brow_w": u(0.018, 0.045),
+        "eye_h": u(0.03, 0.045), "brow_gap": u(0.09, 0.14), "brow_w": u(0.025, 0.05),
         "brow_arch": u(0.0, 0.035), "brow_tilt": u(-0.02, 0.02),
         "nose_y": u(0.13, 0.21), "nose_w": u(0.05, 0.08), "mouth_y": u(0.34, 0.42),
         "mouth_w": u(0.16, 0.22), "lip_h": u(0.024, 0.04),
@@ -313,7 +313,7 @@ def _cheeks(cv: _Canvas, p: Params, e: Params, skin: np.ndarray) -> None:
     amt = np.clip(_col(e["cheek"]), 0, 1)
     blob = np.exp(-(((np.abs(u) - cx) / 0.11) ** 2 + ((v - cy) / 0.08) ** 2))
     glow = np.minimum(skin * np.array([1.12, 1.0, 0.98]) + 8.0, 255)
-    cv.paint(win, 0.65 * amt * blob, glow)
+    cv.paint(win, 0.8 * amt * blob, glow)
 
 
 def _hair_front(cv: _Canvas, p: Params, hair: np.ndarray) -> None:
@@ -326,20 +326,20 @@ def _hair_front(cv: _Canvas, p: Params, hair: np.ndarray) -> None:
 
 def _wrinkles(cv: _Canvas, p: Params, e: Params, skin: np.ndarray) -> None:
     """Thin expression lines: forehead, glabella, nose bridge, crow's feet, nasolabial folds."""
-    dark = skin * 0.55
+    dark = np.maximum(skin * 0.45 - 12.0, 0.0)
     ey, ex, ew = _col(p["eye_y"]), _col(p["eye_x"]), _col(p["eye_w"])
-    brow_y = ey - _col(p["brow_gap"]) - 0.07 * _col(e["brow_raise"])
+    brow_y = ey - _col(p["brow_gap"]) - 0.09 * _col(e["brow_raise"])
     px = cv.px
     win, u, v = cv.window(-0.5, 0.5, -0.75, 0.0)
     lines = np.zeros_like(u)
     for k in range(3):  # forehead
         y = brow_y - 0.08 - 0.055 * k
-        lines = np.maximum(lines, _line(_curve_d(u, v, -0.24 + 0.03 * k, 0.24 - 0.03 * k, y, y, -0.015), 0.011, px))
+        lines = np.maximum(lines, _line(_curve_d(u, v, -0.24 + 0.03 * k, 0.24 - 0.03 * k, y, y, -0.015), 0.016, px))
     fore = lines * np.clip(_col(e["forehead"]), 0, 1)
     gl = np.zeros_like(u)
     for side in (-1.0, 1.0):  # glabella: short vertical lines between the brows
-        gl = np.maximum(gl, _line(_curve_d(v, u, brow_y - 0.02, brow_y + 0.07, side * 0.028, side * 0.018, side * 0.006), 0.01, px))
-    cv.paint(win, np.maximum(fore, gl * np.clip(_col(e["glabella"]), 0, 1)) * 0.85, dark)
+        gl = np.maximum(gl, _line(_curve_d(v, u, brow_y - 0.02, brow_y + 0.07, side * 0.028, side * 0.018, side * 0.006), 0.016, px))
+    cv.paint(win, np.maximum(fore, gl * np.clip(_col(e["glabella"]), 0, 1)), dark)
 
     win, u, v = cv.window(-0.55, 0.55, -0.25, 0.5)
     au = np.abs(u)
@@ -347,17 +347,17 @@ def _wrinkles(cv: _Canvas, p: Params, e: Params, skin: np.ndarray) -> None:
     nw = np.zeros_like(u)
     for k in range(3):  # nose wrinkles across the bridge
         y = ey + 0.03 + 0.03 * k
-        nw = np.maximum(nw, _line(_curve_d(u, v, -0.055, 0.055, y, y, 0.008), 0.009, px))
+        nw = np.maximum(nw, _line(_curve_d(u, v, -0.055, 0.055, y, y, 0.008), 0.014, px))
     cf = np.zeros_like(u)
     for k in (-1.0, 0.0, 1.0):  # crow's feet at the outer eye corners
-        cf = np.maximum(cf, _line(_curve_d(au, v, ex + ew + 0.015, ex + ew + 0.07, ey + 0.004 * k, ey + 0.03 * k, 0.0), 0.008, px))
+        cf = np.maximum(cf, _line(_curve_d(au, v, ex + ew + 0.015, ex + ew + 0.07, ey + 0.004 * k, ey + 0.03 * k, 0.0), 0.012, px))
     mw = _col(p["mouth_w"]) * (1.0 + 0.3 * _col(e["mouth_width"]))
     my = _col(p["mouth_y"]) - 0.07 * np.clip(_col(e["mouth_curve"]), 0, None)
-    nl = _line(_curve_d(v, au, ny - 0.01, my + 0.03, _col(p["nose_w"]) + 0.035, mw + 0.035, 0.02), 0.013, px)
+    nl = _line(_curve_d(v, au, ny - 0.01, my + 0.03, _col(p["nose_w"]) + 0.035, mw + 0.035, 0.02), 0.018, px)
     alpha = np.maximum.reduce([nw * np.clip(_col(e["nose_wrinkle"]), 0, 1),
                                cf * np.clip(_col(e["crows_feet"]), 0, 1),
                                nl * np.clip(_col(e["nasolabial"]), 0, 1)])
-    cv.paint(win, alpha * 0.85, dark)
+    cv.paint(win, alpha, dark)
 
 
 def _nose(cv: _Canvas, p: Params, skin: np.ndarray) -> None:
@@ -393,7 +393,7 @@ def _eyes(cv: _Canvas, p: Params, e: Params) -> None:
 def _brows(cv: _Canvas, p: Params, e: Params, hair: np.ndarray) -> None:
     win, u, v = cv.window(-0.5, 0.5, -0.5, 0.0)
     ex, ey, ew = _col(p["eye_x"]), _col(p["eye_y"]), _col(p["eye_w"])
-    y = ey - _col(p["brow_gap"]) - 0.07 * _col(e["brow_raise"])
+    y = ey - _col(p["brow_gap"]) - 0.09 * _col(e["brow_raise"])
     inner = 0.06 * _col(e["brow_inner"])
     x_in = ex - ew - 0.015 - 0.02 * np.clip(-_col(e["brow_inner"]), 0, 1)
     d = _curve_d(np.abs(u), v, x_in, ex + ew + 0.035, y - inner, y + _col(p["brow_tilt"]),
@@ -410,7 +410,7 @@ def _mouth(cv: _Canvas, p: Params, e: Params, skin: np.ndarray) -> None:
     body = np.sqrt(np.clip(1.0 - s**2, 0, 1))
     curve = _col(e["mouth_curve"])
     centre = my - np.where(curve > 0, 0.07, 0.055) * curve * s**2
-    gap = 0.12 * np.clip(_col(e["mouth_open"]), 0, 1.2) * body
+    gap = 0.14 * np.clip(_col(e["mouth_open"]), 0, 1.2) * body
     raise_ = 0.03 * np.clip(_col(e["upper_lip"]), 0, 1) * body
     in_top = centre - 0.4 * gap - raise_
     in_bot = centre + 0.9 * gap
@@ -421,7 +421,7 @@ def _mouth(cv: _Canvas, p: Params, e: Params, skin: np.ndarray) -> None:
     lips = _between(v, out_top, out_bot, side, px)
     cv.paint(win, lips, _rgb(p, "lips"))
     hole = _between(v, in_top, in_bot, side + 0.01, px)
-    cv.paint(win, hole, np.full((len(mw), 3), 40.0, np.float32) + skin * 0.1)
+    cv.paint(win, hole, np.full((len(mw), 3), 25.0, np.float32) + skin * 0.05)
     teeth_bot = in_top + 0.035 + 0.02 * np.clip(_col(e["upper_lip"]), 0, 1)
     teeth = np.minimum(hole, np.clip((teeth_bot - v) / px + 0.5, 0, 1))
     cv.paint(win, teeth * np.clip(_col(e["teeth"]), 0, 1), np.full((len(mw), 3), 225.0, np.float32))

@@ -56,7 +56,7 @@ def _draw(rng: np.random.Generator, ident: F.Params, expr: F.Params, cond: F.Par
     return np.concatenate(out) if out else np.zeros((0, *size, 3), np.uint8)
 
 
-def _static_faces(rng: np.random.Generator, expressions: np.ndarray, size: int, *, scale: float,
+def static_faces(rng: np.random.Generator, expressions: np.ndarray, size: int, *, scale: float,
                   gray: bool = False) -> np.ndarray:
     """One new person per image, each showing a canonical expression at a random intensity."""
     n = len(expressions)
@@ -85,7 +85,7 @@ def write_fer2013(root: Path, spec: Scale, rng: np.random.Generator) -> dict[str
                                 ("val", "PublicTest", spec.fer_val),
                                 ("test", "PrivateTest", spec.fer_test)):
             labels = _shuffled_labels(rng, class_counts(n, _FER_FREQ, spec.min_per_class))
-            images = _static_faces(rng, canon[labels], 48, scale=1.15, gray=True)[..., 0]
+            images = static_faces(rng, canon[labels], 48, scale=1.15, gray=True)[..., 0]
             for label, img in zip(labels, images):
                 writer.writerow([int(label), " ".join(map(str, img.ravel().tolist())), usage])
             counts[split] = n
@@ -102,7 +102,7 @@ def write_rafdb(root: Path, spec: Scale, rng: np.random.Generator) -> dict[str, 
     for split, n, digits in (("train", spec.raf_train, 5), ("test", spec.raf_test, 4)):
         minimum = spec.min_per_class + (2 if split == "train" else 0)  # room for a 5% val carve
         labels = _shuffled_labels(rng, class_counts(n, _RAF_FREQ, minimum))
-        images = _static_faces(rng, canon[labels], 100, scale=1.1)
+        images = static_faces(rng, canon[labels], 100, scale=1.1)
         for i, (label, img) in enumerate(zip(labels, images), start=1):
             stem = f"{split}_{i:0{digits}d}"
             _save_jpeg(img, root / "Image" / "aligned" / f"{stem}_aligned.jpg")
@@ -124,14 +124,18 @@ def write_oulucasia(root: Path, spec: Scale, rng: np.random.Generator, size: int
     label = np.tile(np.arange(len(names)), spec.oulu_subjects)
     ident = F.take(F.sample_identities(rng, spec.oulu_subjects), subject)
     peak = F.expression_params(rng, canon[label], rng.uniform(0.75, 1.0, n_seq), jitter=0.08)
-    # controlled capture: one pose and light per sequence, a little head motion over frames
-    seq_cond = F.sample_conditions(rng, n_seq, scale=1.1, pose_jitter=0.6)
+    # controlled capture: one light and background per subject, the head placed a little
+    # differently in each sequence and moving slightly over its frames
+    seq_cond = F.take(F.sample_conditions(rng, spec.oulu_subjects, scale=1.1, pose_jitter=0.6), subject)
+    for k, sd in (("angle", 0.03), ("tx", 0.015), ("ty", 0.015)):
+        seq_cond[k] = seq_cond[k] + rng.normal(0, sd, n_seq).astype(np.float32)
     ramp = (np.arange(t) / max(t - 1, 1)) ** 1.3  # frame 0 neutral, last frame at peak
     frame_seq = np.repeat(np.arange(n_seq), t)
     expr = {k: v[frame_seq] * np.tile(ramp, n_seq).astype(np.float32) for k, v in peak.items()}
     cond = F.take(seq_cond, frame_seq)
-    for k, sd in (("angle", 0.01), ("tx", 0.006), ("ty", 0.006)):
+    for k, sd in (("angle", 0.005), ("tx", 0.003), ("ty", 0.003)):
         cond[k] = cond[k] + rng.normal(0, sd, n_seq * t).astype(np.float32)
+    cond["noise"] = np.minimum(cond["noise"], 1.5)  # lab camera
     images = _draw(rng, F.take(ident, frame_seq), expr, cond, (size, size))
     for j, img in enumerate(images):
         s, k = divmod(j, t)

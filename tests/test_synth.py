@@ -1,0 +1,295 @@
+"""`mafer synth`: the synthetic sets parse as the real on-disk formats and carry the cues.
+
+The files are parsed directly with csv/PIL (not mafer.datasets), so these tests pin the
+formats themselves.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.linear_model import RidgeClassifier
+
+from mafer.cli import main
+from mafer.errors import MaferError
+from mafer.synth import SCALES, write_synthetic
+from mafer.synth import faces as F
+from mafer.synth.formats import static_faces
+
+SMOKE = SCALES["smoke"]
+FER_USAGE = {"Training": SMOKE.fer_train, "PublicTest": SMOKE.fer_val, "PrivateTest": SMOKE.fer_test}
+OULU_EXPRESSIONS = {"Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise"}
+AFF_HEADER = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise"
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _array(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- FER2013
+
+def _fer_rows(root: Path) -> list[dict[str, str]]:
+    with open(root / "fer2013" / "fer2013.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == ["emotion", "pixels", "Usage"]
+        return list(reader)
+
+
+def test_fer2013_csv_format_counts_and_classes(smoke_data: Path) -> None:
+    rows = _fer_rows(smoke_data)
+    assert Counter(r["Usage"] for r in rows) == FER_USAGE
+    for usage in FER_USAGE:
+        per_class = Counter(int(r["emotion"]) for r in rows if r["Usage"] == usage)
+        assert sorted(per_class) == list(range(7))
+        assert min(per_class.values()) >= SMOKE.min_per_class
+    for r in rows:
+        values = [int(v) for v in r["pixels"].split(" ")]
+        assert len(values) == 48 * 48
+        assert 0 <= min(values) and max(values) <= 255
+    # rows grouped by Usage, in the real file's order
+    usages = [r["Usage"] for r in rows]
+    assert usages == sorted(usages, key=["Training", "PublicTest", "PrivateTest"].index)
+
+
+# ----------------------------------------------------------------------------- RAF-DB
+
+def test_rafdb_label_file_images_and_names(smoke_data: Path) -> None:
+    root = smoke_data / "rafdb"
+    lines = (root / "EmoLabel" / "list_patition_label.txt").read_text().splitlines()
+    pattern = re.compile(r"^(train_\d{5}|test_\d{4})\.jpg ([1-7])$")
+    parsed = [pattern.match(line) for line in lines]
+    assert all(parsed), [line for line, m in zip(lines, parsed) if not m][:3]
+    for split, n, digits in (("train", SMOKE.raf_train, 5), ("test", SMOKE.raf_test, 4)):
+        stems = [m.group(1) for m in parsed if m.group(1).startswith(split)]
+        assert stems == [f"{split}_{i:0{digits}d}" for i in range(1, n + 1)]
+        labels = Counter(int(m.group(2)) for m in parsed if m.group(1).startswith(split))
+        assert sorted(labels) == list(range(1, 8))
+        assert min(labels.values()) >= (4 if split == "train" else SMOKE.min_per_class)
+    for m in parsed:
+        with Image.open(root / "Image" / "aligned" / f"{m.group(1)}_aligned.jpg") as im:
+            assert im.format == "JPEG" and im.mode == "RGB" and im.size == (100, 100)
+    assert len(list((root / "Image" / "aligned").iterdir())) == len(lines)
+
+
+# ----------------------------------------------------------------------------- Oulu-CASIA
+
+def test_oulucasia_subject_expression_sequences(smoke_data: Path) -> None:
+    root = smoke_data / "oulucasia"
+    subjects = sorted(p.name for p in root.iterdir())
+    assert subjects == [f"P{i:03d}" for i in range(1, SMOKE.oulu_subjects + 1)]
+    for subject in subjects:
+        assert {p.name for p in (root / subject).iterdir()} == OULU_EXPRESSIONS
+        for expression in OULU_EXPRESSIONS:
+            frames = sorted(p.name for p in (root / subject / expression).iterdir())
+            assert frames == [f"{k:03d}.jpeg" for k in range(SMOKE.oulu_frames)]
+            with Image.open(root / subject / expression / frames[0]) as im:
+                assert im.format == "JPEG" and im.mode == "RGB" and im.size[0] == im.size[1] >= 64
+
+
+def test_oulucasia_sequences_run_from_neutral_onset_to_peak(smoke_data: Path) -> None:
+    # Within a sequence the face moves away from its first (near-neutral) frame: the peak,
+    # last frame differs from the first far more than the second frame does. Measured as
+    # the 98th percentile of the change at 24 px: sensor noise averages out, while the
+    # expression changes a small part of the image a lot.
+    root = smoke_data / "oulucasia"
+    change = []
+    for sequence in sorted(root.glob("P*/*")):
+        frames = [np.asarray(Image.open(sequence / f"{k:03d}.jpeg").resize((24, 24), Image.BILINEAR), np.float32)
+                  for k in range(SMOKE.oulu_frames)]
+        change.append([np.percentile(np.abs(f - frames[0]), 98) for f in frames[1:]])
+    mean_change = np.mean(change, axis=0)
+    assert np.all(np.diff(mean_change) > 0), mean_change
+    assert mean_change[-1] > 2.0 * mean_change[0], mean_change
+
+
+# ----------------------------------------------------------------------------- AffWild2
+
+def _affwild_annotations(root: Path) -> dict[str, dict[str, list[int]]]:
+    sets = {}
+    for folder in ("Training_Set", "Validation_Set"):
+        videos = {}
+        for txt in sorted((root / "annotations" / "EXPR_Set" / folder).glob("*.txt")):
+            lines = txt.read_text().splitlines()
+            assert lines[0] == AFF_HEADER, txt
+            videos[txt.stem] = [int(v) for v in lines[1:]]
+        sets[folder] = videos
+    return sets
+
+
+def test_affwild2_annotations_frames_and_gaps(smoke_data: Path) -> None:
+    root = smoke_data / "affwild2"
+    sets = _affwild_annotations(root)
+    assert len(sets["Training_Set"]) == SMOKE.aff_train_videos
+    assert len(sets["Validation_Set"]) == SMOKE.aff_val_videos
+    assert not set(sets["Training_Set"]) & set(sets["Validation_Set"])
+    missing = 0
+    for folder, videos in sets.items():
+        labelled_with_image = Counter()
+        all_labels = Counter()
+        for video, labels in videos.items():
+            assert len(labels) == SMOKE.aff_frames
+            frames = sorted(p.name for p in (root / "cropped_aligned" / video).iterdir())
+            assert all(re.fullmatch(r"\d{5}\.jpg", f) for f in frames)
+            indices = [int(f[:5]) for f in frames]
+            assert 1 <= min(indices) and max(indices) <= len(labels)  # line i = frame i
+            missing += len(labels) - len(frames)
+            all_labels.update(labels)
+            labelled_with_image.update(labels[i - 1] for i in indices)
+        assert set(all_labels) <= set(range(-1, 7))
+        assert all_labels[-1] > 0, f"{folder}: no unlabelled (-1) frames"
+        assert set(range(7)) <= set(labelled_with_image), f"{folder}: a class has no image"
+    assert missing > 0, "no frame has a label but no image"
+    sample = next((root / "cropped_aligned").rglob("*.jpg"))
+    with Image.open(sample) as im:
+        assert im.format == "JPEG" and im.mode == "RGB" and im.size == (112, 112)
+
+
+# ----------------------------------------------------------------------------- VGGFace2
+
+def test_vggface2_identity_folders(smoke_data: Path) -> None:
+    root = smoke_data / "vggface2" / "train"
+    identities = sorted(p.name for p in root.iterdir())
+    assert len(identities) == SMOKE.vgg_identities
+    assert all(re.fullmatch(r"n\d{6}", name) for name in identities)
+    sizes = set()
+    for identity in identities:
+        images = sorted(p.name for p in (root / identity).iterdir())
+        assert images == [f"{j:04d}_01.jpg" for j in range(1, SMOKE.vgg_images + 1)]
+        for name in images:
+            with Image.open(root / identity / name) as im:
+                assert im.format == "JPEG" and im.mode == "RGB"
+                assert 80 <= min(im.size) and max(im.size) <= 200
+                sizes.add(im.size)
+    assert len(sizes) > 1, "VGGFace2 images should come in several sizes"
+
+
+def _leave_one_out_nearest_mean(x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of a nearest-class-mean classifier, each sample left out of its own class mean."""
+    classes = np.unique(y)
+    sums = np.stack([x[y == c].sum(0) for c in classes])
+    counts = np.array([(y == c).sum() for c in classes], float)
+    correct = 0
+    for xi, yi in zip(x, y):
+        means = sums / counts[:, None]
+        own = np.searchsorted(classes, yi)
+        means[own] = (sums[own] - xi) / (counts[own] - 1)
+        correct += classes[np.argmin(((means - xi) ** 2).sum(1))] == yi
+    return correct / len(y)
+
+
+def test_vggface2_identities_are_distinguishable(smoke_data: Path) -> None:
+    root = smoke_data / "vggface2" / "train"
+    x, y = [], []
+    for k, identity in enumerate(sorted(root.iterdir())):
+        for path in sorted(identity.iterdir()):
+            with Image.open(path) as im:
+                x.append(np.asarray(im.convert("RGB").resize((32, 32), Image.BILINEAR), np.float32).ravel())
+            y.append(k)
+    acc = _leave_one_out_nearest_mean(np.stack(x), np.array(y))
+    assert acc > 2.5 / SMOKE.vgg_identities, acc
+
+
+# ----------------------------------------------------------------------------- cues
+
+def _aligned_faces(expressions: list[int], size: int) -> np.ndarray:
+    """One person, one pose and light, several expressions at full intensity (no jitter, no noise)."""
+    rng = np.random.default_rng(3)
+    n = len(expressions)
+    ident = F.take(F.sample_identities(rng, 1), np.zeros(n, int))
+    cond = F.take(F.sample_conditions(rng, 1), np.zeros(n, int))
+    cond["noise"][:] = 0.0
+    expr = F.expression_params(rng, np.array(expressions), np.ones(n), jitter=0.0)
+    return F.render(ident, expr, cond, size, size, rng).astype(np.float32)
+
+
+def _to_8px(img: np.ndarray) -> np.ndarray:
+    small = Image.fromarray(img.astype(np.uint8)).resize((8, 8), Image.BILINEAR, reducing_gap=None)
+    return np.asarray(small.resize(img.shape[1::-1], Image.BILINEAR), np.float32)
+
+
+def test_some_cues_survive_8px_and_some_do_not() -> None:
+    # Against the same neutral face, surprise (open mouth, raised brows) stays visible at
+    # 8 px while anger and disgust (brow knit, glabella and nose wrinkles, pressed lips)
+    # are mostly fine detail that 8 px wipes out.
+    names = list(F.EXPRESSIONS)
+    order = [names.index(e) for e in ("neutral", "surprise", "anger", "disgust")]
+    faces = _aligned_faces(order, 96)
+    low = np.stack([_to_8px(f) for f in faces])
+
+    def kept(k: int) -> float:
+        return np.abs(low[k] - low[0]).mean() / np.abs(faces[k] - faces[0]).mean()
+
+    assert kept(1) > 1.5 * max(kept(2), kept(3))
+    # ... although at full size they change part of the face a lot
+    assert np.abs(faces[2] - faces[0]).max() > 60 and np.abs(faces[3] - faces[0]).max() > 60
+
+
+def test_expressions_are_learnable_across_people_poses_and_lights() -> None:
+    # Each image is a new person in a new pose, light and background; a linear classifier
+    # on raw 48 px pixels still recognises the expression well above chance (1/7).
+    rng = np.random.default_rng(0)
+    y = np.tile(np.arange(len(F.EXPRESSIONS)), 100)
+    x = static_faces(rng, y, 48, scale=1.15, gray=True)[..., 0].reshape(len(y), -1).astype(np.float32)
+    x = (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)  # brightness is a nuisance
+    model = RidgeClassifier(alpha=100.0).fit(x[:490], y[:490])
+    assert model.score(x[490:], y[490:]) > 2.0 / 7
+
+
+# ----------------------------------------------------------------------------- API / CLI
+
+def test_same_seed_same_bytes_other_seed_other_bytes(smoke_data: Path, tmp_path: Path) -> None:
+    counts = write_synthetic(tmp_path / "a", scale="smoke", seed=0)
+    assert _digest(tmp_path / "a") == _digest(smoke_data)
+    manifest = json.loads((tmp_path / "a" / "synthetic.json").read_text())
+    assert {k: v["counts"] for k, v in manifest.items()} == counts
+    assert counts["fer2013"] == {"train": SMOKE.fer_train, "val": SMOKE.fer_val, "test": SMOKE.fer_test}
+    write_synthetic(tmp_path / "b", scale="smoke", seed=1, datasets="fer2013,rafdb")
+    other = _digest(tmp_path / "b")
+    assert sorted({k.split("/")[0] for k in other}) == ["fer2013", "rafdb", "synthetic.json"]
+    assert other["fer2013/fer2013.csv"] != _digest(smoke_data)["fer2013/fer2013.csv"]
+
+
+def test_cli_help_and_cli_writes_the_same_files(smoke_data: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", "--help"])
+    assert exc.value.code == 0
+    help_text = capsys.readouterr().out
+    for option in ("--out", "--scale", "--seed", "--datasets"):
+        assert option in help_text
+    assert main(["synth", "--out", str(tmp_path), "--datasets", "rafdb,oulucasia"]) == 0
+    assert "rafdb" in capsys.readouterr().out
+    expected = {k: v for k, v in _digest(smoke_data).items() if k.startswith(("rafdb/", "oulucasia/"))}
+    written = _digest(tmp_path)
+    written.pop("synthetic.json")
+    assert written == expected
+
+
+def test_rewrite_replaces_stale_files_but_refuses_foreign_folders(tmp_path: Path, capsys) -> None:
+    write_synthetic(tmp_path, datasets=["rafdb"])
+    stale = tmp_path / "rafdb" / "Image" / "aligned" / "train_99999_aligned.jpg"
+    stale.write_bytes(b"old")
+    write_synthetic(tmp_path, datasets=["rafdb"])
+    assert not stale.exists()
+    (tmp_path / "fer2013").mkdir()
+    (tmp_path / "fer2013" / "fer2013.csv").write_text("emotion,pixels,Usage\n")
+    with pytest.raises(MaferError, match="fer2013.*not written by `mafer synth`"):
+        write_synthetic(tmp_path, datasets="fer2013")
+    assert (tmp_path / "fer2013" / "fer2013.csv").read_text() == "emotion,pixels,Usage\n"
+    assert main(["synth", "--out", str(tmp_path), "--datasets", "fer2013,imagenet"]) == 2
+    assert "imagenet" in capsys.readouterr().err
+    with pytest.raises(MaferError, match="scale"):
+        write_synthetic(tmp_path, scale="huge")
