@@ -35,9 +35,10 @@ def _digest(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _array(path: Path) -> np.ndarray:
+def _array(path: Path, size: int | None = None) -> np.ndarray:
     with Image.open(path) as im:
-        return np.asarray(im, dtype=np.float32)
+        im = im.convert("RGB")
+        return np.asarray(im.resize((size, size), Image.BILINEAR) if size else im, dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- FER2013
@@ -108,8 +109,7 @@ def test_oulucasia_sequences_run_from_neutral_onset_to_peak(smoke_data: Path) ->
     root = smoke_data / "oulucasia"
     change = []
     for sequence in sorted(root.glob("P*/*")):
-        frames = [np.asarray(Image.open(sequence / f"{k:03d}.jpeg").resize((24, 24), Image.BILINEAR), np.float32)
-                  for k in range(SMOKE.oulu_frames)]
+        frames = [_array(sequence / f"{k:03d}.jpeg", size=24) for k in range(SMOKE.oulu_frames)]
         change.append([np.percentile(np.abs(f - frames[0]), 98) for f in frames[1:]])
     mean_change = np.mean(change, axis=0)
     assert np.all(np.diff(mean_change) > 0), mean_change
@@ -196,8 +196,7 @@ def test_vggface2_identities_are_distinguishable(smoke_data: Path) -> None:
     x, y = [], []
     for k, identity in enumerate(sorted(root.iterdir())):
         for path in sorted(identity.iterdir()):
-            with Image.open(path) as im:
-                x.append(np.asarray(im.convert("RGB").resize((32, 32), Image.BILINEAR), np.float32).ravel())
+            x.append(_array(path, size=32).ravel())
             y.append(k)
     acc = _leave_one_out_nearest_mean(np.stack(x), np.array(y))
     assert acc > 2.5 / SMOKE.vgg_identities, acc

@@ -75,7 +75,8 @@ def write_synthetic(out: str | Path, scale: str = "smoke", seed: int = 0,
     try:
         manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     except json.JSONDecodeError as exc:
-        raise MaferError(f"{manifest_path}: not valid JSON ({exc}); delete it or choose another --out") from None
+        raise MaferError(f"{manifest_path}: not valid JSON ({exc}); "
+                         "delete it or choose another --out") from None
     counts = {}
     for name in _parse_datasets(datasets):
         _clear_previous(out, name, manifest)

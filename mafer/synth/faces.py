@@ -70,11 +70,6 @@ def take(params: Params, index: np.ndarray) -> Params:
     return {k: v[index] for k, v in params.items()}
 
 
-def concat(parts: list[Params]) -> Params:
-    """Concatenate parameter batches with the same keys."""
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
 # ----------------------------------------------------------------------------- sampling
 
 def sample_identities(rng: np.random.Generator, n: int) -> Params:
@@ -104,8 +99,7 @@ def sample_identities(rng: np.random.Generator, n: int) -> Params:
     }
     for name, rgb in (("skin", skin), ("hair", hair), ("lips", lips),
                       ("iris", _IRIS[rng.integers(0, len(_IRIS), n)])):
-        for c in range(3):
-            ident[f"{name}{c}"] = np.clip(rgb[:, c], 0, 255).astype(np.float32)
+        ident[name] = np.clip(rgb, 0, 255).astype(np.float32)  # [n, 3] RGB
     return ident
 
 
@@ -129,15 +123,12 @@ def sample_conditions(rng: np.random.Generator, n: int, *, scale: float = 1.0,
         "light_amp": u(0.0, 0.35), "light_dir": u(0, 2 * np.pi),
         "gain": u(0.75, 1.15), "noise": u(0.5, 4.0),
     }
+    # background: two muted colours blended by smooth blotches
     grey = rng.uniform(40, 210, (n, 2, 1))
     bg = grey + rng.uniform(0.0, 0.6, (n, 2, 1)) * (rng.uniform(30, 225, (n, 2, 3)) - grey)
-    for j in range(2):
-        for c in range(3):
-            cond[f"bg{j}{c}"] = bg[:, j, c].astype(np.float32)
-    cast = rng.uniform(0.93, 1.07, (n, 3))
-    for c in range(3):
-        cond[f"cast{c}"] = cast[:, c].astype(np.float32)
-    cond["bg_seed"] = rng.integers(0, 2**31, n).astype(np.int64)
+    cond["bg"] = bg.astype(np.float32)  # [n, 2, 3]
+    cond["cast"] = rng.uniform(0.93, 1.07, (n, 3)).astype(np.float32)  # white balance
+    cond["bg_grid"] = rng.uniform(-1, 1, (n, 4, 4)).astype(np.float32)  # smooth background blotches
     return cond
 
 
@@ -206,12 +197,13 @@ class _Canvas:
 
     def window(self, x0, x1, y0, y1):
         """Pixel slices covering a face-unit box in every image, and face coordinates there."""
-        cs = np.array([[x0, y0], [x0, y1], [x1, y0], [x1, y1]], np.float32)
+        fx = np.array([x0, x0, x1, x1], np.float32)[None, :]
+        fy = np.array([y0, y1, y0, y1], np.float32)[None, :]
         # inverse map: image = scale * R(-angle) face + shift
-        s, ang = self.cond["scale"], self.cond["angle"]
-        cos, sin = np.cos(ang), np.sin(ang)
-        ix = s[:, None] * (cos[:, None] * cs[None, :, 0] - sin[:, None] * cs[None, :, 1]) + self.cond["tx"][:, None]
-        iy = s[:, None] * (sin[:, None] * cs[None, :, 0] + cos[:, None] * cs[None, :, 1]) + self.cond["ty"][:, None]
+        c = self.cond
+        s, cos, sin = c["scale"][:, None], np.cos(c["angle"])[:, None], np.sin(c["angle"])[:, None]
+        ix = s * (cos * fx - sin * fy) + c["tx"][:, None]
+        iy = s * (sin * fx + cos * fy) + c["ty"][:, None]
         c0 = int(np.clip(np.floor(ix.min() * self.m + self.w / 2.0) - 2, 0, self.w))
         c1 = int(np.clip(np.ceil(ix.max() * self.m + self.w / 2.0) + 2, 0, self.w))
         r0 = int(np.clip(np.floor(iy.min() * self.m + self.h / 2.0) - 2, 0, self.h))
@@ -232,13 +224,9 @@ class _Canvas:
         self.img[:, win[0], win[1]] = region + a * (color - region)
 
 
-def _rgb(p: Params, name: str) -> np.ndarray:
-    return np.stack([p[f"{name}{c}"] for c in range(3)], axis=1)
-
-
-def _lowfreq(seeds: np.ndarray, h: int, w: int, cells: int = 4) -> np.ndarray:
-    """Smooth per-image noise in [-1, 1], [N, h, w], from a small random grid upsampled bilinearly."""
-    grids = np.stack([np.random.default_rng(int(s)).uniform(-1, 1, (cells, cells)) for s in seeds])
+def _upsample(grids: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear upsampling of small per-image grids [N, k, k] to [N, h, w]."""
+    cells = grids.shape[-1]
     ry = np.clip((np.arange(h) + 0.5) / h * (cells - 1), 0, cells - 1)
     rx = np.clip((np.arange(w) + 0.5) / w * (cells - 1), 0, cells - 1)
     my = np.maximum(0, 1 - np.abs(ry[:, None] - np.arange(cells)[None, :]))
@@ -253,8 +241,8 @@ def render(ident: Params, expr: Params, cond: Params, height: int, width: int,
     """Draw one face per row of the parameter batches: uint8 [N, height, width, 3] (RGB)."""
     cv = _Canvas(cond, height, width)
     _background(cv, cond)
-    skin = _rgb(ident, "skin")
-    hair = _rgb(ident, "hair")
+    skin = ident["skin"]
+    hair = ident["hair"]
     _hair_back(cv, ident, hair)
     _neck_and_clothes(cv, ident, skin)
     _head(cv, ident, skin)
@@ -270,8 +258,8 @@ def render(ident: Params, expr: Params, cond: Params, height: int, width: int,
 
 
 def _background(cv: _Canvas, cond: Params) -> None:
-    c0, c1 = _rgb(cond, "bg0"), _rgb(cond, "bg1")
-    t = 0.5 + 0.5 * _lowfreq(cond["bg_seed"], cv.h, cv.w)
+    c0, c1 = cond["bg"][:, 0], cond["bg"][:, 1]
+    t = 0.5 + 0.5 * _upsample(cond["bg_grid"], cv.h, cv.w)
     cv.img[:] = c0[:, None, None, :] + t[..., None] * (c1 - c0)[:, None, None, :]
 
 
@@ -289,7 +277,7 @@ def _neck_and_clothes(cv: _Canvas, p: Params, skin: np.ndarray) -> None:
     neck = _fill(np.maximum(np.abs(u) - hw * 0.55, 0.3 - v), cv.px)
     cv.paint(win, neck, skin * 0.82)
     shirt = _fill(_ellipse_d(u, v, 0.0, 1.55, 1.15, 0.62), cv.px)
-    shirt_col = (_rgb(p, "hair")[:, ::-1] * 0.6 + 60.0) % 255
+    shirt_col = (p["hair"][:, ::-1] * 0.6 + 60.0) % 255
     cv.paint(win, shirt, shirt_col)
 
 
@@ -333,12 +321,13 @@ def _wrinkles(cv: _Canvas, p: Params, e: Params, skin: np.ndarray) -> None:
     win, u, v = cv.window(-0.5, 0.5, -0.75, 0.0)
     lines = np.zeros_like(u)
     for k in range(3):  # forehead
-        y = brow_y - 0.08 - 0.055 * k
-        lines = np.maximum(lines, _line(_curve_d(u, v, -0.24 + 0.03 * k, 0.24 - 0.03 * k, y, y, -0.015), 0.016, px))
+        y, half = brow_y - 0.08 - 0.055 * k, 0.24 - 0.03 * k
+        lines = np.maximum(lines, _line(_curve_d(u, v, -half, half, y, y, -0.015), 0.016, px))
     fore = lines * np.clip(_col(e["forehead"]), 0, 1)
     gl = np.zeros_like(u)
     for side in (-1.0, 1.0):  # glabella: short vertical lines between the brows
-        gl = np.maximum(gl, _line(_curve_d(v, u, brow_y - 0.02, brow_y + 0.07, side * 0.028, side * 0.018, side * 0.006), 0.016, px))
+        d = _curve_d(v, u, brow_y - 0.02, brow_y + 0.07, side * 0.028, side * 0.018, side * 0.006)
+        gl = np.maximum(gl, _line(d, 0.016, px))
     cv.paint(win, np.maximum(fore, gl * np.clip(_col(e["glabella"]), 0, 1)), dark)
 
     win, u, v = cv.window(-0.55, 0.55, -0.25, 0.5)
@@ -350,7 +339,8 @@ def _wrinkles(cv: _Canvas, p: Params, e: Params, skin: np.ndarray) -> None:
         nw = np.maximum(nw, _line(_curve_d(u, v, -0.055, 0.055, y, y, 0.008), 0.014, px))
     cf = np.zeros_like(u)
     for k in (-1.0, 0.0, 1.0):  # crow's feet at the outer eye corners
-        cf = np.maximum(cf, _line(_curve_d(au, v, ex + ew + 0.015, ex + ew + 0.07, ey + 0.004 * k, ey + 0.03 * k, 0.0), 0.012, px))
+        d = _curve_d(au, v, ex + ew + 0.015, ex + ew + 0.07, ey + 0.004 * k, ey + 0.03 * k, 0.0)
+        cf = np.maximum(cf, _line(d, 0.012, px))
     mw = _col(p["mouth_w"]) * (1.0 + 0.3 * _col(e["mouth_width"]))
     my = _col(p["mouth_y"]) - 0.07 * np.clip(_col(e["mouth_curve"]), 0, None)
     nl = _line(_curve_d(v, au, ny - 0.01, my + 0.03, _col(p["nose_w"]) + 0.035, mw + 0.035, 0.02), 0.018, px)
@@ -382,7 +372,7 @@ def _eyes(cv: _Canvas, p: Params, e: Params) -> None:
     cv.paint(win, sclera, np.full((len(ex), 3), 236.0, np.float32))
     gx = ex + _col(p["gaze_x"]) * np.sign(u)
     iris = np.minimum(sclera, _fill(_ellipse_d(au, v, gx, ey, 0.042, 0.042), px))
-    cv.paint(win, iris, _rgb(p, "iris"))
+    cv.paint(win, iris, p["iris"])
     pupil = np.minimum(sclera, _fill(_ellipse_d(au, v, gx, ey, 0.017, 0.017), px))
     cv.paint(win, pupil, np.full((len(ex), 3), 12.0, np.float32))
     upper = _line(_curve_d(au, v, ex - ew, ex + ew, ey, ey, -eh), 0.013, px)
@@ -419,41 +409,44 @@ def _mouth(cv: _Canvas, p: Params, e: Params, skin: np.ndarray) -> None:
     out_bot = in_bot + 1.2 * lip * thin * (1.0 - 0.5 * s**2)
     side = np.abs(u) - mw
     lips = _between(v, out_top, out_bot, side, px)
-    cv.paint(win, lips, _rgb(p, "lips"))
+    cv.paint(win, lips, p["lips"])
     hole = _between(v, in_top, in_bot, side + 0.01, px)
     cv.paint(win, hole, np.full((len(mw), 3), 25.0, np.float32) + skin * 0.05)
     teeth_bot = in_top + 0.035 + 0.02 * np.clip(_col(e["upper_lip"]), 0, 1)
     teeth = np.minimum(hole, np.clip((teeth_bot - v) / px + 0.5, 0, 1))
     cv.paint(win, teeth * np.clip(_col(e["teeth"]), 0, 1), np.full((len(mw), 3), 225.0, np.float32))
     seam = _line(np.abs(v - centre), 0.01, px) * (side < 0) * (1.0 - np.clip(gap / 0.01, 0, 1))
-    cv.paint(win, seam * 0.8, _rgb(p, "lips") * 0.45)
+    cv.paint(win, seam * 0.8, p["lips"] * 0.45)
 
 
 def _marks(cv: _Canvas, p: Params, skin: np.ndarray, rng: np.random.Generator) -> None:
     """Identity details: a mole, glasses, stubble."""
     win, u, v = cv.window(-0.7, 0.7, -0.6, 0.9)
     px = cv.px
-    mole = _fill(_ellipse_d(u, v, _col(p["mole_x"]), _col(p["mole_y"]), _col(p["mole_r"]), _col(p["mole_r"])), px)
+    r = _col(p["mole_r"])
+    mole = _fill(_ellipse_d(u, v, _col(p["mole_x"]), _col(p["mole_y"]), r, r), px)
     cv.paint(win, mole * _col(p["mole_on"]), skin * 0.35)
     ex, ey, ew = _col(p["eye_x"]), _col(p["eye_y"]), _col(p["eye_w"])
     au = np.abs(u)
     rim = _line(np.abs(_ellipse_d(au, v, ex, ey + 0.01, ew + 0.035, 0.085)), 0.012, px)
-    bridge = _line(_curve_d(u, v, -(ex - ew - 0.035), ex - ew - 0.035, ey - 0.01, ey - 0.01, -0.015), 0.012, px)
+    inner = ex - ew - 0.035
+    bridge = _line(_curve_d(u, v, -inner, inner, ey - 0.01, ey - 0.01, -0.015), 0.012, px)
     cv.paint(win, np.maximum(rim, bridge) * _col(p["glasses"]), np.full((len(ex), 3), 25.0, np.float32))
     hw = _col(p["head_w"])
-    chin = _fill(_ellipse_d(u, v, 0.0, 0.02, hw * 0.85, _col(p["head_h"])), px) * (v > _col(p["nose_y"]) + 0.06)
+    lower_face = _fill(_ellipse_d(u, v, 0.0, 0.02, hw * 0.85, _col(p["head_h"])), px)
+    chin = lower_face * (v > _col(p["nose_y"]) + 0.06)
     grain = rng.random(u.shape, dtype=np.float32)
-    cv.paint(win, chin * grain * 0.25 * _col(p["stubble"]), _rgb(p, "hair") * 0.6)
+    cv.paint(win, chin * grain * 0.25 * _col(p["stubble"]), p["hair"] * 0.6)
 
 
 def _finish(cv: _Canvas, cond: Params, rng: np.random.Generator, gray: bool) -> np.ndarray:
     """Lighting gradient, gain, colour cast, sensor noise; to uint8."""
     img = cv.img
-    X, Y = cv.xs[None, None, :], cv.ys[:, None, None][None, :, :, 0]
+    X, Y = cv.xs[None, None, :], cv.ys[None, :, None]
     d = cond["light_dir"]
     light = 1.0 + _col(cond["light_amp"]) * (_col(np.cos(d)) * X + _col(np.sin(d)) * Y)
     img *= (light * _col(cond["gain"]))[..., None]
-    img *= _rgb(cond, "cast")[:, None, None, :]
+    img *= cond["cast"][:, None, None, :]
     if gray:
         img[:] = (img @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
     noise = rng.standard_normal(img.shape[:3], dtype=np.float32)[..., None]

@@ -154,7 +154,10 @@ def _segments(rng: np.random.Generator, n_videos: int, frames: int, lo: int, hi:
         segs, left = [], frames
         while left > 0:
             length = min(int(rng.integers(lo, hi + 1)), left)
-            label = queue.pop(0) if queue else int(rng.choice(np.arange(-1, n_classes), p=np.roll(_AFF_FREQ, 1)))
+            if queue:
+                label = queue.pop(0)
+            else:
+                label = rng.choice(np.arange(-1, n_classes), p=np.roll(_AFF_FREQ, 1))
             segs.append((int(label), length))
             left -= length
         videos.append(segs)
