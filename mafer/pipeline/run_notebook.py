@@ -33,7 +33,11 @@ def failure_record_path(failed_dir: Path, output: Path) -> Path:
 
 
 def _relative(path: Path) -> Path:
-    return Path(*path.parts[1:]) if path.is_absolute() else path
+    """``path`` relative to the working folder (the results folder in the pipeline), else its name."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return Path(path.name)
 
 
 def check_kernel(kernel_name: str = KERNEL_NAME) -> None:
