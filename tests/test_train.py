@@ -14,7 +14,7 @@ from mafer.datasets import get_dataset
 from mafer.errors import MaferError
 from mafer.models import create_model, load_checkpoint, save_checkpoint
 from mafer.train import TrainConfig, run_finetune, run_pretrain
-from mafer.train.config import PRESETS
+from mafer.train.config import FROM_SCRATCH_LR, PRESETS
 from mafer.train.distributed import setup
 from mafer.train.engine import Trainer
 
@@ -114,6 +114,13 @@ def test_interrupted_and_resumed_run_equals_straight_run(stage: str, options: di
     assert info["resumes"][0]["resumed_at_step"] == cut
 
 
+def test_folder_loader_gives_the_in_memory_batches(smoke_data: Path, tmp_path: Path) -> None:
+    memory = run_finetune(smoke(smoke_data, tmp_path / "memory", dataset="rafdb", max_steps=2, in_memory=True))
+    folder = run_finetune(smoke(smoke_data, tmp_path / "folder", dataset="rafdb", max_steps=2, in_memory=False))
+    a, b = load_checkpoint(memory / "last.pt"), load_checkpoint(folder / "last.pt")
+    assert all(torch.equal(v, b["model_state_dict"][k]) for k, v in a["model_state_dict"].items())
+
+
 def test_resume_refuses_changed_options_and_existing_runs(smoke_data: Path, tmp_path: Path) -> None:
     run_finetune(smoke(smoke_data, tmp_path / "run", dataset="rafdb", max_steps=2))
     with pytest.raises(MaferError, match="already holds a run"):
@@ -156,7 +163,8 @@ def test_step1_recipes() -> None:
     aff = TrainConfig(stage="pretrain", mode="cr-simplified", dataset="affwild2").resolve()
     assert (aff.optimizer, aff.lr, aff.backbone_lr, aff.batch_size, aff.accum_steps) == ("adam", 1e-2, 1e-4, 32, 4)
     assert aff.class_weighted and aff.lower_p == 1.0
-    assert TrainConfig(stage="pretrain", mode="base", dataset="vggface2").resolve().lower_p == 0.0
+    scratch = TrainConfig(stage="pretrain", mode="base", dataset="vggface2").resolve()
+    assert scratch.lower_p == 0.0 and scratch.lr == scratch.backbone_lr == FROM_SCRATCH_LR  # no --init
 
 
 # --------------------------------------------------------------------------- failures

@@ -214,6 +214,9 @@ class Trainer:
         train_set = train_data.open_split(cfg, "train")
         val_set = train_data.open_split(cfg, "val")
         self.classes, self.mean_bgr = list(train_set.classes), tuple(train_set.mean_bgr)
+        if list(val_set.classes) != self.classes:
+            raise MaferError(f"{val_set.root}: the validation split has classes {list(val_set.classes)[:5]}..., "
+                             f"the training split {self.classes[:5]}...; expected the same classes in the same order")
         self.train_source = train_data.make_source(cfg, train_set, self.device)
         self.val_source = train_data.make_source(cfg, val_set, self.device)
         self.val_index = train_data.eval_batches(len(self.val_source), cfg.batch_size * 2, env.rank, env.world_size)
