@@ -261,7 +261,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     write_synthetic(tmp_path / "b", scale="smoke", seed=1, datasets="fer2013,rafdb")
     other = _digest(tmp_path / "b")
     assert sorted({k.split("/")[0] for k in other}) == ["fer2013", "rafdb", "synthetic.json"]
-    assert other["fer2013/fer2013.csv"] != _digest(smoke_data)["fer2013/fer2013.csv"]
+    assert other["fer2013/fer2013.csv"] != _digest(tmp_path / "a")["fer2013/fer2013.csv"]
 
 
 def test_cli_help_and_cli_writes_the_same_files(smoke_data: Path, tmp_path: Path, capsys) -> None:
