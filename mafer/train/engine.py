@@ -443,18 +443,19 @@ class Trainer:
         """Train from the current step to the last one, validating and checkpointing on the way."""
         cfg = self.cfg
         show = self.env.is_main and (cfg.progress if cfg.progress is not None else sys.stderr.isatty())
-        bar = tqdm(total=self.last_step, initial=self.step, disable=not show, unit="step",
-                   desc=f"{cfg.stage} {cfg.mode if cfg.stage == 'pretrain' else ''} {cfg.dataset}".replace("  ", " "))
+        desc = " ".join([cfg.stage] + ([cfg.mode] if cfg.stage == "pretrain" else []) + [cfg.dataset])
+        bar = tqdm(total=self.last_step, initial=self.step, disable=not show, unit="step", desc=desc)
         self.model.train()
         last_validated = self.step if cfg.resume else None
-        window = {"time": time.perf_counter(), "images": 0.0}
+        window = LogWindow()
         for group in self.groups():
             metrics = self.train_step(group)
-            window["images"] += metrics["images"]
+            window.add(metrics)
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['acc']:.3f}")
             if self.step % cfg.log_every == 0 or self.step == self.last_step:
-                self._log_train(metrics, window)
+                self.log.write({"kind": "train", "step": self.step, "epoch": self.step / self.steps_per_epoch}
+                               | window.flush() | self.learning_rates())
             if self.step % self.steps_per_epoch in {p % self.steps_per_epoch for p in self.val_points}:
                 self.after_validation(self.validate(), scheduled=True)
                 last_validated = self.step
@@ -466,9 +467,21 @@ class Trainer:
             # that resuming it follows exactly the trajectory of an uninterrupted run
             self.after_validation(self.validate(), scheduled=False)
 
-    def _log_train(self, metrics: dict[str, float], window: dict[str, float]) -> None:
+
+class LogWindow:
+    """Training metrics since the last metrics.jsonl line: their means over the steps, and images/s."""
+
+    def __init__(self) -> None:
+        self.start, self.sums, self.steps = time.perf_counter(), {}, 0
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.steps += 1
+
+    def flush(self) -> dict[str, float]:
         now = time.perf_counter()
-        record = {"kind": "train", "step": self.step, "epoch": self.step / self.steps_per_epoch} | metrics
-        record |= self.learning_rates() | {"images_per_s": window["images"] / max(now - window["time"], 1e-9)}
-        self.log.write(record)
-        window["time"], window["images"] = now, 0.0
+        record = {key: value / self.steps for key, value in self.sums.items()}
+        record["images_per_s"] = self.sums["images"] / max(now - self.start, 1e-9)
+        self.start, self.sums, self.steps = now, {}, 0
+        return record
