@@ -29,7 +29,7 @@ from mafer.evaluate import (
     parse_resolutions,
     run_model,
 )
-from mafer.train.distributed import pick_device
+from mafer.device import pick_device
 
 METHODS = ("tsne", "umap")
 MIN_POINTS = 4  # below this neither t-SNE's perplexity nor UMAP's neighbourhood is meaningful

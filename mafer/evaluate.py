@@ -25,7 +25,7 @@ from mafer.errors import MaferError
 from mafer.metrics import bootstrap_accuracy_ci, classification_metrics
 from mafer.models import model_from_checkpoint, preprocess
 from mafer.resolution import lower
-from mafer.train.distributed import pick_device
+from mafer.device import pick_device
 from mafer.transforms import eval_transform
 
 DEFAULT_RESOLUTIONS: tuple[str | int, ...] = ("native", 8, 16, 32, 64)

@@ -21,7 +21,7 @@ from mafer.datasets.base import IMAGE_EXTENSIONS, decode_image
 from mafer.errors import MaferError
 from mafer.evaluate import checkpoint_image_size, load_classifier
 from mafer.models import preprocess
-from mafer.train.distributed import pick_device
+from mafer.device import pick_device
 from mafer.transforms import eval_transform
 
 

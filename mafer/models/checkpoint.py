@@ -30,6 +30,7 @@ from torch import nn
 
 from mafer import __version__
 from mafer.datasets.info import VGGFACE2_MEAN_BGR
+from mafer.device import pick_device
 from mafer.errors import MaferError
 from mafer.models.senet import SENet, create_model, model_names, unwrap_model
 from mafer.models.weights import CHECKPOINT_FORMAT, load_weights, read_weight_file
@@ -191,12 +192,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[SENet, dict[str, Any]]:
     """Rebuild the model stored in ``path``, in eval mode on ``device`` ("auto" = CUDA if present).
 
@@ -226,4 +221,4 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
         "model_name": model_name,
         "num_classes": num_classes,
     }
-    return model.to(_resolve_device(device)).eval(), meta
+    return model.to(pick_device(device)).eval(), meta

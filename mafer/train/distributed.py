@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from mafer.errors import MaferError
+from mafer.device import pick_device
 
 
 @dataclass(frozen=True)
@@ -34,17 +34,6 @@ class DistEnv:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def pick_device(request: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU raises MaferError."""
-    if request == "auto":
-        request = "cuda" if torch.cuda.is_available() else "cpu"
-    if request == "cuda":
-        if not torch.cuda.is_available():
-            raise MaferError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
-        return torch.device("cuda", local_rank)
-    return torch.device(request)
 
 
 def setup(device_request: str) -> DistEnv:

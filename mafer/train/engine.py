@@ -70,12 +70,8 @@ def train(cfg: TrainConfig) -> Path:
 
 # ---------------------------------------------------------------------- building blocks
 def seed_everything(seed: int, deterministic: bool, device: torch.device) -> None:
-    """Seed torch's global generators; optionally force deterministic kernels; flush denormals on CPU."""
+    """Seed torch's global generators; optionally force deterministic kernels."""
     torch.manual_seed(seed)
-    if device.type == "cpu":
-        # tiny (denormal) activations and gradients appear after a few steps and make CPU kernels
-        # several times slower (demo AffWild2 stage: 44 s -> 6 s for 4 steps); they round to 0 here
-        torch.set_flush_denormal(True)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
