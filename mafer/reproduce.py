@@ -124,7 +124,6 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     config["threads"] = args.threads or config.get("threads") or max(1, cores // max(1, args.jobs))
     config["notebooks_dir"] = str(notebooks_dir())
     config["book_dir"] = str(Path(args.book_dir).resolve())
-    config["python"] = sys.executable
     return config
 
 
@@ -201,7 +200,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"mafer reproduce: profile {config['name']} -> {workdir} "
           f"({args.jobs} parallel node(s), {config['threads']} thread(s) each)", file=sys.stderr)
     start = time.time()
-    rc = subprocess.call(cmd)
+    # the rules call `python`: this environment's, so that every node runs the same interpreter
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    rc = subprocess.call(cmd, env=env)
     elapsed = time.time() - start
     if rc != 0:
         failures = report_failures(workdir, start)

@@ -37,8 +37,9 @@ def reproduce(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 def job_counts(log: str) -> dict[str, int]:
     """Snakemake's "Job stats" table (job name -> count) from a dry run's output."""
-    rows = (line.split() for line in log.splitlines())
-    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit() and row[0] != "total"}
+    table = log.split("Job stats:", 1)[1].split("total", 1)[0] if "Job stats:" in log else ""
+    rows = (line.split() for line in table.splitlines())
+    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit()}
 
 
 # ------------------------------------------------------------------ profiles and config

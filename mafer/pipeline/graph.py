@@ -29,14 +29,15 @@ STEP1: dict[str, dict[str, str]] = {
 }
 
 # Which mafer sources each kind of node runs: a change to one of them reruns the node.
+# Training nodes leave out pipeline/views.py: redrawing a training curve is no reason to retrain.
 _CODE = {
-    "synth": ["synth.py"],
-    "datasets": ["datasets", "resolution.py", "transforms.py"],
+    "synth": ["synth"],
+    "datasets": ["datasets", "resolution.py", "transforms.py", "evaluate.py", "pipeline/views.py"],
     "train": ["train", "models", "datasets", "resolution.py", "transforms.py", "batch_augment.py"],
-    "evaluate": ["evaluate.py", "metrics.py", "figures.py", "models", "datasets", "resolution.py",
-                 "transforms.py"],
-    "embed": ["embed.py", "figures.py", "models", "datasets", "transforms.py"],
-    "aggregate": ["aggregate.py", "figures.py", "metrics.py", "pipeline/paper.py"],
+    "evaluate": ["evaluate.py", "metrics.py", "aggregate.py", "figures.py", "models", "datasets", "resolution.py",
+                 "transforms.py", "pipeline/views.py"],
+    "embed": ["embed.py", "evaluate.py", "figures.py", "models", "datasets", "transforms.py", "pipeline/views.py"],
+    "aggregate": ["aggregate.py", "figures.py", "metrics.py", "pipeline/views.py", "pipeline/graph.py"],
 }
 
 
