@@ -109,8 +109,8 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         config["data_dir"] = None
     if config.get("base_weights"):
         config["base_weights"] = _existing(config["base_weights"], "base weight file (base_weights)")
-    elif not config.get("synthetic"):
-        raise MaferError(f"profile {config['name']!r} uses real data but names no VGGFace2 weights: "
+    elif config.get("base_weights_required"):
+        raise MaferError(f"profile {config['name']!r} needs the VGGFace2 weights of SE-ResNet-50: "
                          "--config base_weights=/path/senet50_ft_weight.pkl")
     bad = [d for d in config["datasets"] if d not in ("fer2013", "rafdb", "oulucasia")]
     if bad:

@@ -82,11 +82,14 @@ def test_bad_profiles_and_missing_inputs_are_named(tmp_path):
         load_profile(str(broken))
     with pytest.raises(MaferError, match="give --data-dir"):
         resolve_config(parse("--profile", "paper"))
-    with pytest.raises(MaferError, match="no VGGFace2 weights"):
+    with pytest.raises(MaferError, match="needs the VGGFace2 weights"):
         resolve_config(parse("--profile", "paper", "--data-dir", str(tmp_path)))
     with pytest.raises(MaferError, match="senet50_ft_weight.pkl: base weight file"):
         resolve_config(parse("--profile", "paper", "--data-dir", str(tmp_path),
                              "--config", f"base_weights={tmp_path / 'senet50_ft_weight.pkl'}"))
+    # other profiles train a base network on the given data's VGGFace2 instead
+    own = resolve_config(parse("--profile", "demo", "--data-dir", str(tmp_path)))
+    assert own["data_dir"] == str(tmp_path.resolve()) and own["synthetic"] is None and own["base_weights"] is None
     with pytest.raises(MaferError, match="run_folds"):
         resolve_config(parse("--profile", "smoke", "--config", "run_folds=[10]"))
 
