@@ -17,7 +17,7 @@ import yaml
 from mafer.errors import MaferError
 from mafer.pipeline import PROFILES_DIR, graph
 from mafer.pipeline.run_notebook import execute
-from mafer.reproduce import add_arguments, apply_overrides, load_profile, resolve_config
+from mafer.reproduce import add_arguments, apply_overrides, load_profile, resolve_config, snakemake_command
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["base", "CR", "CR-Simplified", "CR+AffWild2"]
@@ -99,6 +99,20 @@ def test_threads_per_node_share_the_cores(monkeypatch):
     assert resolve_config(parse("--profile", "smoke", "--jobs", "2"))["threads"] == 4
     assert resolve_config(parse("--profile", "smoke", "--jobs", "16"))["threads"] == 1
     assert resolve_config(parse("--profile", "smoke", "--threads", "3"))["threads"] == 3
+
+
+def test_snakemake_gets_the_profile_cores_gpus_and_extra_options(tmp_path, monkeypatch):
+    monkeypatch.setattr("mafer.reproduce._visible_gpus", lambda: 4)
+    weights = tmp_path / "senet50_ft_weight.pkl"
+    weights.write_bytes(b"")
+    args = parse("--profile", "paper", "--data-dir", str(tmp_path), "--config", f"base_weights={weights}",
+                 "--jobs", "4", "--", "--executor", "slurm")
+    cmd = snakemake_command(tmp_path / "config.yaml", tmp_path, args, resolve_config(args))
+    assert cmd[cmd.index("--jobs") + 1] == "4" and cmd[cmd.index("--cores") + 1] == "32"  # 8 threads per node
+    assert cmd[cmd.index("--resources") + 1] == "gpu=4"
+    assert cmd[-2:] == ["--executor", "slurm"] and "--" not in cmd
+    assert "--resources" not in snakemake_command(tmp_path / "c.yaml", tmp_path, parse("--profile", "smoke"),
+                                                  resolve_config(parse("--profile", "smoke")))
 
 
 # ------------------------------------------------------------------ the graph
