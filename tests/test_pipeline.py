@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import yaml
 
 from mafer.errors import MaferError
-from mafer.pipeline import PROFILES_DIR, graph
+from mafer.pipeline import graph, views
 from mafer.pipeline.run_notebook import execute
 from mafer.reproduce import add_arguments, apply_overrides, load_profile, resolve_config, snakemake_command
 
@@ -177,6 +178,45 @@ def test_unknown_parameters_fail_before_the_kernel_starts(tmp_path):
         execute(notebook, tmp_path / "ok-out.ipynb", {"valeu": 2}, threads=1, failed_dir=tmp_path / "failed")
     record = json.loads((tmp_path / "failed" / "ok-out.json").read_text())
     assert "no parameter(s) valeu" in record["error"] and record["partial"] is None
+
+
+# ------------------------------------------------------------------ what the notebooks show
+
+def _group(model, dataset, accs, protocol="image"):
+    return {"model": model, "dataset": dataset, "split": "test", "protocol": protocol,
+            "resolutions": {r: {"accuracy": {"mean": a}} for r, a in accs.items()}}
+
+
+def test_summary_is_model_dataset_resolution_accuracy():
+    aggregated = {"groups": [_group("base", "rafdb", {"native": 0.5, "8": 0.25}),
+                             _group("CR", "oulucasia", {"native": 0.9, "8": 0.7}),
+                             _group("CR", "oulucasia", {"native": 0.1}, protocol="subject")]}
+    summary = views.accuracy_summary(aggregated)
+    assert summary == {"base": {"rafdb": {"native": 0.5, "8": 0.25}}, "CR": {"oulucasia": {"native": 0.9, "8": 0.7}}}
+    assert views.lowest_resolution(["native", 16, "8", 32]) == "8" and views.lowest_resolution(["native"]) == "native"
+    table = views.resolution_table({"base": {"rafdb": {"native": 0.5, "16": 0.4, "8": 0.25}}}, "rafdb")
+    assert list(table.columns) == ["8", "16", "native"] and table.loc["base", "8"] == 25.0
+
+
+def test_embeddings_round_trip_and_bad_files_are_named(tmp_path):
+    rng = np.random.default_rng(0)
+    embeddings = {"base": {"labels": np.arange(5), "tsne": rng.random((5, 2))},
+                  "CR+AffWild2": {"labels": np.arange(5), "tsne": rng.random((5, 2))}}
+    path = views.save_embeddings(tmp_path / "e.npz", embeddings, dataset="rafdb")
+    loaded = views.load_embeddings(path)
+    assert list(loaded) == ["base", "CR+AffWild2"]
+    np.testing.assert_array_equal(loaded["CR+AffWild2"]["tsne"], embeddings["CR+AffWild2"]["tsne"])
+    (tmp_path / "bad.npz").write_text("not an npz")
+    with pytest.raises(MaferError, match="bad.npz: cannot read embeddings"):
+        views.load_embeddings(tmp_path / "bad.npz")
+
+
+def test_metrics_log_lines_that_are_not_json_are_named(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 1, "loss": 2.0}\n{"step": 2, oops\n')
+    with pytest.raises(MaferError, match=r"metrics.jsonl:2: not a JSON line"):
+        views.read_metrics_log(tmp_path)
+    with pytest.raises(MaferError, match="metrics log not found"):
+        views.read_metrics_log(tmp_path / "nowhere")
 
 
 # ------------------------------------------------------------------ Snakemake

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mafer.aggregate import PAPER_RESULTS
 from mafer.datasets import get_dataset
 from mafer.errors import MaferError
 from mafer.figures import save_figure
