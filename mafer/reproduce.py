@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from mafer.errors import MaferError
+from mafer.yamlfile import read_yaml_mapping
 from mafer.pipeline import PROFILES_DIR, SNAKEFILE
 
 REQUIRED_KEYS = ("name", "datasets", "folds", "run_folds", "resolutions", "preset", "image_size",
@@ -60,14 +61,7 @@ def load_profile(profile: str) -> dict[str, Any]:
         if not path.is_file():
             names = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
             raise MaferError(f"unknown profile {profile!r}; expected one of {names} or a YAML file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise MaferError(f"{path}: profile file not found") from None
-    except yaml.YAMLError as exc:
-        raise MaferError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise MaferError(f"{path}: expected a mapping of profile entries")
+    data = read_yaml_mapping(path, "profile")
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise MaferError(f"{path}: profile lacks {', '.join(missing)}")

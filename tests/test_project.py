@@ -66,3 +66,22 @@ def test_unknown_command_is_rejected():
     proc = subprocess.run([sys.executable, "-m", "mafer", "no-such-command"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr
+
+
+def test_yaml_files_users_write_fail_with_the_file_named(tmp_path):
+    from mafer.errors import MaferError
+    from mafer.yamlfile import read_yaml_mapping
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("key: [unclosed\n")
+    with pytest.raises(MaferError, match="bad.yaml: not valid YAML"):
+        read_yaml_mapping(bad, "config")
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(MaferError, match="list.yaml: expected a mapping of profile entries, got list"):
+        read_yaml_mapping(listing, "profile")
+    with pytest.raises(MaferError, match="missing.yaml: config file not found"):
+        read_yaml_mapping(tmp_path / "missing.yaml", "config")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert read_yaml_mapping(empty, "config") == {}

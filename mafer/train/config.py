@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import yaml
 
 from mafer.errors import MaferError
+from mafer.yamlfile import read_yaml_mapping
 
 PRETRAIN_MODES = ("base", "cr", "cr-simplified")
 PRETRAIN_DATASETS = ("vggface2", "affwild2")
@@ -262,19 +263,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping in a YAML config file; MaferError naming the file when it is not one."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise MaferError(f"{path}: config file not found") from None
-    except yaml.YAMLError as exc:
-        raise MaferError(f"{path}: not valid YAML ({exc})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise MaferError(f"{path}: expected a mapping of training options, got {type(data).__name__}")
-    return data
+    """The training options in a YAML config file; MaferError naming the file when it is not one."""
+    return read_yaml_mapping(path, "config")
 
 
 # ---------------------------------------------------------------------- command line
