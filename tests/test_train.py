@@ -154,6 +154,16 @@ def test_finetune_recipe_class_weights_and_two_learning_rates(smoke_data: Path, 
                            ["classifier.weight"][: trainer.model.classifier.out_features])
 
 
+def test_no_augment_trains_on_the_evaluation_view(smoke_data: Path, tmp_path: Path) -> None:
+    cfg = smoke(smoke_data, tmp_path / "plain", dataset="rafdb", augment=False).resolve()
+    trainer = Trainer(cfg, setup("cpu"))
+    images = torch.randint(0, 256, (4, 3, 100, 100), dtype=torch.uint8)
+    x, _ = trainer.train_inputs(images, 0.0)
+    assert torch.equal(x, trainer.to_input(trainer.augment_eval(images)))
+    augmented = Trainer(smoke(smoke_data, tmp_path / "aug", dataset="rafdb").resolve(), setup("cpu"))
+    assert not torch.equal(augmented.train_inputs(images, 0.0)[0], x)
+
+
 def test_step1_recipes() -> None:
     cr = TrainConfig(stage="pretrain", mode="cr", dataset="vggface2", init="x.pt").resolve()
     assert (cr.optimizer, cr.lr, cr.backbone_lr, cr.momentum, cr.weight_decay) == ("sgd", 1e-3, 1e-3, 0.9, 5e-4)

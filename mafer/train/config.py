@@ -64,6 +64,8 @@ class TrainConfig:
     source_size: int | None = _opt("size the images are cached/decoded at before lowering and augmentation "
                                    "(default: the dataset's native size, else image_size*256/224)")
     in_memory: bool | None = _opt("cache the sets in memory as uint8 (default: when they fit in 4 GiB)")
+    augment: bool = _opt("the paper's training augmentation of the dataset (--no-augment: only the "
+                         "evaluation resize/crop, e.g. for minute-long demo runs)", True)
     # schedule
     epochs: int | None = _opt("number of epochs (the paper does not state them; recipe default)")
     max_steps: int | None = _opt("stop after this many optimizer steps (the schedule still follows --epochs)")
