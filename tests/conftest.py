@@ -15,3 +15,31 @@ def smoke_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth_smoke")
     write_synthetic(out, scale="smoke", seed=0)
     return out
+
+
+def _save_tiny_checkpoint(path: Path, dataset: str, constant_class: int | None = None, seed: int = 0,
+                          image_size: int = 64) -> Path:
+    import torch
+
+    from mafer.datasets import DATASETS
+    from mafer.models import create_model, save_checkpoint
+
+    info = DATASETS[dataset]
+    torch.manual_seed(seed)
+    model = create_model("senet_tiny", info.num_classes)
+    if constant_class is not None:
+        with torch.no_grad():
+            model.classifier.weight.zero_()
+            model.classifier.bias.copy_(torch.nn.functional.one_hot(torch.tensor(constant_class), info.num_classes) * 10.0)
+    return save_checkpoint(path, model, model_name="senet_tiny", class_names=info.classes, mean_bgr=info.mean_bgr,
+                           config={"dataset": dataset, "image_size": image_size})
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint():
+    """Factory ``tiny_checkpoint(path, dataset, constant_class=None, seed=0, image_size=64) -> path``.
+
+    Saves a senet_tiny classifier of ``dataset`` with random weights (or one that always
+    predicts ``constant_class``), for tests of what reads checkpoints.
+    """
+    return _save_tiny_checkpoint

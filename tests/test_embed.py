@@ -1,21 +1,16 @@
 import numpy as np
 import pytest
-import torch
 
 from mafer.cli import main
 from mafer.datasets import DATASETS, get_dataset
 from mafer.embed import extract_features, project
 from mafer.errors import MaferError
-from mafer.models import create_model, save_checkpoint
+from mafer.models import create_model
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    info = DATASETS["rafdb"]
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ck") / "rafdb.pt", create_model("senet_tiny", 7),
-                           model_name="senet_tiny", class_names=info.classes, mean_bgr=info.mean_bgr,
-                           config={"dataset": "rafdb", "image_size": 64})
+def checkpoint(tmp_path_factory, tiny_checkpoint):
+    return tiny_checkpoint(tmp_path_factory.mktemp("ck") / "rafdb.pt", "rafdb")
 
 
 def test_cli_writes_features_labels_and_projections(smoke_data, checkpoint, tmp_path, capsys):

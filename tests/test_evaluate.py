@@ -10,29 +10,16 @@ from mafer.cli import main
 from mafer.datasets import DATASETS, get_dataset
 from mafer.errors import MaferError
 from mafer.evaluate import evaluate_checkpoint, load_classifier, parse_resolutions
-from mafer.models import create_model, model_from_checkpoint, preprocess, save_checkpoint
+from mafer.models import create_model, model_from_checkpoint, preprocess
 from mafer.resolution import lower
 from mafer.transforms import eval_transform
 
 IMAGE_SIZE = 64  # small input keeps the tests fast; the checkpoint records it
 
 
-def tiny_checkpoint(path, dataset, constant_class=None, seed=0):
-    """A senet_tiny classifier of ``dataset`` (random weights, or always predicting ``constant_class``)."""
-    info = DATASETS[dataset]
-    torch.manual_seed(seed)
-    model = create_model("senet_tiny", info.num_classes)
-    if constant_class is not None:
-        with torch.no_grad():
-            model.classifier.weight.zero_()
-            model.classifier.bias.copy_(torch.nn.functional.one_hot(torch.tensor(constant_class), info.num_classes) * 10.0)
-    return save_checkpoint(path, model, model_name="senet_tiny", class_names=info.classes, mean_bgr=info.mean_bgr,
-                           config={"dataset": dataset, "image_size": IMAGE_SIZE})
-
-
 @pytest.fixture(scope="module")
-def rafdb_checkpoint(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("ck") / "rafdb.pt", "rafdb")
+def rafdb_checkpoint(tmp_path_factory, tiny_checkpoint):
+    return tiny_checkpoint(tmp_path_factory.mktemp("ck") / "rafdb.pt", "rafdb", image_size=IMAGE_SIZE)
 
 
 def test_cli_schema_on_smoke_data(smoke_data, rafdb_checkpoint, tmp_path, capsys):
@@ -76,8 +63,8 @@ def test_lowering_happens_on_the_original_image_before_the_eval_transform(smoke_
     assert result["resolutions"]["8"]["confusion_matrix"] == cm.tolist()
 
 
-def test_constant_classifier_gives_known_metrics(smoke_data, tmp_path):
-    checkpoint = tiny_checkpoint(tmp_path / "fer.pt", "fer2013", constant_class=3)
+def test_constant_classifier_gives_known_metrics(smoke_data, tmp_path, tiny_checkpoint):
+    checkpoint = tiny_checkpoint(tmp_path / "fer.pt", "fer2013", constant_class=3, image_size=IMAGE_SIZE)
     result = evaluate_checkpoint("fer2013", smoke_data, checkpoint, resolutions=["native", 16], device="cpu",
                                  workers=0)
     counts = np.bincount(get_dataset("fer2013", smoke_data, "test").targets, minlength=7)
@@ -88,8 +75,8 @@ def test_constant_classifier_gives_known_metrics(smoke_data, tmp_path):
         assert entry["mean_class_accuracy"] == pytest.approx(1 / np.count_nonzero(counts))
 
 
-def test_oulucasia_fold(smoke_data, tmp_path):
-    checkpoint = tiny_checkpoint(tmp_path / "oulu.pt", "oulucasia")
+def test_oulucasia_fold(smoke_data, tmp_path, tiny_checkpoint):
+    checkpoint = tiny_checkpoint(tmp_path / "oulu.pt", "oulucasia", image_size=IMAGE_SIZE)
     result = evaluate_checkpoint("oulucasia", smoke_data, checkpoint, fold=1, folds=5, resolutions=["native"],
                                  device="cpu", workers=0)
     assert (result["fold"], result["folds"], result["protocol"]) == (1, 5, "image")

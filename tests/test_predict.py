@@ -8,19 +8,15 @@ from PIL import Image
 from mafer.cli import main
 from mafer.datasets import DATASETS
 from mafer.errors import MaferError
-from mafer.models import create_model, save_checkpoint
+from mafer.models import create_model
 from mafer.predict import collect_images, predict_images
 
 CLASSES = list(DATASETS["fer2013"].classes)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    info = DATASETS["fer2013"]
-    torch.manual_seed(0)
-    return save_checkpoint(tmp_path_factory.mktemp("ck") / "fer.pt", create_model("senet_tiny", 7),
-                           model_name="senet_tiny", class_names=info.classes, mean_bgr=info.mean_bgr,
-                           config={"dataset": "fer2013", "image_size": 64})
+def checkpoint(tmp_path_factory, tiny_checkpoint):
+    return tiny_checkpoint(tmp_path_factory.mktemp("ck") / "fer.pt", "fer2013")
 
 
 @pytest.fixture
