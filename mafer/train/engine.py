@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.nn as nn
@@ -55,6 +55,13 @@ class FeaturesAndLogits(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         features = self.model.forward_features(x)
         return features, self.model.forward_head(features)
+
+
+def run_stage(stage: str, cfg: TrainConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> Path:
+    """Run ``stage`` (``pretrain`` or ``finetune``) with ``cfg`` (a TrainConfig or a dict of its
+    fields) updated by ``overrides``; returns the run folder."""
+    cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg or {})
+    return train(cfg.updated(dict(overrides, stage=stage)))
 
 
 def train(cfg: TrainConfig) -> Path:

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mafer.train.config import TrainConfig, add_config_arguments, config_from_args
-from mafer.train.engine import train
+from mafer.train.engine import run_stage
 
 
 def run_pretrain(cfg: TrainConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Path:
     """Run step 1 with ``cfg`` (a TrainConfig or a dict of its fields, plus keyword overrides); returns the run folder."""
-    cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg or {})
-    return train(cfg.updated(dict(overrides, stage="pretrain")))
+    return run_stage("pretrain", cfg, overrides)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
