@@ -3,9 +3,9 @@
 On CUDA the JPEGs of a batch are decoded together by nvJPEG
 (``torchvision.io.decode_jpeg(list, device="cuda")``), which keeps the CPU free for
 reading files; elsewhere, and for files that are not JPEG, each image is decoded on the
-CPU with ``torchvision.io.decode_image``. Images are resized to ``size x size``
-(antialiased bilinear, aspect not kept, like ``FaceDataset.load_uint8(size)``) so that
-they stack into one batch.
+CPU with ``torchvision.io.decode_image``. With ``size`` each image's shorter side goes to ``size`` (antialiased bilinear) and the
+centre ``size x size`` is kept, as ``FaceDataset.load_uint8(size)`` does, so that the images
+stack into one batch.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+from torchvision.transforms.v2 import functional as TF
 
 from mafer.errors import MaferError
 
@@ -81,7 +81,9 @@ def _decode_cuda(data: list[Tensor], paths: Sequence[str | Path], device: torch.
 def resize_to_batch(images: list[Tensor], size: int | None) -> Tensor:
     """Stack ``[3, H, W]`` uint8 images into ``[N, 3, S, S]``, resizing each shape group once.
 
-    With ``size=None`` all images must already share one shape.
+    Each image's shorter side goes to ``size`` (antialiased bilinear), then the centre
+    ``size x size`` is cut, like ``mafer.datasets.base.resize_square``. With ``size=None`` all
+    images must already share one shape.
     """
     if not images:
         raise MaferError("no images to decode: the list of files is empty")
@@ -97,8 +99,9 @@ def resize_to_batch(images: list[Tensor], size: int | None) -> Tensor:
     for shape, idx in groups.items():
         batch = torch.stack([images[i] for i in idx])
         if shape[-2:] != (size, size):
-            batch = F.interpolate(batch.float(), size=(size, size), mode="bilinear", align_corners=False,
-                                  antialias=True).round_().clamp_(0, 255).to(torch.uint8)
+            # float on every device: CUDA has no antialiased uint8 resize
+            batch = TF.resize(batch.float(), [size], antialias=True).round_().clamp_(0, 255).to(torch.uint8)
+            batch = TF.center_crop(batch, [size, size])
         out[torch.tensor(idx, device=out.device)] = batch
     return out
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mafer.datasets.base import decode_image, resize_square
 from mafer.errors import MaferError
 from mafer.io_decode import decode_bytes, decode_images, is_jpeg, read_bytes
 
@@ -38,6 +39,14 @@ def test_decode_matches_pil_and_resizes_to_one_batch(files: list[Path]) -> None:
     assert (batch[0].int() - pil.int()).abs().max() <= 2
     # the gray JPEG comes back with 3 equal channels
     assert torch.equal(batch[2, 0], batch[2, 1]) and torch.equal(batch[2, 1], batch[2, 2])
+
+
+def test_resize_keeps_the_aspect_like_the_dataset_cache(files: list[Path]) -> None:
+    # b.png is 24 wide, 32 high: shorter side to 12, then the centre 12 x 12, as load_uint8(12) does
+    batch = decode_images(files, size=12)
+    for i, path in enumerate(files):
+        expected = resize_square(decode_image(path), 12)
+        assert (batch[i].int() - expected.int()).abs().max() <= 2, path.name
 
 
 def test_same_size_images_stack_without_resize(files: list[Path]) -> None:

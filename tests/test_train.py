@@ -14,9 +14,13 @@ from mafer.datasets import get_dataset
 from mafer.errors import MaferError
 from mafer.models import create_model, load_checkpoint, save_checkpoint
 from mafer.train import TrainConfig, run_finetune, run_pretrain
+from mafer.train import data as train_data
 from mafer.train.config import FROM_SCRATCH_LR, PRESETS
 from mafer.train.distributed import setup
 from mafer.train.engine import Trainer
+
+
+CPU = torch.device("cpu")
 
 
 def smoke(data: Path, out: Path, **overrides) -> TrainConfig:
@@ -119,6 +123,55 @@ def test_folder_loader_gives_the_in_memory_batches(smoke_data: Path, tmp_path: P
     folder = run_finetune(smoke(smoke_data, tmp_path / "folder", dataset="rafdb", max_steps=2, in_memory=False))
     a, b = load_checkpoint(memory / "last.pt"), load_checkpoint(folder / "last.pt")
     assert all(torch.equal(v, b["model_state_dict"][k]) for k, v in a["model_state_dict"].items())
+
+
+def test_device_decode_source_gives_the_worker_decoded_batches(smoke_data: Path) -> None:
+    # the CUDA path (files read as bytes, decoded a batch at a time on the device), run on the CPU
+    dataset = get_dataset("vggface2", smoke_data, "train")
+    order = [torch.arange(0, 6), torch.arange(6, 9)]
+    workers = list(train_data.FolderSource(get_dataset("vggface2", smoke_data, "train"), 40, 0).batches(order, CPU))
+    device = list(train_data.DeviceDecodeSource(dataset, 40, 0).batches(order, CPU))
+    for (a, a_labels), (b, b_labels) in zip(workers, device, strict=True):
+        assert a.shape == b.shape == (len(a_labels), 3, 40, 40) and b.dtype == torch.uint8
+        assert torch.equal(a_labels, b_labels)
+        assert (a.int() - b.int()).abs().float().mean() < 1.0
+
+
+def test_fer2013_has_no_image_files_so_cuda_keeps_the_worker_path(smoke_data: Path) -> None:
+    cfg = TrainConfig(dataset="fer2013", data_dir=str(smoke_data), in_memory=False)
+    source = train_data.make_source(cfg.resolve(), get_dataset("fer2013", smoke_data, "train"), torch.device("cuda"))
+    assert isinstance(source, train_data.FolderSource)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@needs_cuda
+def test_cuda_folder_runs_decode_on_the_gpu(smoke_data: Path) -> None:
+    cfg = TrainConfig(dataset="vggface2", data_dir=str(smoke_data), in_memory=False, workers=2).resolve()
+    gpu = torch.device("cuda")
+    source = train_data.make_source(cfg, get_dataset("vggface2", smoke_data, "train"), gpu)
+    assert isinstance(source, train_data.DeviceDecodeSource)
+    order = [torch.arange(0, 8)]
+    (images, labels), = source.batches(order, gpu)
+    (expected, expected_labels), = train_data.FolderSource(get_dataset("vggface2", smoke_data, "train"),
+                                                           cfg.source_size, 0).batches(order, CPU)
+    assert images.device.type == "cuda" and torch.equal(labels.cpu(), expected_labels)
+    assert (images.cpu().int() - expected.int()).abs().float().mean() < 2.0
+
+
+@needs_cuda
+@pytest.mark.parametrize("compile_", [False, True])
+def test_cuda_runs_bf16_channels_last(compile_: bool, smoke_data: Path, identity_init: Path, tmp_path: Path) -> None:
+    cuda = dict(device="cuda", compile=compile_, amp=True, channels_last=True)
+    ft = run_finetune(smoke(smoke_data, tmp_path / "ft", dataset="rafdb", in_memory=False, workers=2, **cuda))
+    cr = run_pretrain(smoke(smoke_data, tmp_path / "cr", mode="cr", dataset="vggface2", init=str(identity_init),
+                            **cuda))
+    for run in (ft, cr):
+        info = json.loads((run / "run_info.json").read_text())
+        assert info["device"].startswith("cuda")
+        train = [r for r in read_metrics(run) if r["kind"] == "train"]
+        assert train and all(r["loss"] == r["loss"] for r in train)  # no NaN under bf16
 
 
 def test_resume_refuses_changed_options_and_existing_runs(smoke_data: Path, tmp_path: Path) -> None:

@@ -184,6 +184,10 @@ class FaceDataset(Dataset):
     def _decode(self, i: int) -> Tensor:
         raise NotImplementedError
 
+    def image_file(self, i: int) -> str | None:
+        """The image file item ``i`` is decoded from; None where images live inside one file (a csv)."""
+        return self.samples[i]
+
     def _select(self, keep: list[int]) -> None:
         """Keep only items ``keep``; subclasses with more per-item state extend it."""
         self.samples = [self.samples[i] for i in keep]

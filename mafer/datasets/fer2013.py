@@ -103,6 +103,9 @@ class FER2013(FaceDataset):
     def _decode(self, i: int) -> Tensor:
         return gray_to_rgb(self._pixels[i])
 
+    def image_file(self, i: int) -> str | None:
+        return None  # the pixels are a csv column
+
     def _select(self, keep: list[int]) -> None:
         super()._select(keep)
         self._pixels = self._pixels[keep]

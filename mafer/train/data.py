@@ -14,11 +14,12 @@ from typing import Iterator, Protocol, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from mafer.datasets import get_dataset
 from mafer.datasets.base import FaceDataset, resize_square
 from mafer.errors import MaferError
+from mafer.io_decode import decode_bytes, read_bytes
 from mafer.train.config import TrainConfig
 
 IN_MEMORY_LIMIT_BYTES = 4 * 1024**3  # auto in_memory: cache a set when its uint8 pixels fit in this
@@ -67,6 +68,44 @@ class FolderSource:
             yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
 
+class EncodedFiles(Dataset):
+    """Item ``i`` -> (the encoded bytes of its image file, its label, the file's path)."""
+
+    def __init__(self, dataset: FaceDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int, str]:
+        path = self.dataset.image_file(i)
+        return read_bytes([path])[0], self.dataset.targets[i], path
+
+
+def _as_lists(items: list[tuple]) -> tuple[list, ...]:
+    return tuple(list(column) for column in zip(*items))
+
+
+class DeviceDecodeSource:
+    """A split read from disk as encoded bytes by DataLoader workers and decoded one batch at a
+    time on the compute device (nvJPEG on CUDA), so CPU cores only read files.
+
+    Images come out resized like ``load_uint8(S)`` (shorter side to S, centre crop).
+    """
+
+    def __init__(self, dataset: FaceDataset, size: int, workers: int):
+        self.dataset, self.size, self.workers = dataset, size, workers
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, index_batches: Sequence[Tensor], device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+        loader = DataLoader(EncodedFiles(self.dataset), batch_sampler=[idx.tolist() for idx in index_batches],
+                            num_workers=self.workers, collate_fn=_as_lists)
+        for data, labels, paths in loader:
+            yield decode_bytes(data, self.size, device, names=paths), torch.tensor(labels, device=device)
+
+
 def open_split(cfg: TrainConfig, split: str) -> FaceDataset:
     """The dataset split a run trains or validates on (Oulu-CASIA: of fold ``cfg.fold``)."""
     options = {}
@@ -78,12 +117,15 @@ def open_split(cfg: TrainConfig, split: str) -> FaceDataset:
 
 
 def make_source(cfg: TrainConfig, dataset: FaceDataset, device: torch.device) -> BatchSource:
-    """In memory when ``cfg.in_memory`` (auto: the uint8 pixels fit in 4 GiB), else from disk."""
+    """In memory when ``cfg.in_memory`` (auto: the uint8 pixels fit in 4 GiB), else from disk:
+    on CUDA as encoded files decoded on the GPU, elsewhere decoded by the loader's workers."""
     in_memory = cfg.in_memory
     if in_memory is None:
         in_memory = len(dataset) * 3 * cfg.source_size**2 <= IN_MEMORY_LIMIT_BYTES
     if in_memory:
         return InMemorySource(dataset, cfg.source_size, device)
+    if device.type == "cuda" and dataset.image_file(0) is not None:
+        return DeviceDecodeSource(dataset, cfg.source_size, cfg.workers)
     return FolderSource(dataset, cfg.source_size, cfg.workers)
 
 
