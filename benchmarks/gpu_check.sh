@@ -10,6 +10,7 @@
 # cut short still leaves what it measured. Run from the repository root:
 #   bash benchmarks/gpu_check.sh
 # Sizes for a quick try on a CPU: MODEL=senet_tiny SIZE=32 BATCH=16 STEPS=2 DEVICE=cpu SKIP_BENCH=1
+# Parts: ENGINE_RUNS="finetune folders" (default both), BENCH_ARGS (e.g. --rows compiled), *_TIMEOUT.
 set -o pipefail
 OUT=${OUT:-gpu_out}
 MODEL=${MODEL:-senet50} SIZE=${SIZE:-224} BATCH=${BATCH:-256} STEPS=${STEPS:-20} DEVICE=${DEVICE:-cuda}
@@ -40,20 +41,22 @@ EOF
 }
 common=(--model "$MODEL" --image-size "$SIZE" --batch-size "$BATCH" --accum-steps 1 --max-steps "$STEPS"
         --val-per-epoch 1 --device "$DEVICE" --log-every 2 --no-progress)
-timeout "${ENGINE_TIMEOUT:-80}" bash -c "
-    set -e
-    $PY -m mafer.cli synth --out $work/data --scale demo --datasets rafdb,vggface2
-    $PY -m mafer.cli finetune --dataset rafdb --data-dir $work/data --out $work/finetune ${common[*]}
-    $PY -m mafer.cli pretrain --mode base --dataset vggface2 --data-dir $work/data --out $work/folders \
-        --no-in-memory --workers 8 ${common[*]}
-" > "$OUT/engine.log" 2>&1 || echo "engine runs failed or timed out (see engine.log)"
-for run in finetune folders; do
+runs=${ENGINE_RUNS:-finetune folders}
+sets=$(echo "$runs" | sed -e 's/finetune/rafdb/' -e 's/folders/vggface2/' -e 's/ /,/g')
+timeout 60 $PY -m mafer.cli synth --out "$work/data" --scale demo --datasets "$sets" > "$OUT/engine.log" 2>&1
+for run in $runs; do
+    case $run in
+        finetune) args=(finetune --dataset rafdb) ;;
+        folders) args=(pretrain --mode base --dataset vggface2 --no-in-memory --workers 8) ;;
+    esac
+    timeout "${ENGINE_TIMEOUT:-60}" $PY -m mafer.cli "${args[@]}" --data-dir "$work/data" --out "$work/$run" \
+        "${common[@]}" >> "$OUT/engine.log" 2>&1 || echo "$run: failed or timed out (see engine.log)"
     [ -f "$work/$run/metrics.jsonl" ] && engine_rate "$work/$run"
 done | tee "$OUT/engine.txt"
 
 if [ -z "$SKIP_BENCH" ]; then
     echo "== benchmarks/throughput.py"
-    timeout "${BENCH_TIMEOUT:-340}" $PY benchmarks/throughput.py --compile --json "$OUT/throughput.json" \
+    timeout "${BENCH_TIMEOUT:-340}" $PY benchmarks/throughput.py --compile $BENCH_ARGS --json "$OUT/throughput.json" \
         2>&1 | tee "$OUT/throughput.log" | grep -v "^\s*$" | tail -n 45
 fi
 rm -rf "$work"

@@ -27,6 +27,7 @@ import io
 import json
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -171,12 +172,12 @@ def sgd(model: nn.Module, cuda: bool) -> torch.optim.Optimizer:
 
 
 # ------------------------------------------------------------------------------------- steps
-def input_path(setup: Setup, dataset: str, image_size: int,
-               lower_p: float | None) -> Callable[[Tensor], tuple[Tensor, Tensor | None]]:
+def input_path(setup: Setup, dataset: str, image_size: int, lower_p: float | None,
+               compile_: bool = False) -> Callable[[Tensor], tuple[Tensor, Tensor | None]]:
     """uint8 batch -> model input (step 2), or -> (student, teacher) inputs (CR, ``lower_p`` set):
     per-image lowering, then one set of augmentation draws for the lowered and the full copy."""
     info = dataset_info(dataset)
-    augment = BatchAugment(dataset, image_size, dtype=torch.float32)
+    augment = BatchAugment(dataset, image_size, dtype=torch.float32, compile=compile_)
 
     def run(batch: Tensor) -> tuple[Tensor, Tensor | None]:
         if lower_p is None:
@@ -198,7 +199,7 @@ def step2_fn(setup: Setup, family: Family, dataset: str, batch: Tensor, full_pat
     weights = torch.rand(len(info.classes), device=setup.device) + 0.5
     labels = torch.randint(0, len(info.classes), (batch.shape[0],), device=setup.device, generator=setup.generator)
     features = setup.compiled(family.features, compile_)
-    inputs = input_path(setup, dataset, image_size, None)
+    inputs = input_path(setup, dataset, image_size, None, compile_)
 
     def step() -> None:
         x = inputs(batch)[0] if full_path else batch
@@ -220,7 +221,7 @@ def cr_step_fn(setup: Setup, family: Family, dataset: str, batch: Tensor, full_p
     optimizer = sgd(student, setup.cuda)
     labels = torch.randint(0, VGGFACE2_CLASSES, (batch.shape[0],), device=setup.device, generator=setup.generator)
     features = setup.compiled(family.features, compile_)
-    inputs = input_path(setup, dataset, image_size, lower_p)
+    inputs = input_path(setup, dataset, image_size, lower_p, compile_)
     teacher_batch = torch.randn_like(batch) if not full_path else None
 
     def step() -> None:
@@ -238,9 +239,10 @@ def cr_step_fn(setup: Setup, family: Family, dataset: str, batch: Tensor, full_p
     return step
 
 
-def augment_fn(setup: Setup, dataset: str, batch: Tensor, image_size: int, lower_p: float | None) -> Callable[[], None]:
+def augment_fn(setup: Setup, dataset: str, batch: Tensor, image_size: int, lower_p: float | None,
+               compile_: bool = False) -> Callable[[], None]:
     """The input path alone: (lowering ->) BatchAugment -> preprocess."""
-    inputs = input_path(setup, dataset, image_size, lower_p)
+    inputs = input_path(setup, dataset, image_size, lower_p, compile_)
     return lambda: inputs(batch)
 
 
@@ -341,6 +343,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="CPU cores the paper-style pipeline may use (default: this machine's)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's; 1 with --quick, robust on shared CI runners)")
+    p.add_argument("--rows", default=None,
+                   help="measure only the rows whose name matches this regular expression, e.g. 'compiled'")
     p.add_argument("--json", type=Path, default=None, help="write the table and ratios to this JSON file")
     args = p.parse_args(argv)
     if args.device == "auto":
@@ -384,7 +388,9 @@ class Table:
         self.machine = machine_info if machine_info is not None else machine(args)
         self.settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
 
-    def add(self, row: Row, measure: Callable[[], dict[str, float]]) -> Row:
+    def add(self, row: Row, measure: Callable[[], dict[str, float]]) -> Row | None:
+        if self.args.rows and not re.search(self.args.rows, row.name):
+            return None
         try:
             result = measure()
             row.images_per_s, row.ms_per_step = result["images_per_s"], result["ms_per_step"]
@@ -491,12 +497,17 @@ def run(args: argparse.Namespace) -> Table:
     if "timm" not in models and not args.no_timm:
         print("  (timm is not importable: timm rows skipped)", flush=True)
 
-    table.add(Row("augment step2", f"BatchAugment {args.step2_dataset} {args.step2_source}->{size} + preprocess", n),
-              lambda: time_steps(augment_fn(setup, args.step2_dataset, step2_batch, size, None),
-                                 warmup=args.warmup, **timing))
-    table.add(Row("augment CR step1", f"lowering p={args.lower_p} + BatchAugment {args.cr_dataset} x2 + preprocess", n),
-              lambda: time_steps(augment_fn(setup, args.cr_dataset, cr_batch, size, args.lower_p),
-                                 warmup=args.warmup, **timing))
+    variants = ["eager", "compiled"] if args.compile else ["eager"]
+    for variant in variants:
+        compile_, suffix = variant == "compiled", ", compiled" if variant == "compiled" else ""
+        table.add(Row("augment step2" + suffix,
+                      f"BatchAugment {args.step2_dataset} {args.step2_source}->{size} + preprocess", n),
+                  lambda: time_steps(augment_fn(setup, args.step2_dataset, step2_batch, size, None, compile_),
+                                     warmup=warm[variant], **timing))
+        table.add(Row("augment CR step1" + suffix,
+                      f"lowering p={args.lower_p} + BatchAugment {args.cr_dataset} x2 + preprocess", n),
+                  lambda: time_steps(augment_fn(setup, args.cr_dataset, cr_batch, size, args.lower_p, compile_),
+                                     warmup=warm[variant], **timing))
     encoded = jpeg_bytes(cr_batch[: min(n, 64)])
     table.add(Row("decode JPEG", f"io_decode.decode_bytes {args.cr_source}px JPEGs on {device.type}"
                   + (" (nvJPEG, batched)" if setup.cuda else " (one thread per call)"), len(encoded)),
@@ -511,7 +522,7 @@ def run(args: argparse.Namespace) -> Table:
                   lambda: paper_style_rate(encoded[:32], args.cr_dataset, size, args.lower_p, args.paper_seconds))
 
     model_only_input = torch.randn(n, 3, size, size, device=device).contiguous(memory_format=setup.memory_format)
-    for variant in ["eager", "compiled"] if args.compile else ["eager"]:
+    for variant in variants:
         compile_ = variant == "compiled"
         ours = models["ours"]
         table.add(Row(f"ours step2, {variant}", f"{args.step2_dataset} aug + {ours.name} fwd/bwd + Adam", n),

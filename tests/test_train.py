@@ -24,7 +24,7 @@ CPU = torch.device("cpu")
 
 
 def smoke(data: Path, out: Path, **overrides) -> TrainConfig:
-    return TrainConfig.preset("smoke", data_dir=str(data), out=str(out), device="cpu", **overrides)
+    return TrainConfig.preset("smoke", data_dir=str(data), out=str(out), **{"device": "cpu", **overrides})
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -148,7 +148,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 @needs_cuda
 def test_cuda_folder_runs_decode_on_the_gpu(smoke_data: Path) -> None:
-    cfg = TrainConfig(dataset="vggface2", data_dir=str(smoke_data), in_memory=False, workers=2).resolve()
+    cfg = TrainConfig(stage="pretrain", mode="base", dataset="vggface2", data_dir=str(smoke_data), in_memory=False,
+                      workers=2).resolve()
     gpu = torch.device("cuda")
     source = train_data.make_source(cfg, get_dataset("vggface2", smoke_data, "train"), gpu)
     assert isinstance(source, train_data.DeviceDecodeSource)

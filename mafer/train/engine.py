@@ -241,7 +241,8 @@ class Trainer:
         counts = list(train_set.class_counts().values())
         self.weights = class_weights(counts).to(self.device) if cfg.class_weighted else None
         # float output goes straight into preprocess, without a round trip through uint8
-        self.augment_train = BatchAugment(cfg.dataset, cfg.image_size, train=cfg.augment, dtype=torch.float32)
+        self.augment_train = BatchAugment(cfg.dataset, cfg.image_size, train=cfg.augment, dtype=torch.float32,
+                                          compile=cfg.compile)
         self.augment_eval = BatchAugment(cfg.dataset, cfg.image_size, train=False, dtype=torch.float32)
         # one generator drives lowering and augmentation; it is part of the resume state
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed * 1_000_003 + 7919 * env.rank + 1)
