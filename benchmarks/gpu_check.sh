@@ -25,7 +25,7 @@ work=$(mktemp -d)
   $PY -c "import timm; print('timm', timm.__version__)" 2>/dev/null || echo "timm: not importable"; } | tee "$OUT/machine.txt"
 
 echo "== CUDA tests"
-timeout "${TEST_TIMEOUT:-150}" $PY -m pytest -q -p no:cacheprovider tests/test_batch_augment.py \
+timeout "${TEST_TIMEOUT:-240}" $PY -m pytest -q -p no:cacheprovider tests/test_batch_augment.py \
     tests/test_io_decode.py tests/test_benchmarks.py tests/test_train.py -k cuda 2>&1 | tee "$OUT/tests.log" | tail -n 15
 
 echo "== training engine at $SIZE px ($MODEL, batch $BATCH, $STEPS steps)"

@@ -27,9 +27,9 @@ def load_benchmark():
     return module
 
 
-def run_quick(tmp_path: Path, device: str) -> tuple[str, dict]:
+def run_quick(tmp_path: Path, device: str, *extra: str) -> tuple[str, dict]:
     out = tmp_path / "throughput.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", device, "--quick", "--json", str(out)],
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", device, "--quick", "--json", str(out), *extra],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, json.loads(out.read_text())
@@ -55,6 +55,11 @@ def test_quick_cpu_run_prints_and_writes_the_table(tmp_path: Path) -> None:
     ratio = table["ratios"][f"ours step2 eager / (paper-style per core x {cores} cores)"]
     assert ratio == pytest.approx(expected)
     assert all(goal["met"] is None for goal in table["goals"])  # goals are judged on CUDA at 224 px only
+
+
+def test_rows_filter_measures_only_the_matching_rows(tmp_path: Path) -> None:
+    _, table = run_quick(tmp_path, "cpu", "--rows", "^augment", "--no-timm")
+    assert [row["name"] for row in table["rows"]] == ["augment step2", "augment CR step1"]
 
 
 def test_goals_and_ratios_from_rows() -> None:
