@@ -7,7 +7,7 @@ Confusion matrices are summed (counts) and fold-averaged (mean of row-normalised
 
 The results table follows the paper's layout: rows = models (base, CR, CR-Simplified,
 CR+AffWild2, then any other label), columns = FER2013 acc, RAF-DB overall acc, RAF-DB average
-(per-class) acc, Oulu-CASIA 10-fold acc, all in percent. ``PAPER_RESULTS`` holds the numbers
+(per-class) acc, Oulu-CASIA k-fold acc (k: the folds our run averages; the paper's are 10), all in percent. ``PAPER_RESULTS`` holds the numbers
 the paper reports, for side-by-side tables.
 """
 
@@ -35,9 +35,10 @@ COLUMNS: tuple[tuple[str, str, str | None, str], ...] = (
     ("fer2013", "accuracy", None, "FER2013 acc"),
     ("rafdb", "accuracy", None, "RAF-DB overall acc"),
     ("rafdb", "mean_class_accuracy", None, "RAF-DB average acc"),
-    ("oulucasia", "accuracy", "image", "Oulu-CASIA 10-fold acc"),
+    ("oulucasia", "accuracy", "image", "Oulu-CASIA {k}-fold acc"),
 )
-SUBJECT_COLUMN = ("oulucasia", "accuracy", "subject", "Oulu-CASIA subject 10-fold acc")
+SUBJECT_COLUMN = ("oulucasia", "accuracy", "subject", "Oulu-CASIA subject {k}-fold acc")
+PAPER_FOLDS = 10  # {k} in a title: the paper's rows are 10-fold, ours say how many folds they average
 
 # The paper's table (percent, as printed), as (mean, std); std None where the paper gives none.
 PAPER_RESULTS: dict[str, dict[str, tuple[float, float | None]]] = {
@@ -210,20 +211,32 @@ def results_table(summary: Mapping[str, Any], resolution: str = "native", split:
     if any(g["dataset"] == "oulucasia" and g["protocol"] == "subject" for g in groups):
         columns.append(SUBJECT_COLUMN)
     models = sorted({g["model"] for g in groups} | (set(MODELS) if with_paper else set()), key=_model_order)
+    ours_titles = [_title(title, groups, dataset, protocol, split) for dataset, _, protocol, title in columns]
+    paper_titles = [title.format(k=PAPER_FOLDS) for *_, title in columns]
+    # every row has every title, ours first: where our fold count is not the paper's, the two are
+    # separate columns (a 3-fold mean is not a 10-fold one)
+    empty = dict.fromkeys(ours_titles + (paper_titles if with_paper else []))
     rows = []
     for model in models:
-        row: dict[str, Any] = {"model": model, "source": "ours"}
-        for dataset, metric, protocol, title in columns:
+        row: dict[str, Any] = {"model": model, "source": "ours", **empty}
+        for (dataset, metric, protocol, _), title in zip(columns, ours_titles):
             group = _find_group(groups, model, dataset, protocol, split)
             entry = group["resolutions"].get(str(resolution)) if group else None
             row[title] = None if entry is None else (
                 entry[metric]["mean"] * 100, None if entry[metric]["std"] is None else entry[metric]["std"] * 100)
-        if any(row[title] is not None for *_, title in columns):
+        if any(row[title] is not None for title in ours_titles):
             rows.append(row)
         if with_paper and model in PAPER_RESULTS:
-            rows.append({"model": model, "source": "paper",
-                         **{title: PAPER_RESULTS[model].get(title) for *_, title in columns}})
+            rows.append({"model": model, "source": "paper", **empty,
+                         **{title: PAPER_RESULTS[model].get(title) for title in paper_titles}})
     return rows
+
+
+def _title(title: str, groups: Sequence[Mapping], dataset: str, protocol: str | None, split: str) -> str:
+    """A column title with ``{k}`` replaced by the number of folds our groups of that column average."""
+    counts = sorted({len(g["folds"]) for g in groups if g["dataset"] == dataset and g["split"] == split
+                     and (protocol is None or g["protocol"] == protocol)})
+    return title.format(k="/".join(map(str, counts)) if counts else PAPER_FOLDS)
 
 
 def _columns_of(rows: Sequence[Mapping]) -> list[str]:
@@ -256,7 +269,7 @@ def to_csv(rows: Sequence[Mapping]) -> str:
     for row in rows:
         cells = []
         for c in columns:
-            mean, std = row[c] if row[c] is not None else (None, None)
+            mean, std = row[c] or (None, None)
             cells += ["" if mean is None else f"{mean:.4f}", "" if std is None else f"{std:.4f}"]
         writer.writerow([row["model"], row["source"]] + cells)
     return buffer.getvalue()

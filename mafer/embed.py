@@ -73,7 +73,11 @@ def project(features: np.ndarray, method: str = "tsne", seed: int = 0) -> np.nda
         tsne = TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=seed)
         return tsne.fit_transform(features).astype(np.float32)
     if method == "umap":
-        import umap
+        with warnings.catch_warnings():
+            # importing umap pulls in tqdm.auto, which warns in a notebook without ipywidgets; umap
+            # shows no progress bar here
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            import umap
 
         with warnings.catch_warnings():
             # umap warns that a fixed random_state disables parallelism: reproducibility is the point here

@@ -69,16 +69,19 @@ def test_table_in_paper_layout_with_paper_rows(tmp_path, three_folds):
     assert base["RAF-DB overall acc"] == pytest.approx((80.0, None))
     assert base["RAF-DB average acc"] == pytest.approx((70.0, None))
     assert base["FER2013 acc"] is None
-    assert cr["Oulu-CASIA 10-fold acc"] == pytest.approx((95.0, 5.0))
+    # our 3 folds and the paper's 10 are different columns: a 3-fold mean is not a 10-fold one
+    assert cr["Oulu-CASIA 3-fold acc"] == pytest.approx((95.0, 5.0)) and cr["Oulu-CASIA 10-fold acc"] is None
     assert rows[3]["Oulu-CASIA 10-fold acc"] == PAPER_RESULTS["CR"]["Oulu-CASIA 10-fold acc"] == (98.40, 0.11)
     markdown = to_markdown(rows)
-    assert "| CR | – | – | – | 95.00 ± 5.00 |" in markdown
-    assert "| CR (paper) | 73.06 | 88.43 | 81.90 ± 0.04 | 98.40 ± 0.11 |" in markdown
+    assert "| model | FER2013 acc | RAF-DB overall acc | RAF-DB average acc | Oulu-CASIA 3-fold acc | " \
+           "Oulu-CASIA 10-fold acc |" in markdown
+    assert "| CR | – | – | – | 95.00 ± 5.00 | – |" in markdown
+    assert "| CR (paper) | 73.06 | 88.43 | 81.90 ± 0.04 | – | 98.40 ± 0.11 |" in markdown
     table = list(csv.DictReader(io.StringIO(to_csv(rows))))
-    assert table[2]["Oulu-CASIA 10-fold acc mean"] == "95.0000" and table[2]["Oulu-CASIA 10-fold acc std"] == "5.0000"
+    assert table[2]["Oulu-CASIA 3-fold acc mean"] == "95.0000" and table[2]["Oulu-CASIA 3-fold acc std"] == "5.0000"
 
     low = results_table(aggregate(three_folds), resolution="8")
-    assert low[0]["Oulu-CASIA 10-fold acc"][0] == pytest.approx(47.5)
+    assert low[0]["Oulu-CASIA 3-fold acc"][0] == pytest.approx(47.5)
 
 
 def test_model_names_from_labels_model_key_or_paths(tmp_path):
@@ -117,9 +120,9 @@ def test_cli_writes_summary_csv_and_markdown(tmp_path, three_folds, capsys):
     assert summary["groups"][0]["model"] == "CR-Simplified"
     ours = [r for r in summary["table"]["rows"] if r["source"] == "ours"]
     assert [r["model"] for r in ours] == ["CR-Simplified"]
-    assert ours[0]["Oulu-CASIA 10-fold acc"] == pytest.approx([95.0, 5.0])
+    assert ours[0]["Oulu-CASIA 3-fold acc"] == pytest.approx([95.0, 5.0])
     printed = capsys.readouterr().out
-    assert "| CR-Simplified | – | – | – | 95.00 ± 5.00 |" in printed
+    assert "| CR-Simplified | – | – | – | 95.00 ± 5.00 | – |" in printed
     assert (tmp_path / "t.md").read_text() == printed
     assert (tmp_path / "t.csv").read_text().startswith("model,source,FER2013 acc mean")
 
