@@ -143,6 +143,16 @@ def test_fer2013_has_no_image_files_so_cuda_keeps_the_worker_path(smoke_data: Pa
     assert isinstance(source, train_data.FolderSource)
 
 
+@pytest.mark.slow
+def test_compiled_run_follows_the_eager_run(smoke_data: Path, tmp_path: Path) -> None:
+    # --compile compiles the network and the augmentation; same batches and draws, same losses
+    options = dict(dataset="rafdb", max_steps=2, log_every=1)
+    eager = run_finetune(smoke(smoke_data, tmp_path / "eager", **options))
+    compiled = run_finetune(smoke(smoke_data, tmp_path / "compiled", compile=True, **options))
+    losses = lambda run: [r["loss"] for r in read_metrics(run) if r["kind"] == "train"]
+    assert losses(compiled) == pytest.approx(losses(eager), rel=1e-3)
+
+
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
