@@ -7,8 +7,8 @@ Confusion matrices are summed (counts) and fold-averaged (mean of row-normalised
 
 The results table follows the paper's layout: rows = models (base, CR, CR-Simplified,
 CR+AffWild2, then any other label), columns = FER2013 acc, RAF-DB overall acc, RAF-DB average
-(per-class) acc, Oulu-CASIA k-fold acc (k: the folds our run averages; the paper's are 10), all in percent. ``PAPER_RESULTS`` holds the numbers
-the paper reports, for side-by-side tables.
+(per-class) acc, Oulu-CASIA k-fold acc (k: the folds our run averages; the paper's are 10), all
+in percent. ``PAPER_RESULTS`` holds the numbers the paper reports, for side-by-side tables.
 """
 
 from __future__ import annotations

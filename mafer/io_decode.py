@@ -3,9 +3,9 @@
 On CUDA the JPEGs of a batch are decoded together by nvJPEG
 (``torchvision.io.decode_jpeg(list, device="cuda")``), which keeps the CPU free for
 reading files; elsewhere, and for files that are not JPEG, each image is decoded on the
-CPU with ``torchvision.io.decode_image``. With ``size`` each image's shorter side goes to ``size`` (antialiased bilinear) and the
-centre ``size x size`` is kept, as ``FaceDataset.load_uint8(size)`` does, so that the images
-stack into one batch.
+CPU with ``torchvision.io.decode_image``. With ``size`` each image's shorter side goes to
+``size`` (antialiased bilinear) and the centre ``size x size`` is kept, as
+``FaceDataset.load_uint8(size)`` does, so that the images stack into one batch.
 """
 
 from __future__ import annotations
