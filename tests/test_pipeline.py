@@ -198,6 +198,19 @@ def test_summary_is_model_dataset_resolution_accuracy():
     assert list(table.columns) == ["8", "16", "native"] and table.loc["base", "8"] == 25.0
 
 
+def test_effect_verdict_says_whether_cr_is_clearly_better_at_low_resolution():
+    run = {"base": {"fer2013": {"native": 0.60, "8": 0.20}, "rafdb": {"native": 0.70, "8": 0.30}},
+           "CR": {"fer2013": {"native": 0.59, "8": 0.30}, "rafdb": {"native": 0.71, "8": 0.36}},
+           "CR-Simplified": {"fer2013": {"native": 0.60, "8": 0.21}, "rafdb": {"native": 0.70, "8": 0.40}}}
+    verdict = views.effect_verdict(run, "8")
+    assert verdict.startswith("CR is clearly better than base (FER2013 +10.0 at 8 px / -1.0 native, "
+                              "RAF-DB +6.0 at 8 px / +1.0 native points)")
+    assert "CR-Simplified is not clearly better" in verdict and "this run shows the paper's" in verdict
+    run["CR"]["rafdb"]["8"] = 0.31  # one point is within noise
+    assert "this run does not show" in views.effect_verdict(run, "8")
+    assert "no CR or CR-Simplified results" in views.effect_verdict({"base": run["base"]}, "8")
+
+
 def test_embeddings_round_trip_and_bad_files_are_named(tmp_path):
     rng = np.random.default_rng(0)
     embeddings = {"base": {"labels": np.arange(5), "tsne": rng.random((5, 2))},

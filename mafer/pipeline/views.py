@@ -213,6 +213,37 @@ def glue_accuracies(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) ->
     return pd.DataFrame(rows)
 
 
+CLEAR_GAIN_POINTS = 3.0  # a step-1 model "clearly better" than base: at least this many points ahead
+
+
+def effect_verdict(summary: Mapping[str, Mapping[str, Mapping[str, float]]], resolution: str,
+                   datasets: Sequence[str] = ("fer2013", "rafdb")) -> str:
+    """One sentence on the paper's claim in this run: are CR and CR-Simplified clearly better
+    than base at ``resolution`` px (at least ``CLEAR_GAIN_POINTS`` points on every one of
+    ``datasets``), and how far are they from base at native resolution."""
+    names = {"fer2013": "FER2013", "rafdb": "RAF-DB", "oulucasia": "Oulu-CASIA"}
+    parts, clear = [], {}
+    for model in ("CR", "CR-Simplified"):
+        gains = {}
+        for dataset in datasets:
+            accs, base = summary.get(model, {}).get(dataset, {}), summary.get("base", {}).get(dataset, {})
+            if resolution in accs and resolution in base and "native" in accs and "native" in base:
+                gains[dataset] = (100 * (accs[resolution] - base[resolution]),
+                                  100 * (accs["native"] - base["native"]))
+        if not gains:
+            continue
+        clear[model] = len(gains) == len(datasets) and all(g >= CLEAR_GAIN_POINTS for g, _ in gains.values())
+        shown = ", ".join(f"{names.get(d, d)} {low:+.1f} at {resolution} px / {native:+.1f} native"
+                          for d, (low, native) in gains.items())
+        parts.append(f"{model} {'is' if clear[model] else 'is not'} clearly better than base ({shown} points)")
+    if not parts:
+        return "This run has no CR or CR-Simplified results to compare with base."
+    shows = clear.get("CR", False)
+    return ("; ".join(parts) + f". So this run {'shows' if shows else 'does not show'} the paper's "
+            f"low-resolution gain (clearly: at least {CLEAR_GAIN_POINTS:.0f} points on "
+            + " and ".join(names.get(d, d) for d in datasets) + ").")
+
+
 def data_note(profile: str, synthetic: bool) -> str:
     """The sentence that says where the numbers below come from."""
     if synthetic:
