@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
-from torchvision.transforms.v2 import functional as TF
 
+from mafer.datasets.base import resize_square
 from mafer.errors import MaferError
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -82,8 +82,8 @@ def resize_to_batch(images: list[Tensor], size: int | None) -> Tensor:
     """Stack ``[3, H, W]`` uint8 images into ``[N, 3, S, S]``, resizing each shape group once.
 
     Each image's shorter side goes to ``size`` (antialiased bilinear), then the centre
-    ``size x size`` is cut, like ``mafer.datasets.base.resize_square``. With ``size=None`` all
-    images must already share one shape.
+    ``size x size`` is cut: ``mafer.datasets.base.resize_square``, as the dataset cache does.
+    With ``size=None`` all images must already share one shape.
     """
     if not images:
         raise MaferError("no images to decode: the list of files is empty")
@@ -98,11 +98,7 @@ def resize_to_batch(images: list[Tensor], size: int | None) -> Tensor:
         groups.setdefault(tuple(img.shape), []).append(i)
     for shape, idx in groups.items():
         batch = torch.stack([images[i] for i in idx])
-        if shape[-2:] != (size, size):
-            # float on every device: CUDA has no antialiased uint8 resize
-            batch = TF.resize(batch.float(), [size], antialias=True).round_().clamp_(0, 255).to(torch.uint8)
-            batch = TF.center_crop(batch, [size, size])
-        out[torch.tensor(idx, device=out.device)] = batch
+        out[torch.tensor(idx, device=out.device)] = resize_square(batch, size)
     return out
 
 
