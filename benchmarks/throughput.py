@@ -1,34 +1,40 @@
-"""Images per second of whole training steps, and of the paper-style CPU input pipeline.
+"""Images per second of the training engine's own step, and of the paper-style CPU input pipeline.
 
-Rows (each timed after warm-up, the device synchronised around the timed loop):
+Every training row calls ``mafer.train.engine.Trainer.train_step`` (the code ``mafer finetune``
+and ``mafer pretrain`` run) on a batch held in memory on the device; rows are timed after
+warm-up, the device synchronised around the timed loop:
 
-* ``ours step2``: a uint8 batch already on the device -> ``BatchAugment`` (the fine-tuning
-  set's full op list) -> ``preprocess`` -> SE-ResNet-50 forward/backward -> Adam step;
-* ``ours CR step1``: uint8 batch -> lowering (``mafer.resolution``, per-image r) -> the same
+* ``ours step2``: ``finetune`` with the recipe (Adam, class-weighted CE): a uint8 batch ->
+  the engine's input path (augmentation of the fine-tuning set, ``preprocess``) -> forward/backward
+  -> optimiser step;
+* ``ours CR step1``: ``pretrain --mode cr``: uint8 batch -> per-image lowering -> the same
   augmentation draws for the lowered and the full-resolution copy -> frozen teacher forward ->
-  student forward/backward -> CE + 0.1 * feature MSE -> SGD step;
-* ``... model-only``: the same steps from random preprocessed tensors already on the device
-  (the issue's baseline), for our model and for timm's ``legacy_seresnet50`` when timm imports;
-* ``augment`` / ``decode``: the input path alone (BatchAugment; batched JPEG decoding);
+  student forward/backward -> CE + ``cr_lambda`` x feature MSE -> SGD step;
+* ``... model-only``: the same ``train_step`` with the input path skipped, from random
+  preprocessed tensors (the issue's baseline), for our model and for timm's
+  ``legacy_seresnet50`` (when timm imports) trained by the same engine;
+* ``augment`` / ``decode``: the input path alone (``Trainer.train_inputs``; batched JPEG decoding);
 * ``paper-style``: per image, PIL decode + PIL lowering + ``mafer.transforms`` v2 transforms,
   one process, one thread: images/s per CPU core.
 
-On CUDA: bf16 autocast and channels_last; ``--compile`` adds compiled rows (the pooled-feature
-network is compiled, the classifier and losses stay eager, so each model compiles once for
-training and once for the frozen teacher). ``--json OUT`` writes the table (after every row, so
-a run cut short still leaves what it measured). See benchmarks/README.md.
+On CUDA the engine's defaults apply (bf16 autocast, channels_last); ``--compile`` adds rows with
+the config's ``compile`` on, as ``--compile`` trains. ``--json OUT`` writes the table (after
+every row, so a run cut short still leaves what it measured). See benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import io
 import json
 import os
 import platform
 import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -42,14 +48,16 @@ from PIL import Image
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
-from mafer.batch_augment import BatchAugment
 from mafer.datasets.info import dataset_info
 from mafer.io_decode import decode_bytes
-from mafer.models import create_model, preprocess
-from mafer.resolution import lowered_size, sample_resolutions, lower
+from mafer.models import create_model
+from mafer.resolution import lowered_size, sample_resolutions
+from mafer.train.config import TrainConfig
+from mafer.train.data import InMemorySource, TrainingData
+from mafer.train.distributed import DistEnv
+from mafer.train.engine import Trainer
 from mafer.transforms import train_transform
 
-CR_LAMBDA = 0.1
 VGGFACE2_CLASSES = 8631
 # The issue's numbers (one H200, 224 px, bf16 autocast, channels_last) and goals.
 REFERENCE = {
@@ -95,155 +103,84 @@ def time_steps(step: Callable[[], Any], device: torch.device, batch: int, iters:
     return {"images_per_s": batch * iters / elapsed, "ms_per_step": 1000 * elapsed / iters, "warmup_s": warm_s}
 
 
-# ------------------------------------------------------------------------------------- models
-def ours_features(model: nn.Module, x: Tensor) -> Tensor:
-    return model.forward_features(x)
+# ------------------------------------------------------------------------------------- the engine's step
+class TimmNetwork(nn.Module):
+    """A timm model behind the interface the engine trains (pooled ``forward_features``,
+    ``forward_head``, ``classifier``), so its rows run the very same `Trainer.train_step`."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.net = model
+        self.classifier = model.get_classifier()
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.classifier(features)
 
 
-def ours_head(model: nn.Module, features: Tensor) -> Tensor:
-    return model.forward_head(features)
+class ModelOnlyTrainer(Trainer):
+    """The engine's step from inputs that are already preprocessed (the model-only baseline):
+    no lowering, augmentation or preprocessing; the CR teacher sees the student's input."""
+
+    timm_model: str | None = None  # set: train this timm model instead of ``cfg.model``
+
+    def build_networks(self, num_classes: int) -> tuple[nn.Module, nn.Module | None]:
+        if self.timm_model is None:
+            return super().build_networks(num_classes)
+        import timm
+
+        model = TimmNetwork(timm.create_model(self.timm_model, pretrained=False, num_classes=num_classes))
+        teacher = copy.deepcopy(model).eval().requires_grad_(False) if self.cfg.mode == "cr" else None
+        return model, teacher
+
+    def train_inputs(self, images: Tensor, p: float) -> tuple[Tensor, Tensor | None]:
+        return images, images if self.teacher is not None else None
 
 
-def timm_features(model: nn.Module, x: Tensor) -> Tensor:
-    return model.forward_head(model.forward_features(x), pre_logits=True)
+def step_config(args: argparse.Namespace, stage: str, workdir: Path, compile_: bool) -> TrainConfig:
+    """The run a row times: step 2 (``finetune`` on ``--step2-dataset``) or CR step 1 (``pretrain
+    --mode cr`` on ``--cr-dataset``, teacher = a random ``--init``), with the recipe's optimiser
+    and loss, one batch of ``--batch-size`` per optimiser step."""
+    common = dict(model=args.model, image_size=args.image_size, batch_size=args.batch_size, accum_steps=1,
+                  device=args.device.split(":")[0], compile=compile_, progress=False, in_memory=True)
+    out = workdir / f"{stage}-{'compiled' if compile_ else 'eager'}-{len(list(workdir.iterdir()))}"
+    if stage == "finetune":
+        return TrainConfig(stage="finetune", dataset=args.step2_dataset, source_size=args.step2_source,
+                           out=str(out), **common).resolve()
+    init = workdir / f"init-{args.model}.pt"
+    if not init.exists():  # the teacher is a frozen copy of --init; random weights time the same
+        torch.save(create_model(args.model, VGGFACE2_CLASSES).state_dict(), init)
+    return TrainConfig(stage="pretrain", mode="cr", dataset=args.cr_dataset, source_size=args.cr_source,
+                       init=str(init), lower_p=args.lower_p, out=str(out), **common).resolve()
 
 
-def timm_head(model: nn.Module, features: Tensor) -> Tensor:
-    return model.get_classifier()(features)
+def step_trainer(cfg: TrainConfig, device: torch.device, batch: Tensor, model_only: bool = False,
+                 timm_model: str | None = None) -> tuple[Trainer, Tensor]:
+    """A `Trainer` of ``cfg`` whose data is ``batch`` in memory (train and validation alike),
+    and labels for it drawn over the dataset's classes."""
+    info = dataset_info(cfg.dataset)
+    classes = list(info.classes) or [f"n{i:06d}" for i in range(VGGFACE2_CLASSES)]
+    labels = torch.randint(0, len(classes), (len(batch),), generator=torch.Generator().manual_seed(0))
+    counts = torch.bincount(labels, minlength=len(classes)).tolist()
+    source = InMemorySource(batch, labels, device)
+    data = TrainingData(source, source, classes, info.mean_bgr, counts, root="benchmark batch")
+    env = DistEnv(rank=0, world_size=1, local_rank=0, device=device)
+    cls = type("Trainer", (ModelOnlyTrainer,), {"timm_model": timm_model}) if model_only else Trainer
+    return cls(cfg, env, data), labels.to(device)
 
 
-@dataclass
-class Family:
-    """A model family: how to build it, its pooled features and its classifier."""
-
-    name: str
-    build: Callable[[int], nn.Module]
-    features: Callable[[nn.Module, Tensor], Tensor]
-    head: Callable[[nn.Module, Tensor], Tensor]
+def step_fn(trainer: Trainer, batch: Tensor, labels: Tensor) -> Callable[[], dict[str, float]]:
+    """One optimiser step of the engine on ``batch``: ``Trainer.train_step``, nothing else."""
+    group = [(batch, labels)]
+    return lambda: trainer.train_step(group)
 
 
-def families(args: argparse.Namespace) -> dict[str, Family]:
-    out = {"ours": Family(args.model, lambda n: create_model(args.model, n), ours_features, ours_head)}
-    if not args.no_timm:
-        try:
-            import timm
-        except ImportError:
-            return out
-        out["timm"] = Family(args.timm_model,
-                             lambda n: timm.create_model(args.timm_model, pretrained=False, num_classes=n),
-                             timm_features, timm_head)
-    return out
-
-
-class Setup:
-    """Device, precision and memory format shared by every step."""
-
-    def __init__(self, args: argparse.Namespace):
-        self.device = torch.device(args.device)
-        self.cuda = self.device.type == "cuda"
-        self.memory_format = torch.channels_last if self.cuda else torch.contiguous_format
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda)
-        self.compile_mode = args.compile_mode
-        self.generator = torch.Generator(self.device).manual_seed(0)
-
-    def model(self, family: Family, num_classes: int) -> nn.Module:
-        return family.build(num_classes).to(self.device, memory_format=self.memory_format).train()
-
-    def compiled(self, fn: Callable, compile_: bool) -> Callable:
-        # the function takes the module as an argument, so every model of a family shares one graph
-        return torch.compile(fn, mode=self.compile_mode) if compile_ else fn
-
-    def to_input(self, images: Tensor, mean_bgr: tuple[float, float, float]) -> Tensor:
-        return preprocess(images, mean_bgr).contiguous(memory_format=self.memory_format)
-
-
-def adam(model: nn.Module, cuda: bool) -> torch.optim.Optimizer:
-    """Step 2's optimiser: Adam, backbone lr 1e-4, new classifier 1e-2, weight decay 1e-4."""
-    head = {id(p) for p in model.get_classifier().parameters()} if hasattr(model, "get_classifier") \
-        else {id(p) for p in model.classifier.parameters()}
-    groups = [dict(params=[p for p in model.parameters() if id(p) not in head], lr=1e-4),
-              dict(params=[p for p in model.parameters() if id(p) in head], lr=1e-2)]
-    return torch.optim.Adam(groups, betas=(0.9, 0.999), weight_decay=1e-4, fused=cuda)
-
-
-def sgd(model: nn.Module, cuda: bool) -> torch.optim.Optimizer:
-    """CR step 1's optimiser: SGD lr 1e-3, momentum 0.9, weight decay 5e-4."""
-    return torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4, fused=cuda)
-
-
-# ------------------------------------------------------------------------------------- steps
-def input_path(setup: Setup, dataset: str, image_size: int, lower_p: float | None,
-               compile_: bool = False) -> Callable[[Tensor], tuple[Tensor, Tensor | None]]:
-    """uint8 batch -> model input (step 2), or -> (student, teacher) inputs (CR, ``lower_p`` set):
-    per-image lowering, then one set of augmentation draws for the lowered and the full copy."""
-    info = dataset_info(dataset)
-    augment = BatchAugment(dataset, image_size, dtype=torch.float32, compile=compile_)
-
-    def run(batch: Tensor) -> tuple[Tensor, Tensor | None]:
-        if lower_p is None:
-            return setup.to_input(augment(batch, setup.generator), info.mean_bgr), None
-        full = batch.float()
-        lowered = lower(full, sample_resolutions(full.shape[0], lower_p, setup.generator))
-        both = augment(torch.cat([lowered, full], 1), setup.generator)
-        return setup.to_input(both[:, :3], info.mean_bgr), setup.to_input(both[:, 3:], info.mean_bgr)
-
-    return run
-
-
-def step2_fn(setup: Setup, family: Family, dataset: str, batch: Tensor, full_path: bool,
-             compile_: bool, image_size: int) -> Callable[[], None]:
-    """Fine-tuning step: (augment ->) preprocess -> forward/backward -> Adam."""
-    info = dataset_info(dataset)
-    model = setup.model(family, len(info.classes))
-    optimizer = adam(model, setup.cuda)
-    weights = torch.rand(len(info.classes), device=setup.device) + 0.5
-    labels = torch.randint(0, len(info.classes), (batch.shape[0],), device=setup.device, generator=setup.generator)
-    features = setup.compiled(family.features, compile_)
-    inputs = input_path(setup, dataset, image_size, None, compile_)
-
-    def step() -> None:
-        x = inputs(batch)[0] if full_path else batch
-        with setup.autocast:
-            logits = family.head(model, features(model, x))
-            loss = F.cross_entropy(logits.float(), labels, weight=weights)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
-
-
-def cr_step_fn(setup: Setup, family: Family, dataset: str, batch: Tensor, full_path: bool,
-               compile_: bool, image_size: int, lower_p: float) -> Callable[[], None]:
-    """CR step 1: (lower -> augment both copies alike ->) frozen teacher + student, CE + lambda * MSE, SGD."""
-    student = setup.model(family, VGGFACE2_CLASSES)
-    teacher = copy.deepcopy(student).eval().requires_grad_(False)
-    optimizer = sgd(student, setup.cuda)
-    labels = torch.randint(0, VGGFACE2_CLASSES, (batch.shape[0],), device=setup.device, generator=setup.generator)
-    features = setup.compiled(family.features, compile_)
-    inputs = input_path(setup, dataset, image_size, lower_p, compile_)
-    teacher_batch = torch.randn_like(batch) if not full_path else None
-
-    def step() -> None:
-        x_student, x_teacher = inputs(batch) if full_path else (batch, teacher_batch)
-        with setup.autocast:
-            with torch.no_grad():
-                target = features(teacher, x_teacher)
-            feats = features(student, x_student)
-            logits = family.head(student, feats)
-            loss = F.cross_entropy(logits.float(), labels) + CR_LAMBDA * F.mse_loss(feats.float(), target.float())
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
-
-
-def augment_fn(setup: Setup, dataset: str, batch: Tensor, image_size: int, lower_p: float | None,
-               compile_: bool = False) -> Callable[[], None]:
-    """The input path alone: (lowering ->) BatchAugment -> preprocess."""
-    inputs = input_path(setup, dataset, image_size, lower_p, compile_)
-    return lambda: inputs(batch)
+def augment_fn(trainer: Trainer, batch: Tensor) -> Callable[[], Any]:
+    """The engine's input path alone: (lowering ->) augmentation -> preprocess (``Trainer.train_inputs``)."""
+    p = trainer.cfg.lower_p if trainer.cfg.lowers else 0.0
+    return lambda: trainer.train_inputs(batch, p)
 
 
 # ------------------------------------------------------------------------------------- data
@@ -326,8 +263,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=None, help="timed steps per row (30 CUDA, 3 CPU, 2 --quick)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (5 CUDA, 1 CPU; compile adds 2)")
     p.add_argument("--compile", action="store_true", help="add torch.compile rows (ours and timm)")
-    p.add_argument("--compile-mode", default=None,
-                   help="torch.compile mode, e.g. reduce-overhead for CUDA graphs (default: inductor default)")
     p.add_argument("--no-timm", action="store_true", help="skip the timm rows")
     p.add_argument("--timm-model", default=None,
                    help="timm model of the baseline rows (legacy_seresnet50; legacy_seresnet18 with --quick)")
@@ -482,66 +417,79 @@ class Table:
 def run(args: argparse.Namespace) -> Table:
     """Measure every row; return the filled table."""
     torch.set_num_threads(args.threads)
-    setup = Setup(args)
-    if setup.cuda:
-        torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision("high")
+    device = torch.device(args.device)
     table = Table(args)
     print(f"machine: {json.dumps(table.machine)}", flush=True)
-    n, size, device = args.batch_size, args.image_size, setup.device
+    n, size = args.batch_size, args.image_size
     step2_batch = source_batch(n, args.step2_source, device, seed=0)
     cr_batch = source_batch(n, args.cr_source, device, seed=1)
     timing = dict(device=device, batch=n, iters=args.iters)
     warm = dict(eager=args.warmup, compiled=args.warmup + 2)
-    models = families(args)
-    if "timm" not in models and not args.no_timm:
+    timm_model = None if args.no_timm else args.timm_model
+    if timm_model is not None and importlib.util.find_spec("timm") is None:
         print("  (timm is not importable: timm rows skipped)", flush=True)
+        timm_model = None
+    workdir = Path(tempfile.mkdtemp(prefix="mafer-throughput-"))  # the trainers' run folders
+    try:
+        variants = ["eager", "compiled"] if args.compile else ["eager"]
+        for variant in variants:
+            compile_, suffix = variant == "compiled", ", compiled" if variant == "compiled" else ""
+            step2 = lambda: step_config(args, "finetune", workdir, compile_)
+            cr = lambda: step_config(args, "pretrain", workdir, compile_)
+            table.add(Row("augment step2" + suffix,
+                          f"Trainer.train_inputs {args.step2_dataset} {args.step2_source}->{size} + preprocess", n),
+                      lambda: time_steps(augment_fn(step_trainer(step2(), device, step2_batch)[0], step2_batch),
+                                         warmup=warm[variant], **timing))
+            table.add(Row("augment CR step1" + suffix, f"Trainer.train_inputs: lowering p={args.lower_p} + "
+                          f"{args.cr_dataset} augmentation x2 + preprocess", n),
+                      lambda: time_steps(augment_fn(step_trainer(cr(), device, cr_batch)[0], cr_batch),
+                                         warmup=warm[variant], **timing))
+        encoded = jpeg_bytes(cr_batch[: min(n, 64)])
+        table.add(Row("decode JPEG", f"io_decode.decode_bytes {args.cr_source}px JPEGs on {device.type}"
+                      + (" (nvJPEG, batched)" if device.type == "cuda" else " (one thread per call)"), len(encoded)),
+                  lambda: decode_rate(encoded, args.cr_source, device, iters=max(args.iters // 3, 1)))
 
-    variants = ["eager", "compiled"] if args.compile else ["eager"]
-    for variant in variants:
-        compile_, suffix = variant == "compiled", ", compiled" if variant == "compiled" else ""
-        table.add(Row("augment step2" + suffix,
-                      f"BatchAugment {args.step2_dataset} {args.step2_source}->{size} + preprocess", n),
-                  lambda: time_steps(augment_fn(setup, args.step2_dataset, step2_batch, size, None, compile_),
-                                     warmup=warm[variant], **timing))
-        table.add(Row("augment CR step1" + suffix,
-                      f"lowering p={args.lower_p} + BatchAugment {args.cr_dataset} x2 + preprocess", n),
-                  lambda: time_steps(augment_fn(setup, args.cr_dataset, cr_batch, size, args.lower_p, compile_),
-                                     warmup=warm[variant], **timing))
-    encoded = jpeg_bytes(cr_batch[: min(n, 64)])
-    table.add(Row("decode JPEG", f"io_decode.decode_bytes {args.cr_source}px JPEGs on {device.type}"
-                  + (" (nvJPEG, batched)" if setup.cuda else " (one thread per call)"), len(encoded)),
-              lambda: decode_rate(encoded, args.cr_source, device, iters=max(args.iters // 3, 1)))
+        if not args.no_paper_style:  # before the models: seconds, and a run cut short still has them
+            step2_jpegs = jpeg_bytes(step2_batch[: min(n, 32)])
+            table.add(Row("paper-style step2 per core",
+                          f"PIL decode + v2 {args.step2_dataset} transforms, 1 thread", 1),
+                      lambda: paper_style_rate(step2_jpegs, args.step2_dataset, size, None, args.paper_seconds))
+            table.add(Row("paper-style CR step1 per core",
+                          f"PIL decode + PIL lowering + v2 {args.cr_dataset} transforms x2, 1 thread", 1),
+                      lambda: paper_style_rate(encoded[:32], args.cr_dataset, size, args.lower_p, args.paper_seconds))
 
-    if not args.no_paper_style:  # before the models: seconds, and a run cut short still has them
-        step2_jpegs = jpeg_bytes(step2_batch[: min(n, 32)])
-        table.add(Row("paper-style step2 per core", f"PIL decode + v2 {args.step2_dataset} transforms, 1 thread", 1),
-                  lambda: paper_style_rate(step2_jpegs, args.step2_dataset, size, None, args.paper_seconds))
-        table.add(Row("paper-style CR step1 per core",
-                      f"PIL decode + PIL lowering + v2 {args.cr_dataset} transforms x2, 1 thread", 1),
-                  lambda: paper_style_rate(encoded[:32], args.cr_dataset, size, args.lower_p, args.paper_seconds))
+        model_only_input = torch.randn(n, 3, size, size, device=device)
+        if device.type == "cuda":
+            model_only_input = model_only_input.contiguous(memory_format=torch.channels_last)
+        for variant in variants:
+            compile_ = variant == "compiled"
+            step2 = lambda: step_config(args, "finetune", workdir, compile_)
+            cr = lambda: step_config(args, "pretrain", workdir, compile_)
 
-    model_only_input = torch.randn(n, 3, size, size, device=device).contiguous(memory_format=setup.memory_format)
-    for variant in variants:
-        compile_ = variant == "compiled"
-        ours = models["ours"]
-        table.add(Row(f"ours step2, {variant}", f"{args.step2_dataset} aug + {ours.name} fwd/bwd + Adam", n),
-                  lambda: time_steps(step2_fn(setup, ours, args.step2_dataset, step2_batch, True, compile_, size),
-                                     warmup=warm[variant], **timing))
-        table.add(Row(f"ours CR step1, {variant}",
-                      f"lowering + {args.cr_dataset} aug + teacher fwd + student fwd/bwd + MSE + CE + SGD", n),
-                  lambda: time_steps(cr_step_fn(setup, ours, args.cr_dataset, cr_batch, True, compile_, size,
-                                                args.lower_p), warmup=warm[variant], **timing))
-        # the baseline before our model-only rows, which reuse the graphs compiled above
-        for key in sorted(models, key=lambda k: k != "timm"):
-            family = models[key]
-            table.add(Row(f"{key} step2 model-only, {variant}", f"{family.name} fwd/bwd + Adam, random input", n),
-                      lambda: time_steps(step2_fn(setup, family, args.step2_dataset, model_only_input, False,
-                                                  compile_, size), warmup=warm[variant], **timing))
-            table.add(Row(f"{key} CR step1 model-only, {variant}",
-                          f"{family.name} teacher fwd + student fwd/bwd + MSE + CE + SGD, random input", n),
-                      lambda: time_steps(cr_step_fn(setup, family, args.cr_dataset, model_only_input, False,
-                                                    compile_, size, args.lower_p), warmup=warm[variant], **timing))
+            def engine_row(cfg: TrainConfig, batch: Tensor, **kw: Any) -> dict[str, float]:
+                trainer, labels = step_trainer(cfg, device, batch, **kw)
+                return time_steps(step_fn(trainer, batch, labels), warmup=warm[variant], **timing)
+
+            table.add(Row(f"ours step2, {variant}",
+                          f"Trainer.train_step: {args.step2_dataset} aug + {args.model} fwd/bwd + Adam", n),
+                      lambda: engine_row(step2(), step2_batch))
+            table.add(Row(f"ours CR step1, {variant}", f"Trainer.train_step: lowering + {args.cr_dataset} aug + "
+                          f"teacher fwd + student fwd/bwd + MSE + CE + SGD", n),
+                      lambda: engine_row(cr(), cr_batch))
+            # the baseline first, then ours: the same engine step from random preprocessed input
+            for key, name in (("timm", timm_model), ("ours", None)):
+                if key == "timm" and name is None:
+                    continue
+                shown = name or args.model
+                table.add(Row(f"{key} step2 model-only, {variant}",
+                              f"Trainer.train_step, input path skipped: {shown} fwd/bwd + Adam, random input", n),
+                          lambda: engine_row(step2(), model_only_input, model_only=True, timm_model=name))
+                table.add(Row(f"{key} CR step1 model-only, {variant}",
+                              f"Trainer.train_step, input path skipped: {shown} teacher fwd + student fwd/bwd "
+                              f"+ MSE + CE + SGD, random input", n),
+                          lambda: engine_row(cr(), model_only_input, model_only=True, timm_model=name))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     return table
 
 

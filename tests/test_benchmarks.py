@@ -62,6 +62,37 @@ def test_rows_filter_measures_only_the_matching_rows(tmp_path: Path) -> None:
     assert [row["name"] for row in table["rows"]] == ["augment step2", "augment CR step1"]
 
 
+def test_quick_run_times_the_engines_train_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training rows time `Trainer.train_step` itself (the code `mafer finetune/pretrain` run),
+    not a copy of it; the augment rows time the engine's `train_inputs`."""
+    from mafer.train.engine import Trainer
+
+    bench = load_benchmark()
+    calls: list[tuple[str, str, int]] = []
+    train_step, train_inputs = Trainer.train_step, Trainer.train_inputs
+
+    def spy_step(self, group):
+        calls.append(("train_step", self.cfg.stage, len(group[0][0])))
+        return train_step(self, group)
+
+    def spy_inputs(self, images, p):
+        calls.append(("train_inputs", self.cfg.stage, len(images)))
+        return train_inputs(self, images, p)
+
+    monkeypatch.setattr(Trainer, "train_step", spy_step)
+    monkeypatch.setattr(Trainer, "train_inputs", spy_inputs)
+    args = bench.parse_args(["--device", "cpu", "--quick", "--no-timm", "--no-paper-style", "--rows", "^(ours|augment)"])
+    table = bench.run(args)
+    assert [r.error for r in table.rows] == [None] * 6
+    per_row = args.warmup + args.iters
+    steps = [c for c in calls if c[0] == "train_step"]
+    # 2 full rows and 2 model-only rows, each warm-up + timed steps, one batch of --batch-size per step
+    assert len(steps) == 4 * per_row and {c[2] for c in steps} == {args.batch_size}
+    assert {c[1] for c in steps} == {"finetune", "pretrain"}
+    # the input path runs inside train_step for the full rows, and alone for the augment rows
+    assert len([c for c in calls if c[0] == "train_inputs"]) == 4 * per_row
+
+
 def test_goals_and_ratios_from_rows() -> None:
     bench = load_benchmark()
     args = bench.parse_args(["--device", "cuda", "--cores", "16"])

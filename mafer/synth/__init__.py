@@ -18,10 +18,11 @@ from typing import Iterable
 import numpy as np
 
 from mafer.errors import MaferError
+from mafer.synth.faces import VARIANTS, face_variant
 from mafer.synth.formats import WRITERS
 from mafer.synth.scales import SCALES, Scale
 
-__all__ = ["SCALES", "Scale", "DATASET_NAMES", "write_synthetic", "add_arguments", "run"]
+__all__ = ["SCALES", "Scale", "VARIANTS", "DATASET_NAMES", "write_synthetic", "add_arguments", "run"]
 
 DATASET_NAMES = tuple(WRITERS)
 MANIFEST = "synthetic.json"
@@ -58,17 +59,19 @@ def _clear_previous(out: Path, name: str, manifest: dict) -> None:
 
 
 def write_synthetic(out: str | Path, scale: str = "smoke", seed: int = 0,
-                    datasets: str | Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+                    datasets: str | Iterable[str] | None = None, variant: str = "demo") -> dict[str, dict[str, int]]:
     """Write synthetic FER2013, RAF-DB, Oulu-CASIA, AffWild2 and VGGFace2 under `out`.
 
     Each dataset goes to `out/<name>` in its real layout; `scale` is a key of `SCALES`,
-    `datasets` a subset of `DATASET_NAMES` (list or comma-separated string). Returns the
+    `datasets` a subset of `DATASET_NAMES` (list or comma-separated string), `variant` a key
+    of `VARIANTS` (the faces' distributions, `mafer.synth.faces.FaceVariant`). Returns the
     counts written, per dataset (images per split, videos, identities ...). Earlier
     synthetic copies in `out` are replaced; other existing folders are left alone (error).
     """
     if scale not in SCALES:
         raise MaferError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
     spec = SCALES[scale]
+    faces = face_variant(variant)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
@@ -80,8 +83,8 @@ def write_synthetic(out: str | Path, scale: str = "smoke", seed: int = 0,
     counts = {}
     for name in _parse_datasets(datasets):
         _clear_previous(out, name, manifest)
-        counts[name] = WRITERS[name](out / name, spec, _dataset_rng(seed, name))
-        manifest[name] = {"scale": scale, "seed": seed, "counts": counts[name]}
+        counts[name] = WRITERS[name](out / name, spec, _dataset_rng(seed, name), variant=faces)
+        manifest[name] = {"scale": scale, "seed": seed, "variant": variant, "counts": counts[name]}
         manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return counts
 
@@ -92,6 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", choices=sorted(SCALES), default="smoke",
                         help="smoke: a few dozen images per set (tests); demo: the book's default")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    parser.add_argument("--variant", choices=list(VARIANTS), default="demo",
+                        help="face distributions (mafer.synth.faces.VARIANTS): demo (default) or resting-face "
+                             "(per-person offsets of brows, lids and mouth)")
     parser.add_argument("--datasets", default=None,
                         help=f"comma-separated subset of {','.join(DATASET_NAMES)} (default: all)")
 
@@ -99,9 +105,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """`mafer synth`: write the datasets and print what was written."""
     start = time.perf_counter()
-    counts = write_synthetic(args.out, scale=args.scale, seed=args.seed, datasets=args.datasets)
+    counts = write_synthetic(args.out, scale=args.scale, seed=args.seed, datasets=args.datasets,
+                             variant=args.variant)
     for name, c in counts.items():
         print(f"{name:10s} " + ", ".join(f"{k} {v}" for k, v in c.items()))
-    print(f"wrote {args.scale} synthetic data (seed {args.seed}) to {args.out} "
+    print(f"wrote {args.scale} synthetic data ({args.variant} faces, seed {args.seed}) to {args.out} "
           f"in {time.perf_counter() - start:.1f} s")
     return 0

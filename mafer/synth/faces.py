@@ -18,7 +18,12 @@ image (or per identity), so a whole batch is drawn with a few dozen array operat
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import numpy as np
+
+from mafer.errors import MaferError
 
 Params = dict[str, np.ndarray]
 
@@ -59,6 +64,78 @@ _HAIR = np.array([[22, 18, 16], [55, 38, 26], [98, 66, 40], [150, 110, 62],
 _IRIS = np.array([[60, 38, 22], [95, 62, 35], [70, 100, 130], [80, 105, 70], [40, 30, 25]],
                  np.float32)
 
+Range = tuple[float, float]  # (low, high) of a uniform draw
+
+
+@dataclass(frozen=True)
+class FaceVariant:
+    """The distributions synthetic faces are drawn from: who the people are, how strongly and
+    how noisily they show expressions, and how they are photographed.
+
+    Lengths are in face units (head half-width about 0.6), angles in radians, colours in RGB
+    0..255. Draws happen in the order of the tables, so a variant with the same values draws
+    the same faces from the same seed (`DEMO` reproduces the demo data byte for byte).
+    """
+
+    name: str
+    # -- identity: uniform ranges of the face geometry, in the order they are drawn
+    shape_ranges: tuple[tuple[str, float, float], ...] = (
+        ("head_w", 0.5, 0.64), ("head_h", 0.7, 0.84), ("jaw", 0.0, 1.0),  # jaw: 1 = narrow chin
+        ("eye_x", 0.19, 0.27), ("eye_y", -0.12, -0.05), ("eye_w", 0.07, 0.1),
+        ("eye_h", 0.03, 0.045), ("brow_gap", 0.09, 0.14), ("brow_w", 0.025, 0.05),
+        ("brow_arch", 0.0, 0.035), ("brow_tilt", -0.02, 0.02),
+        ("nose_y", 0.13, 0.21), ("nose_w", 0.05, 0.08), ("mouth_y", 0.34, 0.42),
+        ("mouth_w", 0.16, 0.22), ("lip_h", 0.024, 0.04),
+        ("hairline", -0.66, -0.44), ("hair_vol", 0.02, 0.14),
+    )
+    # share of people with each trait (drawn after the geometry)
+    trait_rates: tuple[tuple[str, float], ...] = (
+        ("long_hair", 0.4), ("bangs", 0.2), ("glasses", 0.15), ("stubble", 0.15), ("mole_on", 0.5),
+    )
+    # the mole's place and radius, and a small sideways gaze (drawn after the traits)
+    mark_ranges: tuple[tuple[str, float, float], ...] = (
+        ("mole_x", -0.35, 0.35), ("mole_y", -0.35, 0.3), ("mole_r", 0.008, 0.016), ("gaze_x", -0.01, 0.01),
+    )
+    skin_gain: Range = (0.93, 1.07)  # per-channel factor on the interpolated skin palette
+    hair_gain: Range = (0.85, 1.15)  # per-channel factor on the hair palette colour
+    lip_tint: tuple[float, float, float] = (0.82, 0.55, 0.55)  # lips = skin x tint + offset
+    lip_offset: Range = (-10.0, 10.0)
+    # -- resting face: a per-person offset of these facial-action parameters, added to every
+    # expression that person shows (normal, this standard deviation; 0 = none, nothing drawn)
+    resting_face_std: float = 0.0
+    resting_face_fields: tuple[str, ...] = ("brow_raise", "brow_inner", "eye_open", "mouth_curve", "mouth_width")
+    # -- expression: Gaussian noise added to every facial-action parameter
+    expression_jitter: float = 0.1
+    # -- photograph (each spread multiplied by the dataset's pose_jitter)
+    roll_std: float = 0.09  # in-plane head rotation, radians
+    roll_limit: float = 0.3
+    shift_std: float = 0.04  # face-centre offset, in half image sizes
+    log_scale_std: float = 0.06  # spread of log(face size)
+    light_amp: Range = (0.0, 0.35)  # strength of the linear lighting gradient
+    gain: Range = (0.75, 1.15)  # exposure
+    noise_std: Range = (0.5, 4.0)  # Gaussian sensor noise, grey levels
+    background_grey: Range = (40.0, 210.0)  # brightness of the two background colours
+    background_saturation: Range = (0.0, 0.6)  # how far each moves from grey towards a random colour
+    background_colour: Range = (30.0, 225.0)
+    colour_cast: Range = (0.93, 1.07)  # white balance, per channel
+    background_cells: int = 4  # the background blotches: a cells x cells grid, upsampled
+
+
+DEMO = FaceVariant("demo")
+VARIANTS: dict[str, FaceVariant] = {
+    "demo": DEMO,
+    # README, "What the demo shows": people who differ in their resting face (per-person
+    # offsets of brows, lids and mouth), on top of everything the demo draws
+    "resting-face": dataclasses.replace(DEMO, name="resting-face", resting_face_std=0.3),
+}
+
+
+def face_variant(name: str) -> FaceVariant:
+    """The variant called ``name`` (a key of `VARIANTS`); MaferError otherwise."""
+    if name not in VARIANTS:
+        raise MaferError(f"unknown synthetic face variant {name!r}; expected one of {', '.join(VARIANTS)}")
+    return VARIANTS[name]
+
 
 def _col(a: np.ndarray) -> np.ndarray:
     """[N] -> [N, 1, 1] so per-image parameters broadcast over a pixel window."""
@@ -72,63 +149,63 @@ def take(params: Params, index: np.ndarray) -> Params:
 
 # ----------------------------------------------------------------------------- sampling
 
-def sample_identities(rng: np.random.Generator, n: int) -> Params:
-    """Geometry, colours and marks of `n` people."""
+def sample_identities(rng: np.random.Generator, n: int, variant: FaceVariant = DEMO) -> Params:
+    """Geometry, colours and marks (and, when the variant has one, the resting face) of `n` people."""
     u = lambda lo, hi: rng.uniform(lo, hi, n).astype(np.float32)  # noqa: E731
     skin_t = rng.uniform(0, len(_SKIN) - 1, n)
     lo = np.floor(skin_t).astype(int).clip(0, len(_SKIN) - 2)
     frac = (skin_t - lo)[:, None]
-    skin = (_SKIN[lo] * (1 - frac) + _SKIN[lo + 1] * frac) * rng.uniform(0.93, 1.07, (n, 3))
-    hair = _HAIR[rng.integers(0, len(_HAIR), n)] * rng.uniform(0.85, 1.15, (n, 3))
-    lips = skin * np.array([0.82, 0.55, 0.55]) + rng.uniform(-10, 10, (n, 3))
-    ident: Params = {
-        "head_w": u(0.5, 0.64), "head_h": u(0.7, 0.84), "jaw": u(0.0, 1.0),
-        "eye_x": u(0.19, 0.27), "eye_y": u(-0.12, -0.05), "eye_w": u(0.07, 0.1),
-        "eye_h": u(0.03, 0.045), "brow_gap": u(0.09, 0.14), "brow_w": u(0.025, 0.05),
-        "brow_arch": u(0.0, 0.035), "brow_tilt": u(-0.02, 0.02),
-        "nose_y": u(0.13, 0.21), "nose_w": u(0.05, 0.08), "mouth_y": u(0.34, 0.42),
-        "mouth_w": u(0.16, 0.22), "lip_h": u(0.024, 0.04),
-        "hairline": u(-0.66, -0.44), "hair_vol": u(0.02, 0.14),
-        "long_hair": (rng.random(n) < 0.4).astype(np.float32),
-        "bangs": (rng.random(n) < 0.2).astype(np.float32),
-        "glasses": (rng.random(n) < 0.15).astype(np.float32),
-        "stubble": (rng.random(n) < 0.15).astype(np.float32),
-        "mole_on": (rng.random(n) < 0.5).astype(np.float32),
-        "mole_x": u(-0.35, 0.35), "mole_y": u(-0.35, 0.3), "mole_r": u(0.008, 0.016),
-        "gaze_x": u(-0.01, 0.01),
-    }
+    skin = (_SKIN[lo] * (1 - frac) + _SKIN[lo + 1] * frac) * rng.uniform(*variant.skin_gain, (n, 3))
+    hair = _HAIR[rng.integers(0, len(_HAIR), n)] * rng.uniform(*variant.hair_gain, (n, 3))
+    lips = skin * np.array(variant.lip_tint) + rng.uniform(*variant.lip_offset, (n, 3))
+    ident: Params = {name: u(lo_, hi) for name, lo_, hi in variant.shape_ranges}
+    ident |= {name: (rng.random(n) < rate).astype(np.float32) for name, rate in variant.trait_rates}
+    ident |= {name: u(lo_, hi) for name, lo_, hi in variant.mark_ranges}
     for name, rgb in (("skin", skin), ("hair", hair), ("lips", lips),
                       ("iris", _IRIS[rng.integers(0, len(_IRIS), n)])):
         ident[name] = np.clip(rgb, 0, 255).astype(np.float32)  # [n, 3] RGB
+    if variant.resting_face_std > 0:
+        for field in variant.resting_face_fields:
+            ident["rest_" + field] = rng.normal(0, variant.resting_face_std, n).astype(np.float32)
     return ident
 
 
+def with_resting_face(expr: Params, ident: Params) -> Params:
+    """``expr`` plus the per-person resting offsets in ``ident`` (``rest_<field>``), if any."""
+    rest = {k[len("rest_"):]: v for k, v in ident.items() if k.startswith("rest_")}
+    return expr if not rest else {k: v + rest[k] if k in rest else v for k, v in expr.items()}
+
+
 def expression_params(rng: np.random.Generator, expression: np.ndarray, intensity: np.ndarray,
-                      jitter: float = 0.1) -> Params:
-    """Facial-action parameters for canonical expression indices at the given intensity (0..1)."""
+                      jitter: float | None = None, variant: FaceVariant = DEMO) -> Params:
+    """Facial-action parameters for canonical expression indices at the given intensity (0..1),
+    plus Gaussian noise of std ``jitter`` (default: the variant's ``expression_jitter``)."""
+    jitter = variant.expression_jitter if jitter is None else jitter
     base = PROTOTYPES[expression] * np.asarray(intensity, np.float32)[:, None]
     base = base + rng.normal(0, jitter, base.shape).astype(np.float32)
     return {f: base[:, i] for i, f in enumerate(EXPRESSION_FIELDS)}
 
 
 def sample_conditions(rng: np.random.Generator, n: int, *, scale: float = 1.0,
-                      pose_jitter: float = 1.0) -> Params:
+                      pose_jitter: float = 1.0, variant: FaceVariant = DEMO) -> Params:
     """Pose (rotation, shift, scale), lighting, background and noise of `n` images."""
+    v = variant
     u = lambda lo, hi: rng.uniform(lo, hi, n).astype(np.float32)  # noqa: E731
     cond: Params = {
-        "angle": rng.normal(0, 0.09 * pose_jitter, n).clip(-0.3, 0.3).astype(np.float32),
-        "tx": rng.normal(0, 0.04 * pose_jitter, n).astype(np.float32),
-        "ty": rng.normal(0, 0.04 * pose_jitter, n).astype(np.float32),
-        "scale": (scale * np.exp(rng.normal(0, 0.06 * pose_jitter, n))).astype(np.float32),
-        "light_amp": u(0.0, 0.35), "light_dir": u(0, 2 * np.pi),
-        "gain": u(0.75, 1.15), "noise": u(0.5, 4.0),
+        "angle": rng.normal(0, v.roll_std * pose_jitter, n).clip(-v.roll_limit, v.roll_limit).astype(np.float32),
+        "tx": rng.normal(0, v.shift_std * pose_jitter, n).astype(np.float32),
+        "ty": rng.normal(0, v.shift_std * pose_jitter, n).astype(np.float32),
+        "scale": (scale * np.exp(rng.normal(0, v.log_scale_std * pose_jitter, n))).astype(np.float32),
+        "light_amp": u(*v.light_amp), "light_dir": u(0, 2 * np.pi),
+        "gain": u(*v.gain), "noise": u(*v.noise_std),
     }
     # background: two muted colours blended by smooth blotches
-    grey = rng.uniform(40, 210, (n, 2, 1))
-    bg = grey + rng.uniform(0.0, 0.6, (n, 2, 1)) * (rng.uniform(30, 225, (n, 2, 3)) - grey)
+    grey = rng.uniform(*v.background_grey, (n, 2, 1))
+    bg = grey + rng.uniform(*v.background_saturation, (n, 2, 1)) * (rng.uniform(*v.background_colour, (n, 2, 3)) - grey)
     cond["bg"] = bg.astype(np.float32)  # [n, 2, 3]
-    cond["cast"] = rng.uniform(0.93, 1.07, (n, 3)).astype(np.float32)  # white balance
-    cond["bg_grid"] = rng.uniform(-1, 1, (n, 4, 4)).astype(np.float32)  # smooth background blotches
+    cond["cast"] = rng.uniform(*v.colour_cast, (n, 3)).astype(np.float32)  # white balance
+    cells = v.background_cells
+    cond["bg_grid"] = rng.uniform(-1, 1, (n, cells, cells)).astype(np.float32)  # smooth background blotches
     return cond
 
 
@@ -239,6 +316,7 @@ def _upsample(grids: np.ndarray, h: int, w: int) -> np.ndarray:
 def render(ident: Params, expr: Params, cond: Params, height: int, width: int,
            rng: np.random.Generator, gray: bool = False) -> np.ndarray:
     """Draw one face per row of the parameter batches: uint8 [N, height, width, 3] (RGB)."""
+    expr = with_resting_face(expr, ident)
     cv = _Canvas(cond, height, width)
     _background(cv, cond)
     skin = ident["skin"]

@@ -57,12 +57,12 @@ def _draw(rng: np.random.Generator, ident: F.Params, expr: F.Params, cond: F.Par
 
 
 def static_faces(rng: np.random.Generator, expressions: np.ndarray, size: int, *, scale: float,
-                  gray: bool = False) -> np.ndarray:
+                  gray: bool = False, variant: F.FaceVariant = F.DEMO) -> np.ndarray:
     """One new person per image, each showing a canonical expression at a random intensity."""
     n = len(expressions)
-    ident = F.sample_identities(rng, n)
-    expr = F.expression_params(rng, expressions, rng.uniform(0.35, 1.0, n))
-    cond = F.sample_conditions(rng, n, scale=scale)
+    ident = F.sample_identities(rng, n, variant)
+    expr = F.expression_params(rng, expressions, rng.uniform(0.35, 1.0, n), variant=variant)
+    cond = F.sample_conditions(rng, n, scale=scale, variant=variant)
     return _draw(rng, ident, expr, cond, (size, size), gray)
 
 
@@ -73,7 +73,8 @@ def _save_jpeg(array: np.ndarray, path: Path) -> None:
 
 # ----------------------------------------------------------------------------- FER2013
 
-def write_fer2013(root: Path, spec: Scale, rng: np.random.Generator) -> dict[str, int]:
+def write_fer2013(root: Path, spec: Scale, rng: np.random.Generator,
+                  variant: F.FaceVariant = F.DEMO) -> dict[str, int]:
     """`fer2013.csv` with columns emotion,pixels,Usage (48x48 gray), rows grouped by Usage."""
     canon = canonical_indices("fer2013")
     root.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ def write_fer2013(root: Path, spec: Scale, rng: np.random.Generator) -> dict[str
                                 ("val", "PublicTest", spec.fer_val),
                                 ("test", "PrivateTest", spec.fer_test)):
             labels = _shuffled_labels(rng, class_counts(n, _FER_FREQ, spec.min_per_class))
-            images = static_faces(rng, canon[labels], 48, scale=1.15, gray=True)[..., 0]
+            images = static_faces(rng, canon[labels], 48, scale=1.15, gray=True, variant=variant)[..., 0]
             for label, img in zip(labels, images):
                 writer.writerow([int(label), " ".join(map(str, img.ravel().tolist())), usage])
             counts[split] = n
@@ -94,7 +95,8 @@ def write_fer2013(root: Path, spec: Scale, rng: np.random.Generator) -> dict[str
 
 # ----------------------------------------------------------------------------- RAF-DB
 
-def write_rafdb(root: Path, spec: Scale, rng: np.random.Generator) -> dict[str, int]:
+def write_rafdb(root: Path, spec: Scale, rng: np.random.Generator,
+                variant: F.FaceVariant = F.DEMO) -> dict[str, int]:
     """`EmoLabel/list_patition_label.txt` (labels 1..7) and `Image/aligned/*_aligned.jpg` (100x100 RGB)."""
     canon = canonical_indices("rafdb")
     lines = []
@@ -102,7 +104,7 @@ def write_rafdb(root: Path, spec: Scale, rng: np.random.Generator) -> dict[str, 
     for split, n, digits in (("train", spec.raf_train, 5), ("test", spec.raf_test, 4)):
         minimum = spec.min_per_class + (2 if split == "train" else 0)  # room for a 5% val carve
         labels = _shuffled_labels(rng, class_counts(n, _RAF_FREQ, minimum))
-        images = static_faces(rng, canon[labels], 100, scale=1.1)
+        images = static_faces(rng, canon[labels], 100, scale=1.1, variant=variant)
         for i, (label, img) in enumerate(zip(labels, images), start=1):
             stem = f"{split}_{i:0{digits}d}"
             _save_jpeg(img, root / "Image" / "aligned" / f"{stem}_aligned.jpg")
@@ -115,18 +117,20 @@ def write_rafdb(root: Path, spec: Scale, rng: np.random.Generator) -> dict[str, 
 
 # ----------------------------------------------------------------------------- Oulu-CASIA
 
-def write_oulucasia(root: Path, spec: Scale, rng: np.random.Generator, size: int = 96) -> dict[str, int]:
+def write_oulucasia(root: Path, spec: Scale, rng: np.random.Generator, size: int = 96,
+                    variant: F.FaceVariant = F.DEMO) -> dict[str, int]:
     """`P001/<Expression>/000.jpeg ...`: per subject one onset-to-peak sequence per expression."""
     names = DATASETS["oulucasia"].classes
     canon = canonical_indices("oulucasia")
     n_seq, t = spec.oulu_subjects * len(names), spec.oulu_frames
     subject = np.repeat(np.arange(spec.oulu_subjects), len(names))
     label = np.tile(np.arange(len(names)), spec.oulu_subjects)
-    ident = F.take(F.sample_identities(rng, spec.oulu_subjects), subject)
-    peak = F.expression_params(rng, canon[label], rng.uniform(0.75, 1.0, n_seq), jitter=0.08)
+    ident = F.take(F.sample_identities(rng, spec.oulu_subjects, variant), subject)
+    peak = F.expression_params(rng, canon[label], rng.uniform(0.75, 1.0, n_seq), jitter=0.08, variant=variant)
     # controlled capture: one light and background per subject, the head placed a little
     # differently in each sequence and moving slightly over its frames
-    seq_cond = F.take(F.sample_conditions(rng, spec.oulu_subjects, scale=1.1, pose_jitter=0.6), subject)
+    seq_cond = F.take(F.sample_conditions(rng, spec.oulu_subjects, scale=1.1, pose_jitter=0.6, variant=variant),
+                      subject)
     for k, sd in (("angle", 0.03), ("tx", 0.015), ("ty", 0.015)):
         seq_cond[k] = seq_cond[k] + rng.normal(0, sd, n_seq).astype(np.float32)
     ramp = (np.arange(t) / max(t - 1, 1)) ** 1.3  # frame 0 neutral, last frame at peak
@@ -166,7 +170,8 @@ def _segments(rng: np.random.Generator, n_videos: int, frames: int, lo: int, hi:
     return videos
 
 
-def write_affwild2(root: Path, spec: Scale, rng: np.random.Generator, size: int = 112) -> dict[str, int]:
+def write_affwild2(root: Path, spec: Scale, rng: np.random.Generator, size: int = 112,
+                   variant: F.FaceVariant = F.DEMO) -> dict[str, int]:
     """`cropped_aligned/<video>/00001.jpg` and `annotations/EXPR_Set/<Set>/<video>.txt` per video."""
     classes = DATASETS["affwild2"].classes
     canon = canonical_indices("affwild2")
@@ -180,7 +185,7 @@ def write_affwild2(root: Path, spec: Scale, rng: np.random.Generator, size: int 
         for segs in _segments(rng, n_videos, spec.aff_frames, *seg_len, len(classes)):
             name = f"{numbers[first]}-30-{rng.choice(['1280x720', '640x360', '1920x1080'])}"
             first += 1
-            labels, has_image = _write_video(root, name, segs, canon, size, rng)
+            labels, has_image = _write_video(root, name, segs, canon, size, rng, variant)
             ann = root / "annotations" / "EXPR_Set" / folder / f"{name}.txt"
             ann.parent.mkdir(parents=True, exist_ok=True)
             ann.write_text(",".join(classes) + "\n" + "".join(f"{v}\n" for v in labels))
@@ -190,17 +195,17 @@ def write_affwild2(root: Path, spec: Scale, rng: np.random.Generator, size: int 
 
 
 def _write_video(root: Path, name: str, segs: list[tuple[int, int]], canon: np.ndarray, size: int,
-                 rng: np.random.Generator) -> tuple[list[int], np.ndarray]:
+                 rng: np.random.Generator, variant: F.FaceVariant = F.DEMO) -> tuple[list[int], np.ndarray]:
     """Draw one person's frames: smooth head motion, expression segments with an onset ramp."""
     labels = [lab for lab, n in segs for _ in range(n)]
     t = len(labels)
-    ident = F.take(F.sample_identities(rng, 1), np.zeros(t, int))
-    cond = F.take(F.sample_conditions(rng, 1, scale=1.05), np.zeros(t, int))
+    ident = F.take(F.sample_identities(rng, 1, variant), np.zeros(t, int))
+    cond = F.take(F.sample_conditions(rng, 1, scale=1.05, variant=variant), np.zeros(t, int))
     for k, sd in (("angle", 0.02), ("tx", 0.008), ("ty", 0.008)):
         cond[k] = (cond[k] + np.cumsum(rng.normal(0, sd, t))).clip(-0.35, 0.35).astype(np.float32)
     # an unlabelled segment still shows some face: pick a random expression for it
     shown = np.array([canon[lab] if lab >= 0 else rng.integers(0, len(canon)) for lab, _ in segs])
-    peak = F.expression_params(rng, shown, rng.uniform(0.5, 1.0, len(segs)), jitter=0.08)
+    peak = F.expression_params(rng, shown, rng.uniform(0.5, 1.0, len(segs)), jitter=0.08, variant=variant)
     seg_of = np.repeat(np.arange(len(segs)), [n for _, n in segs])
     onset = np.concatenate([np.minimum(1.0, (np.arange(n) + 1) / 3.0) for _, n in segs])
     expr = {k: v[seg_of] * onset.astype(np.float32) + rng.normal(0, 0.03, t).astype(np.float32)
@@ -220,17 +225,18 @@ def _write_video(root: Path, name: str, segs: list[tuple[int, int]], canon: np.n
 _VGG_SIZES = ((112, 112), (124, 104), (136, 116), (120, 96), (148, 128))  # (height, width)
 
 
-def write_vggface2(root: Path, spec: Scale, rng: np.random.Generator) -> dict[str, int]:
+def write_vggface2(root: Path, spec: Scale, rng: np.random.Generator,
+                   variant: F.FaceVariant = F.DEMO) -> dict[str, int]:
     """`train/n000002/0001_01.jpg ...`: loosely cropped faces of many sizes, one folder per identity."""
     n_id, per = spec.vgg_identities, spec.vgg_images
     ids = np.sort(rng.choice(np.arange(2, 9300), n_id, replace=False))
     who = np.repeat(np.arange(n_id), per)
     n = len(who)
-    ident = F.take(F.sample_identities(rng, n_id), who)
+    ident = F.take(F.sample_identities(rng, n_id, variant), who)
     # in-the-wild photos: mostly neutral or smiling, weak expressions
     shown = rng.choice(len(F.EXPRESSIONS), n, p=[0.5, 0.04, 0.02, 0.03, 0.33, 0.04, 0.04])
-    expr = F.expression_params(rng, shown, rng.uniform(0.2, 0.8, n))
-    cond = F.sample_conditions(rng, n, scale=0.85, pose_jitter=1.5)
+    expr = F.expression_params(rng, shown, rng.uniform(0.2, 0.8, n), variant=variant)
+    cond = F.sample_conditions(rng, n, scale=0.85, pose_jitter=1.5, variant=variant)
     size_of = rng.integers(0, len(_VGG_SIZES), n)
     gray = rng.random(n) < 0.05
     for s, size in enumerate(_VGG_SIZES):

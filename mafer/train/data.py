@@ -10,6 +10,7 @@ preprocessing happen afterwards, batched, on the compute device.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterator, Protocol, Sequence
 
 import torch
@@ -36,11 +37,15 @@ class BatchSource(Protocol):
 class InMemorySource:
     """A whole split decoded once into one uint8 tensor ``[N, 3, S, S]``, kept on the compute device."""
 
-    def __init__(self, dataset: FaceDataset, size: int, device: torch.device):
-        images, labels = dataset.load_uint8(size)
+    def __init__(self, images: Tensor, labels: Tensor, device: torch.device):
         # the cache is small by construction (see IN_MEMORY_LIMIT_BYTES), so it lives on the device
         # and a batch is one gather there, with no host-to-device copy per step
         self.images, self.labels = images.to(device), labels.to(device)
+
+    @classmethod
+    def from_dataset(cls, dataset: FaceDataset, size: int, device: torch.device) -> "InMemorySource":
+        """``dataset`` decoded once at ``size`` px (`FaceDataset.load_uint8`)."""
+        return cls(*dataset.load_uint8(size), device)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -123,10 +128,33 @@ def make_source(cfg: TrainConfig, dataset: FaceDataset, device: torch.device) ->
     if in_memory is None:
         in_memory = len(dataset) * 3 * cfg.source_size**2 <= IN_MEMORY_LIMIT_BYTES
     if in_memory:
-        return InMemorySource(dataset, cfg.source_size, device)
+        return InMemorySource.from_dataset(dataset, cfg.source_size, device)
     if device.type == "cuda" and dataset.image_file(0) is not None:
         return DeviceDecodeSource(dataset, cfg.source_size, cfg.workers)
     return FolderSource(dataset, cfg.source_size, cfg.workers)
+
+
+@dataclass
+class TrainingData:
+    """What a run trains and validates on: two batch sources and the facts the engine needs of them."""
+
+    train: BatchSource
+    val: BatchSource
+    classes: list[str]
+    mean_bgr: tuple[float, float, float]
+    class_counts: list[int]  # training images per class, in class order (the CE weights)
+    root: str  # named in error messages
+
+
+def open_training_data(cfg: TrainConfig, device: torch.device) -> TrainingData:
+    """The training and validation splits of ``cfg`` as batch sources (see `make_source`)."""
+    train_set, val_set = open_split(cfg, "train"), open_split(cfg, "val")
+    classes = list(train_set.classes)
+    if list(val_set.classes) != classes:
+        raise MaferError(f"{val_set.root}: the validation split has classes {list(val_set.classes)[:5]}..., "
+                         f"the training split {classes[:5]}...; expected the same classes in the same order")
+    return TrainingData(make_source(cfg, train_set, device), make_source(cfg, val_set, device), classes,
+                        tuple(train_set.mean_bgr), list(train_set.class_counts().values()), str(train_set.root))
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:

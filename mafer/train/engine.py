@@ -191,12 +191,13 @@ class MetricsLog:
 class Trainer:
     """One training run: data, networks, optimizer, schedule, checkpoints and logs."""
 
-    def __init__(self, cfg: TrainConfig, env: DistEnv):
+    def __init__(self, cfg: TrainConfig, env: DistEnv, data: train_data.TrainingData | None = None):
+        """``cfg`` resolved; ``data`` defaults to the splits ``cfg`` names (`open_training_data`)."""
         self.cfg, self.env, self.device = cfg, env, env.device
         self.out = Path(cfg.out)
         self._check_out_folder()
         seed_everything(cfg.seed, cfg.deterministic, self.device)
-        self._build_data()
+        self._build_data(data if data is not None else train_data.open_training_data(cfg, self.device))
         self._build_model()
         self.step, self.best = 0, None
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and self.device.type == "cuda")
@@ -218,19 +219,13 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         barrier(self.env)
 
-    def _build_data(self) -> None:
+    def _build_data(self, data: train_data.TrainingData) -> None:
         cfg, env = self.cfg, self.env
-        train_set = train_data.open_split(cfg, "train")
-        val_set = train_data.open_split(cfg, "val")
-        self.classes, self.mean_bgr = list(train_set.classes), tuple(train_set.mean_bgr)
-        if list(val_set.classes) != self.classes:
-            raise MaferError(f"{val_set.root}: the validation split has classes {list(val_set.classes)[:5]}..., "
-                             f"the training split {self.classes[:5]}...; expected the same classes in the same order")
-        self.train_source = train_data.make_source(cfg, train_set, self.device)
-        self.val_source = train_data.make_source(cfg, val_set, self.device)
+        self.classes, self.mean_bgr = data.classes, data.mean_bgr
+        self.train_source, self.val_source = data.train, data.val
         self.val_index = train_data.eval_batches(len(self.val_source), cfg.batch_size * 2, env.rank, env.world_size)
         self.micro_per_epoch = train_data.micro_batches_per_epoch(
-            len(self.train_source), cfg.batch_size, env.world_size, str(train_set.root))
+            len(self.train_source), cfg.batch_size, env.world_size, data.root)
         self.steps_per_epoch = train_data.steps_per_epoch(self.micro_per_epoch, cfg.accum_steps)
         planned = cfg.epochs * self.steps_per_epoch
         self.last_step = min(planned, cfg.max_steps or planned)
@@ -238,8 +233,7 @@ class Trainer:
         self.val_points = {round(per_epoch * k / cfg.val_per_epoch) for k in range(1, cfg.val_per_epoch + 1)} - {0}
         self.curriculum = LoweringCurriculum(cfg.curriculum_start, cfg.curriculum_step, cfg.curriculum_stop,
                                              cfg.curriculum_every or max(1, planned // 10))
-        counts = list(train_set.class_counts().values())
-        self.weights = class_weights(counts).to(self.device) if cfg.class_weighted else None
+        self.weights = class_weights(data.class_counts).to(self.device) if cfg.class_weighted else None
         # float output goes straight into preprocess, without a round trip through uint8
         self.augment_train = BatchAugment(cfg.dataset, cfg.image_size, train=cfg.augment, dtype=torch.float32,
                                           compile=cfg.compile)
@@ -249,7 +243,7 @@ class Trainer:
 
     def _build_model(self) -> None:
         cfg, device = self.cfg, self.device
-        model, teacher = build_networks(cfg, len(self.classes))
+        model, teacher = self.build_networks(len(self.classes))
         channels_last = cfg.channels_last and device.type == "cuda"
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(device, memory_format=self.memory_format)
@@ -265,6 +259,10 @@ class Trainer:
         self.net, self.teacher_net = net, teacher_net
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
+
+    def build_networks(self, num_classes: int) -> tuple[nn.Module, nn.Module | None]:
+        """The trainable network and the CR teacher (`build_networks`); a subclass may build others."""
+        return build_networks(self.cfg, num_classes)
 
     def _write_run_info(self, resumed: bool) -> None:
         path = self.out / "run_info.json"
