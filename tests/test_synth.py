@@ -292,3 +292,50 @@ def test_rewrite_replaces_stale_files_but_refuses_foreign_folders(tmp_path: Path
     assert "imagenet" in capsys.readouterr().err
     with pytest.raises(MaferError, match="scale"):
         write_synthetic(tmp_path, scale="huge")
+
+
+# ----------------------------------------------------------------------------- face variants
+
+# sha256 over the paths and bytes of every file of `write_synthetic(scale="smoke", seed=0)`
+# but the manifest, computed with the generator as it was before its parameters became a
+# FaceVariant: the demo variant must keep drawing exactly those faces
+SMOKE_SEED0_DIGEST = "e2005f8b5ba6cb6a94621e9b3debb20c429a702ab3420b01fd1f86af69ae75f1"
+
+
+def test_demo_variant_draws_the_same_bytes_as_before(smoke_data: Path) -> None:
+    h = hashlib.sha256()
+    for p in sorted(smoke_data.rglob("*")):
+        if p.is_file() and p.name != "synthetic.json":
+            h.update(str(p.relative_to(smoke_data)).encode())
+            h.update(p.read_bytes())
+    assert h.hexdigest() == SMOKE_SEED0_DIGEST
+
+
+def test_resting_face_variant_offsets_each_person_consistently() -> None:
+    rest = F.VARIANTS["resting-face"]
+    assert rest.resting_face_std > 0 and F.DEMO.resting_face_std == 0
+    ident = F.sample_identities(np.random.default_rng(0), 50, rest)
+    offsets = np.stack([ident["rest_" + f] for f in rest.resting_face_fields])
+    assert offsets.std() == pytest.approx(rest.resting_face_std, rel=0.3)
+    assert not any(k.startswith("rest_") for k in F.sample_identities(np.random.default_rng(0), 5))
+    # a neutral face of one person, twice, and of another, in the same pose: the resting face
+    # moves brows, lids and mouth, the same way in every image of its person
+    who = np.array([0, 0, 1])
+    people = F.take(ident, who)
+    neutral = F.expression_params(np.random.default_rng(1), np.zeros(3, int), np.ones(3), jitter=0.0)
+    cond = F.take(F.sample_conditions(np.random.default_rng(2), 1), np.zeros(3, int))
+    still = {k: v for k, v in people.items() if not k.startswith("rest_")}
+    moved = np.abs(F.render(people, neutral, cond, 96, 96, np.random.default_rng(3)).astype(int)
+                   - F.render(still, neutral, cond, 96, 96, np.random.default_rng(3)).astype(int))
+    assert (moved[0].max(-1) > 10).sum() >= 10
+    assert np.abs(moved[0] - moved[1]).max() <= 2  # the same change (each image has its own noise)
+    assert np.abs(moved[0] - moved[2]).max() > 10
+
+
+def test_synth_cli_variant_is_written_and_checked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["synth", "--out", str(tmp_path), "--datasets", "rafdb", "--variant", "resting-face"]) == 0
+    assert "resting-face faces" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "synthetic.json").read_text())
+    assert manifest["rafdb"]["variant"] == "resting-face"
+    with pytest.raises(MaferError, match="unknown synthetic face variant 'smiley'"):
+        write_synthetic(tmp_path / "x", variant="smiley")

@@ -126,7 +126,7 @@ VARIANTS: dict[str, FaceVariant] = {
     "demo": DEMO,
     # README, "What the demo shows": people who differ in their resting face (per-person
     # offsets of brows, lids and mouth), on top of everything the demo draws
-    "resting-face": dataclasses.replace(DEMO, name="resting-face", resting_face_std=0.3),
+    "resting-face": dataclasses.replace(DEMO, name="resting-face", resting_face_std=0.5),
 }
 
 
