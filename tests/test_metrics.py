@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score
@@ -74,3 +77,28 @@ def test_bootstrap_interval_contains_accuracy_and_is_reproducible():
     assert lo < accuracy < hi
     assert 0.05 < hi - lo < 0.2  # about 4 standard errors sqrt(.7*.3/200) ~ 0.13
     assert (lo, hi) == bootstrap_accuracy_ci(y_true, y_pred, n_resamples=500, seed=0)
+
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "metrics_reference.json").read_text())["cases"]
+
+
+@pytest.mark.parametrize("case", REFERENCE, ids=[c["name"] for c in REFERENCE])
+def test_metrics_equal_the_former_implementation(case):
+    """scikit-learn's metrics give what the project's own formulas gave (random and degenerate cases)."""
+    got = classification_metrics(case["y_true"], case["y_pred"], case["num_classes"])
+    expected = case["metrics"]
+    assert got["confusion_matrix"] == expected["confusion_matrix"] and got["n"] == expected["n"]
+    for key in ("accuracy", "mean_class_accuracy", "macro_f1", "score"):
+        assert got[key] == pytest.approx(expected[key], abs=1e-12), key
+
+
+@pytest.mark.parametrize("case", REFERENCE, ids=[c["name"] for c in REFERENCE])
+def test_bootstrap_interval_agrees_with_the_former_implementation(case):
+    """Same method (percentile bootstrap of the accuracy), other random draws: the intervals
+    agree within the resampling error of 1000 resamples."""
+    lo, hi = bootstrap_accuracy_ci(case["y_true"], case["y_pred"], n_resamples=1000, seed=0)
+    old_lo, old_hi = case["accuracy_ci"]
+    n = len(case["y_true"])
+    tolerance = 1.0 / n + 0.01  # one image, plus the Monte-Carlo error of a 2.5 % quantile
+    assert lo == pytest.approx(old_lo, abs=tolerance) and hi == pytest.approx(old_hi, abs=tolerance)
+    assert lo <= case["metrics"]["accuracy"] <= hi
