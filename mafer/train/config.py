@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -36,8 +38,11 @@ NATIVE_SIZES = {"fer2013": 48, "rafdb": 100, "affwild2": 112}
 FROM_SCRATCH_LR = 0.05  # SGD, random weights; demo data, 3 epochs: 47 % val accuracy (9 % at 1e-3)
 
 
-def _opt(help_: str, default: Any = None, choices: tuple[str, ...] | None = None) -> Any:
-    return field(default=default, metadata={"help": help_, "choices": choices})
+def _opt(help_: str, default: Any = None, choices: tuple[str, ...] | None = None, *,
+         resumable: bool = False) -> Any:
+    """A field with its ``--help`` text, its choices and whether ``--resume`` may change it
+    (only options that do not change the trajectory: where files are, how often to log...)."""
+    return field(default=default, metadata={"help": help_, "choices": choices, "resumable": resumable})
 
 
 @dataclass
@@ -52,9 +57,9 @@ class TrainConfig:
     mode: str = _opt("step 1 only: base (full resolution), cr (teacher-student) or cr-simplified", "base",
                       PRETRAIN_MODES)
     dataset: str = _opt("fer2013, rafdb, oulucasia (finetune); vggface2, affwild2 (pretrain)", "fer2013")
-    data_dir: str = _opt("folder with one sub-folder per dataset (or the dataset folder itself)", "data")
-    out: str = _opt("run folder: best.pt, last.pt, config.yaml, metrics.jsonl, run_info.json", "runs/run")
-    init: str | None = _opt("checkpoint to start from (project, MAFER release or VGGFace2 weights)")
+    data_dir: str = _opt("folder with one sub-folder per dataset (or the dataset folder itself)", "data", resumable=True)
+    out: str = _opt("run folder: best.pt, last.pt, config.yaml, metrics.jsonl, run_info.json", "runs/run", resumable=True)
+    init: str | None = _opt("checkpoint to start from (project, MAFER release or VGGFace2 weights)", resumable=True)
     fold: int | None = _opt("Oulu-CASIA: 0-based fold to train")
     folds: int = _opt("Oulu-CASIA: number of folds", 10)
     protocol: str = _opt("Oulu-CASIA folds over 'image' (the paper's) or 'subject'", "image", ("image", "subject"))
@@ -63,12 +68,12 @@ class TrainConfig:
     image_size: int = _opt("network input size in pixels", 224)
     source_size: int | None = _opt("size the images are cached/decoded at before lowering and augmentation "
                                    "(default: the dataset's native size, else image_size*256/224)")
-    in_memory: bool | None = _opt("cache the sets in memory as uint8 (default: when they fit in 4 GiB)")
+    in_memory: bool | None = _opt("cache the sets in memory as uint8 (default: when they fit in 4 GiB)", resumable=True)
     augment: bool = _opt("the paper's training augmentation of the dataset (--no-augment: only the "
                          "evaluation resize/crop, e.g. for minute-long demo runs)", True)
     # schedule
     epochs: int | None = _opt("number of epochs (the paper does not state them; recipe default)")
-    max_steps: int | None = _opt("stop after this many optimizer steps (the schedule still follows --epochs)")
+    max_steps: int | None = _opt("stop after this many optimizer steps (the schedule still follows --epochs)", resumable=True)
     batch_size: int | None = _opt("images per process per forward pass")
     accum_steps: int | None = _opt("forward passes accumulated per optimizer step "
                                    "(effective batch = batch_size * accum_steps * processes)")
@@ -99,18 +104,22 @@ class TrainConfig:
     # validation and checkpoints
     val_per_epoch: int | None = _opt("validations per epoch")
     val_resolution: int = _opt("step 1: the low resolution (pixels) validated besides full resolution", 8)
-    save_every: int | None = _opt("also write last.pt every this many optimizer steps")
+    save_every: int | None = _opt("also write last.pt every this many optimizer steps", resumable=True)
     # engine
-    device: str = _opt("auto, cpu or cuda", "auto", ("auto", "cpu", "cuda"))
+    device: str = _opt("auto, cpu or cuda", "auto", ("auto", "cpu", "cuda"), resumable=True)
     seed: int | None = _opt("random seed (the paper's step 2 uses 17)")
-    workers: int = _opt("data-loader worker processes (folder path) ", 4)
-    resume: bool = _opt("continue the run in --out from its last.pt, exactly where it stopped", False)
-    compile: bool = _opt("torch.compile the network", False)
+    workers: int = _opt("data-loader worker processes (folder path) ", 4, resumable=True)
+    resume: bool = _opt("continue the run in --out from its last.pt, exactly where it stopped", False, resumable=True)
+    compile: bool = _opt("torch.compile the network", False, resumable=True)
     amp: bool = _opt("bf16 autocast on CUDA", True)
     channels_last: bool = _opt("channels_last memory format on CUDA", True)
     deterministic: bool = _opt("deterministic algorithms (slower on CUDA)", False)
-    progress: bool | None = _opt("tqdm progress bars (default: when stderr is a terminal)")
-    log_every: int = _opt("write a metrics.jsonl line every this many optimizer steps", 10)
+    progress: bool | None = _opt("tqdm progress bars (default: when stderr is a terminal)", resumable=True)
+    log_every: int = _opt("write a metrics.jsonl line every this many optimizer steps", 10, resumable=True)
+
+    def __post_init__(self) -> None:
+        # where each field's value came from (see `sources`); not a field: it is not an option
+        self._sources: dict[str, str] = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -128,7 +137,7 @@ class TrainConfig:
         """A named preset (see ``PRESETS``: smoke, demo, paper) with optional overrides."""
         if name not in PRESETS:
             raise MaferError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
-        return cls().updated(PRESETS[name]).updated(overrides)
+        return cls().updated(PRESETS[name], source=f"preset {name}").updated(overrides)
 
     def updated(self, params: Mapping[str, Any], source: str = "parameters") -> "TrainConfig":
         """A copy with ``params`` applied; unknown keys raise MaferError naming ``source``."""
@@ -140,24 +149,47 @@ class TrainConfig:
         values = dict(params)
         if isinstance(values.get("betas"), list):
             values["betas"] = tuple(values["betas"])
-        return dataclasses.replace(self, **values)
+        return self._replaced(values, {k: source for k in values})
+
+    def _replaced(self, values: Mapping[str, Any], sources: Mapping[str, str]) -> "TrainConfig":
+        new = dataclasses.replace(self, **values)
+        new._sources = {**self._sources, **sources}
+        return new
+
+    def sources(self) -> dict[str, str]:
+        """For every field, where its value came from: ``default``, ``preset NAME``, ``file PATH``,
+        ``flag --NAME``, ``recipe (...)`` or whatever source `updated` was given."""
+        return {f.name: self._sources.get(f.name, "default") for f in fields(self)}
+
+    def describe(self) -> str:
+        """Every field, its value and its source, one per line (`--print-config`, run start)."""
+        values = self.to_dict()
+        width = max(len(name) for name in values)
+        value_width = max(len(repr(v)) for v in values.values())
+        return "\n".join(f"{name:<{width}}  {values[name]!r:<{value_width}}  {source}"
+                         for name, source in self.sources().items())
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (tuples as lists), ready for YAML / JSON / checkpoints."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def to_yaml(self, path: str | Path) -> None:
-        """Write every field to ``path`` (the run's ``config.yaml``)."""
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write every field to ``path`` (the run's ``config.yaml``), each with its source as a comment."""
+        sources = self.sources()
+        # lists in flow style, so that every field is one line and its comment sits on it
+        lines = [yaml.safe_dump({k: v}, default_flow_style=None if isinstance(v, list) else False).rstrip("\n")
+                 + f"  # {sources[k]}" for k, v in self.to_dict().items()]
+        Path(path).write_text("\n".join(lines) + "\n")
 
     # ------------------------------------------------------------------ recipe
     def resolve(self) -> "TrainConfig":
         """A copy with every ``None`` recipe field filled in and the options checked."""
         self.check()
         filled = {k: v for k, v in recipe(self).items() if getattr(self, k) is None}
-        cfg = dataclasses.replace(self, **filled)
+        cfg = self._replaced(filled, {k: f"recipe ({recipe_name(self)})" for k in filled})
         if cfg.source_size is None:
-            cfg.source_size = NATIVE_SIZES.get(cfg.dataset, math.ceil(cfg.image_size * 256 / 224))
+            cfg = cfg._replaced({"source_size": NATIVE_SIZES.get(cfg.dataset, math.ceil(cfg.image_size * 256 / 224))},
+                                {"source_size": "recipe (native size, else image_size*256/224)"})
         cfg.check_values()
         return cfg
 
@@ -211,6 +243,11 @@ class TrainConfig:
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise MaferError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def recipe_name(cfg: TrainConfig) -> str:
+    """Which of `recipe`'s tables applies: ``finetune``, ``pretrain MODE vggface2``, ``pretrain MODE affwild2``."""
+    return "finetune" if cfg.stage == "finetune" else f"pretrain {cfg.mode} {cfg.dataset}"
 
 
 def recipe(cfg: TrainConfig) -> dict[str, Any]:
@@ -275,19 +312,33 @@ _STAGE_ONLY = {"pretrain": {"fold", "folds", "protocol"}, "finetune": {"mode"}} 
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
-    """One flag per `TrainConfig` field (``--image-size``...), plus ``--config`` and ``--preset``.
+    """One flag per `TrainConfig` field (``--image-size``...), plus ``--config``, ``--preset`` and
+    ``--print-config``; the help epilog lists the presets and this stage's recipes.
 
     Every flag defaults to ``None`` so that only the flags actually given override the YAML.
     """
     parser.add_argument("--config", metavar="YAML", help="YAML file of training options (flags override it)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="named preset: smoke, demo or paper")
-    hints = _field_types()
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="named preset (table below)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print every option, its value and where it came from (default, preset, "
+                             "recipe, file, flag), and exit without training")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = help_epilog(stage)
+    hints = field_types()
+    defaults = TrainConfig()
     for f in fields(TrainConfig):
         if f.name in _CLI_SKIP or f.name in _STAGE_ONLY[stage]:
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
+        default = getattr(defaults, f.name)
         help_ = f.metadata["help"]
+        if f.name in RECIPE_FIELDS:
+            help_ += " (default: the recipe's, below)"
+        elif default is not None and kind is not bool and f.name != "dataset":
+            help_ += f" (default: {default if kind is not tuple else ' '.join(map(str, default))})"
+        elif kind is bool and default is not None:
+            help_ += f" (default: {'on' if default else 'off'})"
         choices = f.metadata["choices"]
         if f.name == "dataset":
             choices = PRETRAIN_DATASETS if stage == "pretrain" else FINETUNE_DATASETS
@@ -299,23 +350,68 @@ def add_config_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
             parser.add_argument(flag, type=kind, default=None, choices=choices, help=help_)
 
 
+# the fields `recipe` fills when they are None
+RECIPE_FIELDS = frozenset(recipe(TrainConfig(stage="finetune"))) | {"source_size"}
+
+
+def help_epilog(stage: str) -> str:
+    """The presets and the stage's recipes as tables, for ``--help``."""
+    lines = ["presets (--preset NAME; fields set on top of the defaults, the recipe fills the rest):"]
+    for name, values in PRESETS.items():
+        lines.append(f"  {name:6s} " + (", ".join(f"{k}={v}" for k, v in values.items()) or "(nothing: the recipe)"))
+    examples = ([TrainConfig(stage="finetune")] if stage == "finetune" else
+                [TrainConfig(stage="pretrain", mode=mode, dataset=dataset, init="X")
+                 for dataset in PRETRAIN_DATASETS for mode in PRETRAIN_MODES])
+    lines.append("")
+    lines.append("recipes (values of the options left unset; the paper's, see `mafer.train.config.recipe`):")
+    for cfg in examples:
+        values = recipe(cfg)
+        lines.append(f"  {recipe_name(cfg)}" + (" (with --init; without it lr "
+                                                 f"{FROM_SCRATCH_LR})" if cfg.stage == "pretrain" and
+                                                 cfg.dataset == "vggface2" else "") + ":")
+        lines.append("    " + ", ".join(f"{k}={'curriculum' if k == 'lower_p' and v is None else v}"
+                                        for k, v in values.items()))
+    return "\n".join(lines)
+
+
 def config_from_args(args: argparse.Namespace, stage: str) -> TrainConfig:
     """defaults < preset < YAML (``--config``) < flags given on the command line."""
     cfg = TrainConfig(stage=stage)
     if getattr(args, "preset", None):
         cfg = cfg.updated(PRESETS[args.preset], source=f"preset {args.preset}")
     if getattr(args, "config", None):
-        cfg = cfg.updated(read_yaml(args.config), source=str(args.config))
+        cfg = cfg.updated(read_yaml(args.config), source=f"file {args.config}")
         cfg.stage = stage
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
              if f.name not in _CLI_SKIP and getattr(args, f.name, None) is not None}
-    return cfg.updated(given, source="command line")
+    cfg = cfg.updated(given, source="command line")
+    return cfg._replaced({}, {name: "flag --" + name.replace("_", "-") for name in given} | {"stage": "command"})
 
 
-def _field_types() -> dict[str, type]:
-    """The plain type (int, float, str, bool, tuple) of each field, from its annotation."""
+def resumable_fields() -> frozenset[str]:
+    """Fields an interrupted run's ``--resume`` may change (their metadata says so)."""
+    return frozenset(f.name for f in fields(TrainConfig) if f.metadata["resumable"])
+
+
+_SIMPLE_TYPES = (int, float, str, bool)
+
+
+def field_types() -> dict[str, type]:
+    """The plain type (int, float, str, bool, tuple) of each field, read with `typing.get_type_hints`.
+
+    ``X | None`` counts as ``X``; ``tuple[float, float]`` as tuple (a two-number flag). Any
+    other annotation is a TypeError: the flag generator would not know how to parse it.
+    """
     out = {}
-    for f in fields(TrainConfig):
-        text = str(f.type).replace(" | None", "")
-        out[f.name] = {"int": int, "float": float, "str": str, "bool": bool}.get(text, tuple)
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+            hint = args[0]
+        if hint in _SIMPLE_TYPES:
+            out[name] = hint
+        elif typing.get_origin(hint) is tuple and typing.get_args(hint) == (float, float):
+            out[name] = tuple
+        else:
+            raise TypeError(f"TrainConfig.{name}: unsupported type {hint!r}; the command line handles "
+                            "int, float, str, bool, tuple[float, float] and those | None")
     return out

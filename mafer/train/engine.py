@@ -37,12 +37,9 @@ from mafer.models import create_model, load_checkpoint, preprocess, save_checkpo
 from mafer.models.weights import load_weights, read_weight_file
 from mafer.resolution import LoweringCurriculum, lower, sample_resolutions
 from mafer.train import data as train_data
-from mafer.train.config import TrainConfig
+from mafer.train.config import TrainConfig, resumable_fields
 from mafer.train.distributed import DistEnv, all_reduce_sum, barrier, gather_objects, setup, teardown
 
-# options that may differ between an interrupted run and its --resume (they do not change the trajectory)
-RESUMABLE_CHANGES = {"max_steps", "resume", "workers", "progress", "log_every", "save_every", "device",
-                     "compile", "out", "data_dir", "init", "in_memory"}
 
 
 class FeaturesAndLogits(nn.Module):
@@ -204,6 +201,7 @@ class Trainer:
         resume_state = self._load_resume() if cfg.resume else None
         self.log = MetricsLog(self.out / "metrics.jsonl", env.is_main, self.step if resume_state else None)
         if env.is_main:
+            print(f"{cfg.stage} options (value, source):\n{cfg.describe()}", flush=True)
             cfg.to_yaml(self.out / "config.yaml")
             self._write_run_info(resumed=resume_state is not None)
 
@@ -424,7 +422,8 @@ class Trainer:
         ckpt = load_checkpoint(path)
         saved = dict(ckpt.get("config") or {})
         current = self.cfg.to_dict()
-        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+        resumable = resumable_fields()
+        changed = sorted(k for k in current if k not in resumable and saved.get(k) != current[k])
         if changed:
             raise MaferError(f"{path}: cannot resume with different options: "
                              + ", ".join(f"{k} (saved {saved.get(k)!r}, now {current[k]!r})" for k in changed))

@@ -31,7 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = run_finetune(config_from_args(args, "finetune"))
+    cfg = config_from_args(args, "finetune")
+    if args.print_config:
+        print(cfg.resolve().describe())
+        return 0
+    out = run_finetune(cfg)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
         print(f"step 2 finished: {out / 'best.pt'}, {out / 'last.pt'}")
     return 0

@@ -32,7 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = run_pretrain(config_from_args(args, "pretrain"))
+    cfg = config_from_args(args, "pretrain")
+    if args.print_config:
+        print(cfg.resolve().describe())
+        return 0
+    out = run_pretrain(cfg)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
         print(f"step 1 finished: {out / 'best.pt'}, {out / 'last.pt'}")
     return 0

@@ -1,0 +1,88 @@
+"""`TrainConfig` on the command line: --print-config, the sources of the values, --help, field types."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mafer.cli import main
+from mafer.train import config as C
+
+
+def print_config(capsys: pytest.CaptureFixture, *argv: str) -> dict[str, tuple[str, str]]:
+    assert main(list(argv) + ["--print-config"]) == 0
+    rows = {}
+    for line in capsys.readouterr().out.splitlines():
+        name, value, source = line.split(maxsplit=2)
+        rows[name] = (value, source)
+    return rows
+
+
+def test_print_config_names_the_source_of_every_value(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("epochs: 7\nseed: 3\n")
+    rows = print_config(capsys, "finetune", "--preset", "demo", "--config", str(run_yaml), "--lr", "0.5",
+                        "--dataset", "rafdb")
+    assert set(rows) == {f.name for f in dataclasses.fields(C.TrainConfig)}
+    assert rows["momentum"] == ("0.9", "default")
+    assert rows["model"] == ("'senet_tiny'", "preset demo")
+    assert rows["epochs"] == ("7", f"file {run_yaml}")
+    assert rows["lr"] == ("0.5", "flag --lr")
+    assert rows["dataset"] == ("'rafdb'", "flag --dataset")
+    assert rows["backbone_lr"] == ("0.0001", "recipe (finetune)")
+    assert rows["source_size"][0] == "100" and rows["source_size"][1].startswith("recipe")
+    # a flag beats the file, the file beats the preset
+    rows = print_config(capsys, "finetune", "--preset", "demo", "--config", str(run_yaml), "--epochs", "2")
+    assert rows["epochs"] == ("2", "flag --epochs")
+
+
+def test_the_recipe_fills_only_what_was_not_given() -> None:
+    cfg = C.TrainConfig(stage="pretrain", dataset="vggface2").updated({"lr": 0.2}, "flag --lr").resolve()
+    assert cfg.sources()["lr"] == "flag --lr" and cfg.sources()["backbone_lr"] == "recipe (pretrain base vggface2)"
+
+
+def test_config_yaml_keeps_values_and_sources(tmp_path: Path) -> None:
+    cfg = C.TrainConfig.preset("smoke").resolve()
+    cfg.to_yaml(tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert "model: senet_tiny  # preset smoke" in text
+    assert "lr: 0.01  # recipe (finetune)" in text and "betas: [0.9, 0.999]  # default" in text
+    assert C.TrainConfig.from_dict(yaml.safe_load(text)).to_dict() == cfg.to_dict()
+
+
+def test_help_shows_defaults_and_names_presets_and_recipes(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--lr LR", "--epochs EPOCHS", "--batch-size BATCH_SIZE"):
+        assert f"{flag} " in text
+    assert text.count("(default: the recipe's, below)") >= 3
+    assert "SGD momentum (default: 0.9)" in text
+    assert "presets (--preset NAME" in text and "demo model=senet_tiny, image_size=48" in text
+    assert "finetune: optimizer=adam, lr=0.01, backbone_lr=0.0001" in text
+
+
+def test_resumable_fields_come_from_the_field_metadata() -> None:
+    resumable = C.resumable_fields()
+    assert {"max_steps", "device", "out", "workers", "compile"} <= resumable
+    assert not {"lr", "seed", "batch_size", "dataset"} & resumable
+
+
+def test_field_types_from_annotations_and_unsupported_types_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    types_ = C.field_types()
+    assert types_["lr"] is float and types_["epochs"] is int and types_["betas"] is tuple
+    assert types_["augment"] is bool and types_["init"] is str
+
+    @dataclasses.dataclass
+    class Odd(C.TrainConfig):
+        crops: list[int] | None = None
+
+    monkeypatch.setattr(C, "TrainConfig", Odd)
+    with pytest.raises(TypeError, match="crops: unsupported type"):
+        C.field_types()
+    with pytest.raises(TypeError, match="crops"):
+        C.add_config_arguments(argparse.ArgumentParser(), "finetune")
