@@ -119,6 +119,15 @@ class FaceVariant:
     background_colour: Range = (30.0, 225.0)
     colour_cast: Range = (0.93, 1.07)  # white balance, per channel
     background_cells: int = 4  # the background blotches: a cells x cells grid, upsampled
+    # -- how far a facial action moves the face at intensity 1 (face units, or factors): the
+    # coarse cues that decide what survives at 8 px
+    brow_raise_shift: float = 0.09  # brows (and forehead lines) up by brow_raise x this
+    brow_inner_shift: float = 0.06  # inner brow ends up (sad, fearful) or down (angry)
+    eye_open_gain: float = 0.6  # lid opening x (1 + eye_open x this)
+    mouth_width_gain: float = 0.3  # mouth width x (1 + mouth_width x this)
+    mouth_corner_lift: float = 0.07  # smile: corners up by mouth_curve x this
+    mouth_corner_drop: float = 0.055  # frown: corners down by -mouth_curve x this
+    mouth_gap: float = 0.14  # lips apart by mouth_open x this
 
 
 DEMO = FaceVariant("demo")
@@ -314,8 +323,9 @@ def _upsample(grids: np.ndarray, h: int, w: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- drawing
 
 def render(ident: Params, expr: Params, cond: Params, height: int, width: int,
-           rng: np.random.Generator, gray: bool = False) -> np.ndarray:
-    """Draw one face per row of the parameter batches: uint8 [N, height, width, 3] (RGB)."""
+           rng: np.random.Generator, gray: bool = False, variant: FaceVariant = DEMO) -> np.ndarray:
+    """Draw one face per row of the parameter batches: uint8 [N, height, width, 3] (RGB); the
+    variant's cue gains set how far each facial action moves brows, lids and mouth."""
     expr = with_resting_face(expr, ident)
     cv = _Canvas(cond, height, width)
     _background(cv, cond)
@@ -326,11 +336,11 @@ def render(ident: Params, expr: Params, cond: Params, height: int, width: int,
     _head(cv, ident, skin)
     _cheeks(cv, ident, expr, skin)
     _hair_front(cv, ident, hair)
-    _wrinkles(cv, ident, expr, skin)
+    _wrinkles(cv, ident, expr, skin, variant)
     _nose(cv, ident, skin)
-    _eyes(cv, ident, expr)
-    _brows(cv, ident, expr, hair)
-    _mouth(cv, ident, expr, skin)
+    _eyes(cv, ident, expr, variant)
+    _brows(cv, ident, expr, hair, variant)
+    _mouth(cv, ident, expr, skin, variant)
     _marks(cv, ident, skin, rng)
     return _finish(cv, cond, rng, gray)
 
@@ -390,11 +400,11 @@ def _hair_front(cv: _Canvas, p: Params, hair: np.ndarray) -> None:
     cv.paint(win, np.minimum(inside, np.clip((line - v) / cv.px + 0.5, 0, 1)), hair)
 
 
-def _wrinkles(cv: _Canvas, p: Params, e: Params, skin: np.ndarray) -> None:
+def _wrinkles(cv: _Canvas, p: Params, e: Params, skin: np.ndarray, g: FaceVariant) -> None:
     """Thin expression lines: forehead, glabella, nose bridge, crow's feet, nasolabial folds."""
     dark = np.maximum(skin * 0.45 - 12.0, 0.0)
     ey, ex, ew = _col(p["eye_y"]), _col(p["eye_x"]), _col(p["eye_w"])
-    brow_y = ey - _col(p["brow_gap"]) - 0.09 * _col(e["brow_raise"])
+    brow_y = ey - _col(p["brow_gap"]) - g.brow_raise_shift * _col(e["brow_raise"])
     px = cv.px
     win, u, v = cv.window(-0.5, 0.5, -0.75, 0.0)
     lines = np.zeros_like(u)
@@ -419,8 +429,8 @@ def _wrinkles(cv: _Canvas, p: Params, e: Params, skin: np.ndarray) -> None:
     for k in (-1.0, 0.0, 1.0):  # crow's feet at the outer eye corners
         d = _curve_d(au, v, ex + ew + 0.015, ex + ew + 0.07, ey + 0.004 * k, ey + 0.03 * k, 0.0)
         cf = np.maximum(cf, _line(d, 0.012, px))
-    mw = _col(p["mouth_w"]) * (1.0 + 0.3 * _col(e["mouth_width"]))
-    my = _col(p["mouth_y"]) - 0.07 * np.clip(_col(e["mouth_curve"]), 0, None)
+    mw = _col(p["mouth_w"]) * (1.0 + g.mouth_width_gain * _col(e["mouth_width"]))
+    my = _col(p["mouth_y"]) - g.mouth_corner_lift * np.clip(_col(e["mouth_curve"]), 0, None)
     nl = _line(_curve_d(v, au, ny - 0.01, my + 0.03, _col(p["nose_w"]) + 0.035, mw + 0.035, 0.02), 0.018, px)
     alpha = np.maximum.reduce([nw * np.clip(_col(e["nose_wrinkle"]), 0, 1),
                                cf * np.clip(_col(e["crows_feet"]), 0, 1),
@@ -440,10 +450,10 @@ def _nose(cv: _Canvas, p: Params, skin: np.ndarray) -> None:
     cv.paint(win, nostril * 0.85, skin * 0.3)
 
 
-def _eyes(cv: _Canvas, p: Params, e: Params) -> None:
+def _eyes(cv: _Canvas, p: Params, e: Params, g: FaceVariant) -> None:
     win, u, v = cv.window(-0.45, 0.45, -0.25, 0.05)
     ex, ey, ew = _col(p["eye_x"]), _col(p["eye_y"]), _col(p["eye_w"])
-    eh = _col(p["eye_h"]) * np.clip(1.0 + 0.6 * _col(e["eye_open"]), 0.25, 2.0)
+    eh = _col(p["eye_h"]) * np.clip(1.0 + g.eye_open_gain * _col(e["eye_open"]), 0.25, 2.0)
     au = np.abs(u)
     px = cv.px
     sclera = _fill(_ellipse_d(au, v, ex, ey, ew, eh), px)
@@ -458,27 +468,27 @@ def _eyes(cv: _Canvas, p: Params, e: Params) -> None:
     cv.paint(win, np.maximum(upper, 0.5 * lower), np.full((len(ex), 3), 30.0, np.float32))
 
 
-def _brows(cv: _Canvas, p: Params, e: Params, hair: np.ndarray) -> None:
+def _brows(cv: _Canvas, p: Params, e: Params, hair: np.ndarray, g: FaceVariant) -> None:
     win, u, v = cv.window(-0.5, 0.5, -0.5, 0.0)
     ex, ey, ew = _col(p["eye_x"]), _col(p["eye_y"]), _col(p["eye_w"])
-    y = ey - _col(p["brow_gap"]) - 0.09 * _col(e["brow_raise"])
-    inner = 0.06 * _col(e["brow_inner"])
+    y = ey - _col(p["brow_gap"]) - g.brow_raise_shift * _col(e["brow_raise"])
+    inner = g.brow_inner_shift * _col(e["brow_inner"])
     x_in = ex - ew - 0.015 - 0.02 * np.clip(-_col(e["brow_inner"]), 0, 1)
     d = _curve_d(np.abs(u), v, x_in, ex + ew + 0.035, y - inner, y + _col(p["brow_tilt"]),
                  -_col(p["brow_arch"]) - 0.02 * np.clip(_col(e["brow_inner"]), 0, 1))
     cv.paint(win, _line(d, _col(p["brow_w"]), cv.px) * 0.92, hair * 0.7)
 
 
-def _mouth(cv: _Canvas, p: Params, e: Params, skin: np.ndarray) -> None:
+def _mouth(cv: _Canvas, p: Params, e: Params, skin: np.ndarray, g: FaceVariant) -> None:
     win, u, v = cv.window(-0.45, 0.45, 0.1, 0.75)
     px = cv.px
-    mw = _col(p["mouth_w"]) * np.clip(1.0 + 0.3 * _col(e["mouth_width"]), 0.5, 1.6)
+    mw = _col(p["mouth_w"]) * np.clip(1.0 + g.mouth_width_gain * _col(e["mouth_width"]), 0.5, 1.6)
     my, lip = _col(p["mouth_y"]), _col(p["lip_h"])
     s = np.clip(np.abs(u) / mw, 0, 1.2)
     body = np.sqrt(np.clip(1.0 - s**2, 0, 1))
     curve = _col(e["mouth_curve"])
-    centre = my - np.where(curve > 0, 0.07, 0.055) * curve * s**2
-    gap = 0.14 * np.clip(_col(e["mouth_open"]), 0, 1.2) * body
+    centre = my - np.where(curve > 0, g.mouth_corner_lift, g.mouth_corner_drop) * curve * s**2
+    gap = g.mouth_gap * np.clip(_col(e["mouth_open"]), 0, 1.2) * body
     raise_ = 0.03 * np.clip(_col(e["upper_lip"]), 0, 1) * body
     in_top = centre - 0.4 * gap - raise_
     in_bot = centre + 0.9 * gap

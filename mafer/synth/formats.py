@@ -48,10 +48,10 @@ def _shuffled_labels(rng: np.random.Generator, counts: np.ndarray) -> np.ndarray
 
 
 def _draw(rng: np.random.Generator, ident: F.Params, expr: F.Params, cond: F.Params,
-          size: tuple[int, int], gray: bool = False) -> np.ndarray:
+          size: tuple[int, int], gray: bool = False, variant: F.FaceVariant = F.DEMO) -> np.ndarray:
     """Render a parameter batch in chunks: uint8 [N, H, W, 3]."""
     n = len(cond["angle"])
-    out = [F.render(F.take(ident, sl), F.take(expr, sl), F.take(cond, sl), size[0], size[1], rng, gray)
+    out = [F.render(F.take(ident, sl), F.take(expr, sl), F.take(cond, sl), size[0], size[1], rng, gray, variant)
            for sl in (slice(i, i + _CHUNK) for i in range(0, n, _CHUNK))]
     return np.concatenate(out) if out else np.zeros((0, *size, 3), np.uint8)
 
@@ -63,7 +63,7 @@ def static_faces(rng: np.random.Generator, expressions: np.ndarray, size: int, *
     ident = F.sample_identities(rng, n, variant)
     expr = F.expression_params(rng, expressions, rng.uniform(0.35, 1.0, n), variant=variant)
     cond = F.sample_conditions(rng, n, scale=scale, variant=variant)
-    return _draw(rng, ident, expr, cond, (size, size), gray)
+    return _draw(rng, ident, expr, cond, (size, size), gray, variant)
 
 
 def _save_jpeg(array: np.ndarray, path: Path) -> None:
@@ -140,7 +140,7 @@ def write_oulucasia(root: Path, spec: Scale, rng: np.random.Generator, size: int
     for k, sd in (("angle", 0.005), ("tx", 0.003), ("ty", 0.003)):
         cond[k] = cond[k] + rng.normal(0, sd, n_seq * t).astype(np.float32)
     cond["noise"] = np.minimum(cond["noise"], 1.5)  # lab camera
-    images = _draw(rng, F.take(ident, frame_seq), expr, cond, (size, size))
+    images = _draw(rng, F.take(ident, frame_seq), expr, cond, (size, size), variant=variant)
     for j, img in enumerate(images):
         s, k = divmod(j, t)
         _save_jpeg(img, root / f"P{subject[s] + 1:03d}" / names[label[s]] / f"{k:03d}.jpeg")
@@ -210,7 +210,7 @@ def _write_video(root: Path, name: str, segs: list[tuple[int, int]], canon: np.n
     onset = np.concatenate([np.minimum(1.0, (np.arange(n) + 1) / 3.0) for _, n in segs])
     expr = {k: v[seg_of] * onset.astype(np.float32) + rng.normal(0, 0.03, t).astype(np.float32)
             for k, v in peak.items()}
-    images = _draw(rng, ident, expr, cond, (size, size))
+    images = _draw(rng, ident, expr, cond, (size, size), variant=variant)
     # face detection fails on a few frames: their label stays but no image is written
     starts = np.cumsum([0] + [n for _, n in segs])[:-1]
     has_image = rng.random(t) >= 0.06
@@ -242,7 +242,7 @@ def write_vggface2(root: Path, spec: Scale, rng: np.random.Generator,
     for s, size in enumerate(_VGG_SIZES):
         for g in (False, True):
             sel = np.flatnonzero((size_of == s) & (gray == g))
-            images = _draw(rng, F.take(ident, sel), F.take(expr, sel), F.take(cond, sel), size, g)
+            images = _draw(rng, F.take(ident, sel), F.take(expr, sel), F.take(cond, sel), size, g, variant)
             for j, img in zip(sel, images):
                 folder = root / "train" / f"n{ids[who[j]]:06d}"
                 _save_jpeg(img, folder / f"{j % per + 1:04d}_01.jpg")
