@@ -81,7 +81,8 @@ def test_quick_run_times_the_engines_train_step(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(Trainer, "train_step", spy_step)
     monkeypatch.setattr(Trainer, "train_inputs", spy_inputs)
-    args = bench.parse_args(["--device", "cpu", "--quick", "--no-timm", "--no-paper-style", "--rows", "^(ours|augment)"])
+    args = bench.parse_args(["--device", "cpu", "--quick", "--no-timm", "--no-paper-style",
+                             "--rows", "^(ours|augment)"])
     table = bench.run(args)
     assert [r.error for r in table.rows] == [None] * 6
     per_row = args.warmup + args.iters

@@ -57,8 +57,10 @@ class TrainConfig:
     mode: str = _opt("step 1 only: base (full resolution), cr (teacher-student) or cr-simplified", "base",
                       PRETRAIN_MODES)
     dataset: str = _opt("fer2013, rafdb, oulucasia (finetune); vggface2, affwild2 (pretrain)", "fer2013")
-    data_dir: str = _opt("folder with one sub-folder per dataset (or the dataset folder itself)", "data", resumable=True)
-    out: str = _opt("run folder: best.pt, last.pt, config.yaml, metrics.jsonl, run_info.json", "runs/run", resumable=True)
+    data_dir: str = _opt("folder with one sub-folder per dataset (or the dataset folder itself)", "data",
+                         resumable=True)
+    out: str = _opt("run folder: best.pt, last.pt, config.yaml, metrics.jsonl, run_info.json", "runs/run",
+                    resumable=True)
     init: str | None = _opt("checkpoint to start from (project, MAFER release or VGGFace2 weights)", resumable=True)
     fold: int | None = _opt("Oulu-CASIA: 0-based fold to train")
     folds: int = _opt("Oulu-CASIA: number of folds", 10)
@@ -73,7 +75,8 @@ class TrainConfig:
                          "evaluation resize/crop, e.g. for minute-long demo runs)", True)
     # schedule
     epochs: int | None = _opt("number of epochs (the paper does not state them; recipe default)")
-    max_steps: int | None = _opt("stop after this many optimizer steps (the schedule still follows --epochs)", resumable=True)
+    max_steps: int | None = _opt("stop after this many optimizer steps (the schedule still follows --epochs)",
+                                 resumable=True)
     batch_size: int | None = _opt("images per process per forward pass")
     accum_steps: int | None = _opt("forward passes accumulated per optimizer step "
                                    "(effective batch = batch_size * accum_steps * processes)")
