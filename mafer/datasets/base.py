@@ -19,6 +19,8 @@ from mafer.datasets.info import DatasetInfo, dataset_info
 from mafer.errors import MaferError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+# every command that reads datasets has --skip-bad; training configs and get_dataset() take skip_bad
+SKIP_HINT = "use --skip-bad (skip_bad: true in a training config, skip_bad=True in Python)"
 SPLIT_SEED = 17  # the paper's seed; every split we carve out (RAF-DB val, folds, hold-outs) uses it
 
 
@@ -220,7 +222,7 @@ class FaceDataset(Dataset):
         """Report a bad item: raise, or record it when ``skip_bad`` is set (never dropped silently)."""
         message = f"{item}: {reason}"
         if not self.skip_bad:
-            raise MaferError(message + " (use skip_bad=True / --skip-bad to skip and list such items)")
+            raise MaferError(message + f" ({SKIP_HINT} to skip and list such items)")
         self.bad_items.append(message)
 
     def _check_not_empty(self) -> None:
@@ -266,7 +268,7 @@ class FaceDataset(Dataset):
         if errors:
             if not self.skip_bad:
                 raise MaferError(errors[0] + (f" (and {len(errors) - 1} more bad images)" if len(errors) > 1 else "")
-                                 + "; use skip_bad=True / --skip-bad to skip and list them")
+                                 + f"; {SKIP_HINT} to skip and list them")
             self.bad_items.extend(errors)
             good = [i for i, (_, err) in enumerate(results) if err is None]
             self.keep(good)

@@ -113,7 +113,7 @@ def open_split(cfg: TrainConfig, split: str) -> FaceDataset:
         if cfg.fold is None:
             raise MaferError("oulucasia: pass --fold K (0-based) to pick the cross-validation fold to train")
         options = dict(fold=cfg.fold, folds=cfg.folds, protocol=cfg.protocol)
-    return get_dataset(cfg.dataset, cfg.data_dir, split, **options)
+    return get_dataset(cfg.dataset, cfg.data_dir, split, skip_bad=cfg.skip_bad, **options)
 
 
 def make_source(cfg: TrainConfig, dataset: FaceDataset, device: torch.device) -> BatchSource:
@@ -123,7 +123,9 @@ def make_source(cfg: TrainConfig, dataset: FaceDataset, device: torch.device) ->
     if in_memory is None:
         in_memory = len(dataset) * 3 * cfg.source_size**2 <= IN_MEMORY_LIMIT_BYTES
     if in_memory:
-        return InMemorySource(dataset, cfg.source_size, device)
+        return InMemorySource(dataset, cfg.source_size, device)  # decoding drops bad images under skip_bad
+    if cfg.skip_bad:
+        dataset.verify()  # decode once now, so a bad image is skipped instead of failing a batch mid-run
     if device.type == "cuda" and dataset.image_file(0) is not None:
         return DeviceDecodeSource(dataset, cfg.source_size, cfg.workers)
     return FolderSource(dataset, cfg.source_size, cfg.workers)
