@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import codecs
 import os
 import shutil
 from pathlib import Path
@@ -13,11 +13,12 @@ import torch
 from PIL import Image
 
 from mafer.datasets import DATASETS, get_dataset
-from mafer.datasets import base as ds_base
 from mafer.datasets.base import decode_image
 from mafer.errors import MaferError
 
 RNG = np.random.default_rng(0)
+SMOKE_SPLITS = {"fer2013": ("train", "val", "test"), "rafdb": ("train", "val", "test"), "oulucasia": ("all",),
+                "affwild2": ("train", "val"), "vggface2": ("train", "val")}
 OULU_DIRS = ("Surprise", "Happiness", "Sadness", "Anger", "Fear", "Disgust")
 
 
@@ -187,49 +188,113 @@ def test_fer2013_empty_class_in_training_split(tmp_path):
 
 
 # -- RAF-DB --------------------------------------------------------------------------------------
-def test_rafdb_names_labels_and_saved_val_split(tmp_path):
+def test_rafdb_names_labels_and_val_split_by_the_authors_rule(tmp_path):
     list_file = write_rafdb(tmp_path / "rafdb")
     train = get_dataset("rafdb", tmp_path, "train")
     val = get_dataset("rafdb", tmp_path, "val")
     test = get_dataset("rafdb", tmp_path, "test")
     assert Path(test.samples[0]) == tmp_path / "rafdb" / "Image" / "aligned" / "test_0001_aligned.jpg"
     assert test.targets[0] == 1  # file label 2 -> Fear
-    assert val.class_counts() == {c: 1 for c in train.classes}  # 5 % of 20 per class
+    # int(0.05 * (20 train + 1 test)) = 1 per class; with 19 + 1 it would be int(1.0) = 1, with 19 + 0 none
+    assert val.class_counts() == {c: 1 for c in train.classes}
     assert set(train.samples).isdisjoint(val.samples)
     assert len(train) + len(val) == 140 and len(test) == 7
-    split_file = list_file.parent / "mafer_rafdb_val_split.json"
-    assert train.split_file == val.split_file == split_file and split_file.is_file()
+    assert get_dataset("rafdb", tmp_path, "val").samples == val.samples  # seeded, the same every time
+    assert sorted(p.name for p in list_file.parent.iterdir()) == [list_file.name]  # nothing saved next to the list
 
-    # reruns use the saved split, even when it differs from what the seed would draw
-    saved = json.loads(split_file.read_text())
-    saved["val"] = ["train_00001.jpg", "train_00002.jpg"]
-    split_file.write_text(json.dumps(saved))
-    again = get_dataset("rafdb", tmp_path, "val")
-    assert [Path(p).name for p in again.samples] == ["train_00001_aligned.jpg", "train_00002_aligned.jpg"]
+    # the count rule counts test images too: a class with 19 train + 1 test images gives int(0.05 * 20) = 1,
+    # a class with 19 train and no test image int(0.95) = 0
+    lines = list_file.read_text().splitlines()
+    fear_train = [i for i, line in enumerate(lines) if line.startswith("train_") and line.endswith(" 2")]
+    no_fear_test = [line for i, line in enumerate(lines) if i != fear_train[0]
+                    and not (line.startswith("test_") and line.endswith(" 2"))]
+    list_file.write_text("\n".join(no_fear_test) + "\n")
+    assert get_dataset("rafdb", tmp_path, "val").class_counts()["Fear"] == 0
 
-    # a list file that changed makes the saved split stale: an error, not a silent redraw
-    with open(list_file, "a") as f:
-        f.write("train_00001.jpg 3\n")
+
+def encodings(text: str) -> dict[str, bytes]:
+    """The same text as the tools that re-save datasets write it."""
+    crlf = text.replace("\n", "\r\n")
+    return {"utf8": text.encode(), "utf8-bom": codecs.BOM_UTF8 + text.encode(), "crlf": crlf.encode(),
+            "utf16-bom-crlf": crlf.encode("utf-16"), "utf16-be": codecs.BOM_UTF16_BE + text.encode("utf-16-be")}
+
+
+@pytest.mark.parametrize("encoding", ["utf8-bom", "crlf", "utf16-bom-crlf", "utf16-be"])
+def test_rafdb_list_encodings_and_line_ends_change_nothing(tmp_path, encoding):
+    list_file = write_rafdb(tmp_path, n_train_per_class=20)
+    reference = {s: (ds.samples, ds.targets) for s in ("train", "val", "test")
+                 for ds in [get_dataset("rafdb", tmp_path, s)]}
+    list_file.write_bytes(encodings(list_file.read_text())[encoding])
+    for split, expected in reference.items():
+        ds = get_dataset("rafdb", tmp_path, split)
+        assert (ds.samples, ds.targets) == expected, (encoding, split)
+
+
+def test_rafdb_both_spellings_and_a_hint_for_others(tmp_path):
+    list_file = write_rafdb(tmp_path / "rafdb", n_train_per_class=3)
+    expected = get_dataset("rafdb", tmp_path, "test").samples
+    list_file.rename(list_file.with_name("list_partition_label.txt"))  # as RAF-DB's README spells it
+    assert get_dataset("rafdb", tmp_path, "test").samples == expected
+    list_file.with_name("list_partition_label.txt").rename(list_file.with_name("list_partition_labels.txt"))
     with pytest.raises(MaferError) as exc:
-        get_dataset("rafdb", tmp_path, "val")
-    assert_names(exc, str(split_file), "delete the file")
+        get_dataset("rafdb", tmp_path, "test")
+    assert_names(exc, "EmoLabel/list_partition_labels.txt", "list_patition_label.txt or list_partition_label.txt")
 
 
-def test_rafdb_split_goes_to_cache_dir_when_dataset_is_read_only(tmp_path, monkeypatch):
-    root = tmp_path / "rafdb"
-    write_rafdb(root, n_train_per_class=4)
-    real_replace = os.replace
+def test_rafdb_class_folder_repackaging(smoke_data, tmp_path):
+    release = {s: get_dataset("rafdb", smoke_data, s) for s in ("train", "val", "test")}
+    root = tmp_path / "rafdb" / "DATASET"
+    names = {}
+    for line in (smoke_data / "rafdb" / "EmoLabel" / "list_patition_label.txt").read_text().splitlines():
+        name, label = line.split()
+        stem = name[:-4]
+        target = root / name.split("_")[0] / label / f"{stem}_aligned.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(smoke_data / "rafdb" / "Image" / "aligned" / f"{stem}_aligned.jpg", target)
+        names[target.name] = int(label) - 1
+    for split, ref in release.items():
+        ds = get_dataset("rafdb", tmp_path, split)
+        assert "class folders" in ds.variant
+        assert ds.class_counts() == ref.class_counts(), split
+        assert all(names[Path(p).name] == y for p, y in zip(ds.samples, ds.targets))
+    assert {Path(p).name for p in get_dataset("rafdb", tmp_path, "val").samples} == \
+        {Path(p).name for p in release["val"].samples}  # same files drawn: the draw sorts by name
 
-    def read_only_dataset(src, dst):
-        if Path(dst).is_relative_to(root):
-            raise PermissionError(13, "Read-only file system", str(dst))
-        return real_replace(src, dst)
 
-    monkeypatch.setattr(ds_base.os, "replace", read_only_dataset)
-    cache = tmp_path / "cache"
-    val = get_dataset("rafdb", root, "val", cache_dir=cache)
-    assert val.split_file.is_relative_to(cache) and val.split_file.is_file()
-    assert get_dataset("rafdb", root, "val", cache_dir=cache).samples == val.samples
+def tree_snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` with its size and modification time."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def read_every_split(data_dir: Path) -> None:
+    for name, splits in SMOKE_SPLITS.items():
+        for split in splits:
+            ds = get_dataset(name, data_dir, split)
+            ds.verify()
+            ds.load_uint8(32)
+
+
+def test_readers_write_nothing_into_the_data_folder(smoke_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    data = tmp_path / "data"
+    shutil.copytree(smoke_data, data)
+    before = tree_snapshot(data)
+    read_every_split(data)
+    assert tree_snapshot(data) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway; the snapshot test covers it")
+def test_readers_work_on_a_read_only_copy(smoke_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(smoke_data, data)
+    paths = [data, *data.rglob("*")]
+    for p in paths:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        read_every_split(data)
+    finally:
+        for p in paths:
+            p.chmod(0o755 if p.is_dir() else 0o644)
 
 
 def test_rafdb_bad_lines_and_missing_images(tmp_path):
@@ -321,7 +386,7 @@ def test_oulu_bad_layouts_and_options(tmp_path):
 def test_affwild2_drops_unlabelled_frames_and_frames_without_crop(tmp_path):
     write_affwild2(tmp_path / "affwild2")
     train = get_dataset("affwild2", tmp_path, "train")
-    assert len(train) == 7 + 6 and train.dropped == {"unlabelled": 1, "no_face": 1}
+    assert len(train) == 7 + 6 and train.dropped == {"unlabelled": 1, "no_face": 1, "other": 0}
     assert train.targets[:7] == [0, 1, 2, 3, 4, 5, 6]
     assert Path(train.samples[2]).name == "00004.jpg"  # line 4 of v1 = frame 3 is -1: skipped
     val = get_dataset("affwild2", tmp_path, "val")
@@ -351,8 +416,8 @@ def test_vggface2_identities_and_saved_holdout(tmp_path):
     assert val.class_counts() == {c: 2 for c in train.classes}
     assert train.class_counts() == {c: 3 for c in train.classes}
     assert set(train.samples).isdisjoint(val.samples)
-    assert val.split_file.is_file()
     assert get_dataset("vggface2", tmp_path, "val").samples == val.samples
+    assert sorted(p.name for p in (tmp_path / "vggface2").iterdir()) == ["train"]  # nothing saved next to the data
 
 
 def test_vggface2_empty_identity_folder(tmp_path):
@@ -411,10 +476,7 @@ def test_load_uint8_resizes_and_caches(tmp_path):
 
 
 # -- the synthetic datasets of `mafer synth` -----------------------------------------------------
-@pytest.mark.parametrize("name, splits", [
-    ("fer2013", ("train", "val", "test")), ("rafdb", ("train", "val", "test")), ("oulucasia", ("all",)),
-    ("affwild2", ("train", "val")), ("vggface2", ("train", "val")),
-])
+@pytest.mark.parametrize("name, splits", SMOKE_SPLITS.items())
 def test_smoke_data_loads(smoke_data, name, splits):
     for split in splits:
         ds = get_dataset(name, smoke_data, split)
