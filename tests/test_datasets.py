@@ -180,6 +180,108 @@ def test_fer2013_missing_file_and_header(tmp_path):
     assert_names(exc, f"{tmp_path / 'fer2013.csv'}:1", "emotion", "Usage")
 
 
+def smoke_fer(smoke_data) -> tuple[str, dict[str, tuple[list, list]]]:
+    """The smoke FER2013 CSV's text and the (pixels, targets) of each split read from it."""
+    ref = {}
+    for split in ("train", "val", "test"):
+        ds = get_dataset("fer2013", smoke_data, split)
+        ref[split] = (ds.load_uint8()[0], ds.targets)
+    return (smoke_data / "fer2013" / "fer2013.csv").read_text(), ref
+
+
+def assert_same_fer(data_dir: Path, ref: dict, splits=("train", "val", "test")) -> None:
+    for split in splits:
+        ds = get_dataset("fer2013", data_dir, split)
+        assert ds.targets == ref[split][1] and torch.equal(ds.load_uint8()[0], ref[split][0]), split
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "tar", "zip"])
+def test_fer2013_archives_are_read_in_place(smoke_data, tmp_path, kind):
+    import tarfile
+    import zipfile
+
+    text, ref = smoke_fer(smoke_data)
+    archive = tmp_path / f"fer2013.{kind}"
+    member = "fer2013/fer2013.csv"  # Kaggle's fer2013.tar.gz holds fer2013/fer2013.csv, README and .bib
+    (tmp_path / "src" / "fer2013").mkdir(parents=True)
+    (tmp_path / "src" / member).write_text(text)
+    (tmp_path / "src" / "fer2013" / "README").write_text("readme\n")
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w") as z:
+            z.write(tmp_path / "src" / member, member)
+    else:
+        with tarfile.open(archive, "w:gz" if kind == "tar.gz" else "w") as t:
+            t.add(tmp_path / "src" / "fer2013", "fer2013")
+    shutil.rmtree(tmp_path / "src")
+    assert_same_fer(tmp_path, ref)  # the archive found in --data-dir
+    assert_same_fer(archive, ref)  # and named directly
+    assert sorted(p.name for p in tmp_path.iterdir()) == [archive.name]  # nothing extracted next to it
+    assert "inside fer2013." in get_dataset("fer2013", archive).variant
+
+
+def test_archives_other_readers_cannot_read_are_refused_with_the_extract_command(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "RAF-DB.zip", "w") as z:
+        z.writestr("basic/EmoLabel/list_patition_label.txt", "train_00001.jpg 1\n")
+    with pytest.raises(MaferError) as exc:
+        get_dataset("rafdb", tmp_path, "train")
+    assert_names(exc, str(tmp_path / "RAF-DB.zip"), f"unzip {tmp_path / 'RAF-DB.zip'} -d {tmp_path / 'rafdb'}")
+    (tmp_path / "fer2013.tar.gz").write_bytes(b"\x1f\x8b\x08\x00 not really gzip")
+    with pytest.raises(MaferError) as exc:
+        get_dataset("fer2013", tmp_path, "train")
+    assert_names(exc, str(tmp_path / "fer2013.tar.gz"), "cannot read the archive", "re-download")
+
+
+def test_fer2013_binary_file_named_csv_is_one_clear_line(tmp_path):
+    (tmp_path / "fer2013.csv").write_bytes(b"\x1f\x8b\x08\x00\xff\xfe\x00compressed")  # a .tar.gz renamed
+    with pytest.raises(MaferError) as exc:
+        get_dataset("fer2013", tmp_path)
+    assert_names(exc, str(tmp_path / "fer2013.csv"), "not a text file", "archive")
+
+
+def test_fer2013_challenge_train_and_test_csv(smoke_data, tmp_path):
+    text, ref = smoke_fer(smoke_data)
+    rows = [line.split(",") for line in text.splitlines()[1:]]
+    (tmp_path / "train.csv").write_text("emotion,pixels\n" + "".join(f"{e},{p}\n" for e, p, u in rows
+                                                                     if u == "Training"))
+    (tmp_path / "test.csv").write_text("pixels\n" + "".join(f"{p}\n" for e, p, u in rows if u != "Training"))
+    assert_same_fer(tmp_path, ref, ("train",))
+    with pytest.raises(MaferError) as exc:
+        get_dataset("fer2013", tmp_path, "test")
+    assert_names(exc, "train.csv holds only the Training rows", "fer2013.csv or icml_face_data.csv")
+    (tmp_path / "train.csv").unlink()
+    with pytest.raises(MaferError) as exc:
+        get_dataset("fer2013", tmp_path, "train")
+    assert_names(exc, f"{tmp_path / 'test.csv'}:1", "no labels")
+
+
+@pytest.mark.parametrize("encoding", ["utf8-bom", "crlf", "utf16-bom-crlf"])
+def test_fer2013_csv_encodings(smoke_data, tmp_path, encoding):
+    text, ref = smoke_fer(smoke_data)
+    (tmp_path / "fer2013.csv").write_bytes(encodings(text)[encoding])
+    assert_same_fer(tmp_path, ref)
+
+
+def test_fer2013_image_folders(smoke_data, tmp_path):
+    text, ref = smoke_fer(smoke_data)
+    names = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # as the repackaging names them
+    for folder, splits in (("train", ("train",)), ("test", ("val", "test"))):
+        k = 0
+        for split in splits:
+            for pixels, label in zip(*ref[split]):
+                path = tmp_path / "fer2013" / folder / names[label] / f"im{k}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels[0].numpy()).save(path)
+                k += 1
+    train, val, test = (get_dataset("fer2013", tmp_path, s) for s in ("train", "val", "test"))
+    assert "image folders" in test.variant and "PublicTest and PrivateTest" in test.variant_note
+    assert sorted(test.targets) == sorted(ref["val"][1] + ref["test"][1])
+    assert sorted(train.targets + val.targets) == sorted(ref["train"][1])
+    assert len(val) > 0 and set(train.samples).isdisjoint(val.samples)
+    assert train.image_file(0) == train.samples[0] and train.image_file(0).endswith(".png")
+
+
 def test_fer2013_empty_class_in_training_split(tmp_path):
     csv_path = write_fer(tmp_path, [fer_row(i % 6, "Training") for i in range(12)])  # no Neutral
     with pytest.raises(MaferError) as exc:
