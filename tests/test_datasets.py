@@ -467,6 +467,24 @@ def test_oulu_folds_partition_the_data(tmp_path, protocol):
     assert set(again.samples) == tests[1]  # fixed seed
 
 
+def test_oulu_release_upper_folders_use_vl_strong(tmp_path):
+    root = tmp_path / "oulucasia"
+    write_oulu_subjects(root / "OriginalImg" / "VL" / "Strong", subjects=2, frames=4)
+    write_oulu_subjects(root / "OriginalImg" / "VL" / "Weak", subjects=1, frames=4)
+    write_oulu_subjects(root / "OriginalImg" / "NI" / "Strong", subjects=3, frames=4)
+    for given in (root, root / "OriginalImg", root / "OriginalImg" / "VL"):
+        ds = get_dataset("oulucasia", given, "all")
+        assert ds.root == root / "OriginalImg" / "VL" / "Strong" and len(ds) == 2 * 6 * 3
+        assert ds.variant.endswith("VL/Strong") and ds.variant_note == ""
+    weak = get_dataset("oulucasia", tmp_path, "all", illumination="Weak")
+    assert len(weak) == 1 * 6 * 3 and "VL/Weak" in weak.variant_note
+    assert len(get_dataset("oulucasia", tmp_path, "all", camera="NI")) == 3 * 6 * 3
+    shutil.rmtree(root / "OriginalImg" / "VL" / "Strong")
+    with pytest.raises(MaferError) as exc:
+        get_dataset("oulucasia", tmp_path, "all")
+    assert_names(exc, "no Strong/ folder", "found Weak")
+
+
 def test_oulu_bad_layouts_and_options(tmp_path):
     (tmp_path / "misc" / "stuff").mkdir(parents=True)
     with pytest.raises(MaferError) as exc:
@@ -493,6 +511,44 @@ def test_affwild2_drops_unlabelled_frames_and_frames_without_crop(tmp_path):
     assert Path(train.samples[2]).name == "00004.jpg"  # line 4 of v1 = frame 3 is -1: skipped
     val = get_dataset("affwild2", tmp_path, "val")
     assert val.class_counts() == {c: 1 for c in DATASETS["affwild2"].classes}
+
+
+@pytest.mark.parametrize("layout", ["top-level", "under-annotations"])
+def test_affwild2_later_abaw_layout_with_other(smoke_data, tmp_path, layout):
+    """The later challenges: EXPR_Classification_Challenge/Train_Set, an eighth class Other (label 7),
+    and the authors' nested frame folder; Other frames are dropped and counted, never bad items."""
+    ref = {s: get_dataset("affwild2", smoke_data, s) for s in ("train", "val")}
+    root = tmp_path / "affwild2"
+    shutil.copytree(smoke_data / "affwild2" / "cropped_aligned", root / "cropped_images_aligned" / "cropped_aligned")
+    base = root if layout == "top-level" else root / "annotations"
+    others = {}
+    for split, old, new in (("train", "Training_Set", "Train_Set"), ("val", "Validation_Set", "Validation_Set")):
+        others[split] = 0
+        for file in sorted((smoke_data / "affwild2" / "annotations" / "EXPR_Set" / old).glob("*.txt")):
+            lines = file.read_text().splitlines()
+            lines[0] += ",Other"
+            for i in range(3, len(lines), 7):  # some frames of every video become Other
+                if lines[i] != "-1":
+                    lines[i] = "7"
+                    others[split] += 1
+            target = base / "EXPR_Classification_Challenge" / new / file.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8-sig"))
+    for split in ("train", "val"):
+        ds = get_dataset("affwild2", tmp_path, split)
+        assert "EXPR_Classification_Challenge" in ds.variant and "ABAW2" in ds.variant_note
+        assert ds.bad_items == [] and ds.dropped["other"] == others[split] > 0
+        assert ds.dropped["unlabelled"] == ref[split].dropped["unlabelled"]
+        kept = dict(zip((Path(p).relative_to(root / "cropped_images_aligned") for p in ds.samples), ds.targets))
+        refs = dict(zip((Path(p).relative_to(smoke_data / "affwild2") for p in ref[split].samples), ref[split].targets))
+        assert kept.items() <= refs.items()  # the other frames keep their labels
+        labelled = len(refs) + ref[split].dropped["no_face"]
+        assert len(kept) + ds.dropped["other"] + ds.dropped["no_face"] == labelled
+    # an eighth label without the Other header is an error
+    file = next((base / "EXPR_Classification_Challenge" / "Validation_Set").glob("*.txt"))
+    file.write_text(file.read_text(encoding="utf-8-sig").replace(",Other", ""))
+    with pytest.raises(MaferError, match="label 7; expected -1 \\(none\\) or 0..6"):
+        get_dataset("affwild2", tmp_path, "val")
 
 
 def test_affwild2_bad_annotations(tmp_path):

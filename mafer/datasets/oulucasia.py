@@ -128,7 +128,7 @@ class OuluCASIA(FaceDataset):
         if root.is_dir():
             root, walked = descend_release(root, camera, illumination)
             if walked != "as given":
-                self.variant = f"release folders, using {walked}"
+                self.variant = f"release folders, using OriginalImg/{camera}/{illumination}"
                 if (camera, illumination) != ("VL", "Strong"):
                     self.variant_note = (f"the paper's literature uses VL/Strong; this is {camera}/{illumination}")
         super().__init__(root, split, transform, skip_bad)
