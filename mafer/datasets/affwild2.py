@@ -47,7 +47,7 @@ class AffWild2(FaceDataset):
                 for split_dir in SPLIT_DIRS[self.split]:
                     folder = base / rel / split_dir
                     if folder.is_dir():
-                        self.variant = f"{edition}/{split_dir}"
+                        self.variant = edition
                         if rel != "EXPR_Set":
                             self.variant_note = (f"the paper used the ABAW2 release (EXPR_Set); {edition} has "
                                                  f"other videos and an eighth class {OTHER}")
@@ -69,6 +69,7 @@ class AffWild2(FaceDataset):
         annotations = sorted(folder.glob("*.txt"))
         if not annotations:
             raise MaferError(f"{folder}: no annotation files; expected one <video>.txt per video")
+        self.videos = len(annotations)
         for file in annotations:
             self._index_video(file, frames_root / file.stem)
 
