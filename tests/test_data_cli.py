@@ -168,3 +168,16 @@ def test_closed_pipe_ends_quietly(smoke_data):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait() == 141 and err == ""
+
+
+def test_the_reproduce_page_tells_to_run_the_check_and_shows_its_executed_output():
+    from pathlib import Path
+
+    import nbformat
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "book" / "reproduce.md").read_text()
+    assert "mafer data check --all --data-dir" in page and "before you spend GPU hours" in page
+    assert "```{glue} data_check\n:doc: generated/data.ipynb\n```" in page  # output of an executed cell
+    nb = nbformat.read(root / "notebooks" / "data.ipynb", 4)
+    assert any('glue("data_check"' in c.source and "check_dataset" in c.source for c in nb.cells)
