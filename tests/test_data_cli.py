@@ -42,7 +42,7 @@ def test_summary_table(smoke_data, capsys):
     rc, out, _ = run_cli(capsys, "summary", "--dataset", "rafdb", "--data-dir", str(smoke_data))
     assert rc == 0
     lines = out.splitlines()
-    assert lines[0] == "rafdb: 7 classes" and lines[1].split() == ["class", "train", "val", "test"]
+    assert lines[0] == "rafdb: 7 classes (release (EmoLabel/list_patition_label.txt, Image/aligned))" and lines[1].split() == ["class", "train", "val", "test"]
     assert [line.split()[0] for line in lines[2:9]] == list(DATASETS["rafdb"].classes)
     totals = [len(get_dataset("rafdb", smoke_data, s)) for s in ("train", "val", "test")]
     assert lines[9].split() == ["total", *map(str, totals)]
@@ -117,7 +117,7 @@ def test_check_all_on_the_complete_synthetic_set(smoke_data, capsys):
         assert all(not row["matches"] for row in r["comparisons"])
     assert reports["rafdb"]["comparisons"][0]["expected"]["Happiness"] == 4772
     rc, out, _ = run_cli(capsys, "check", "--dataset", "rafdb", "--data-dir", str(smoke_data))
-    assert rc == 0 and "variant: release" in out and "train+val: 70 of 12271" in out
+    assert rc == 0 and "variant: release (EmoLabel/list_patition_label.txt" in out and "train+val: 70 of 12271" in out
     assert out.strip().splitlines()[-1].startswith("  verdict: usable, but numbers are not comparable")
 
 
@@ -181,3 +181,18 @@ def test_the_reproduce_page_tells_to_run_the_check_and_shows_its_executed_output
     assert "```{glue} data_check\n:doc: generated/data.ipynb\n```" in page  # output of an executed cell
     nb = nbformat.read(root / "notebooks" / "data.ipynb", 4)
     assert any('glue("data_check"' in c.source and "check_dataset" in c.source for c in nb.cells)
+
+
+def test_summary_says_when_a_variant_is_not_comparable(smoke_data, tmp_path, capsys):
+    from PIL import Image
+
+    for folder, split in (("train", "train"), ("test", "test")):
+        ds = get_dataset("fer2013", smoke_data, split)
+        for k, (image, label) in enumerate(ds):
+            path = tmp_path / "fer2013" / folder / ds.classes[label].lower() / f"{k}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[0].numpy()).save(path)
+    rc, out, _ = run_cli(capsys, "summary", "--dataset", "fer2013", "--data-dir", str(tmp_path))
+    assert rc == 0 and "image folders" in out and "PublicTest and PrivateTest together" in out
+    rc, out, _ = run_cli(capsys, "check", "--dataset", "fer2013", "--data-dir", str(tmp_path), "--json")
+    assert "PublicTest and PrivateTest together" in json.loads(out)["verdict"]

@@ -71,6 +71,9 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         if not args.no_verify:
             ds.verify()
         result["classes"] = ds.classes
+        result["variant"] = ds.variant
+        if ds.variant_note:
+            result["not_comparable"] = ds.variant_note
         result["splits"][split] = ds.class_counts()
         bad += [item for item in ds.bad_items if item not in bad]  # index-time problems repeat across splits
         for key, n in getattr(ds, "dropped", {}).items():
@@ -92,7 +95,9 @@ def channel_mean_bgr(ds: FaceDataset) -> list[float]:
 def _print_table(summary: dict[str, Any]) -> None:
     splits = list(summary["splits"])
     width = max([len(c) for c in summary["classes"]] + [5])
-    print(f"{summary['dataset']}: {len(summary['classes'])} classes")
+    print(f"{summary['dataset']}: {len(summary['classes'])} classes ({summary['variant']})")
+    if summary.get("not_comparable"):
+        print(f"numbers are not comparable with the paper's: {summary['not_comparable']}")
     print(f"{'class':<{width}}  " + "  ".join(f"{s:>8}" for s in splits))
     for c in summary["classes"]:
         print(f"{c:<{width}}  " + "  ".join(f"{summary['splits'][s][c]:>8}" for s in splits))

@@ -72,6 +72,7 @@ class RAFDB(FaceDataset):
                              f"{root / 'train'}/<1..7>/ and {root / 'test'}/<1..7>/")
         if self.list_file is not None:
             root = self.list_file.parent.parent
+            self.variant = f"release (EmoLabel/{self.list_file.name}, Image/aligned)"
         elif self.class_root is not None:
             root = self.class_root
             self.variant = "class folders train/<1..7>, test/<1..7>"
