@@ -327,8 +327,15 @@ def test_skip_bad_skips_a_truncated_image_and_lists_it(smoke_data: Path, tmp_pat
 
     # the same from a config field, on the from-disk path (pretrain on AffWild2 frames)
     shutil.copytree(smoke_data / "affwild2", data / "affwild2")
-    frame = Path(get_dataset("affwild2", data, "train").samples[0])
+    failing = smoke(data, tmp_path / "pre-fails", mode="base", dataset="affwild2", in_memory=False, workers=1,
+                    max_steps=1)
+    frames = get_dataset("affwild2", data, "train").samples
+    first = int(train_data.epoch_permutation(len(frames), failing.resolve().seed, 0)[0])
+    frame = Path(frames[first])  # in the first batch
     frame.write_bytes(b"")
+    with pytest.raises(MaferError) as exc:  # met by a loader worker in mid-run: one line, the option named
+        run_pretrain(failing)
+    assert str(exc.value).startswith(str(frame)) and "--skip-bad" in str(exc.value) and "\n" not in str(exc.value)
     run = run_pretrain(smoke(data, tmp_path / "pre", mode="base", dataset="affwild2", in_memory=False,
                              skip_bad=True, max_steps=1))
     assert str(frame) in (run / "skipped.txt").read_text()

@@ -47,21 +47,19 @@ def detect_layout(root: Path) -> str:
                      f"expressions named {', '.join(sorted(set(FOLDER_ALIASES.values())))}")
 
 
-def descend_release(root: Path, camera: str, illumination: str) -> tuple[Path, str]:
-    """``(folder, variant)``: from the release's upper folders (``OriginalImg``, ``OriginalImg/VL``)
+def descend_release(root: Path, camera: str, illumination: str) -> tuple[Path, bool]:
+    """``(folder, descended)``: from the release's upper folders (``OriginalImg``, ``OriginalImg/VL``)
     down to ``<camera>/<illumination>``, whose sub-folders are the subjects; ``root`` itself otherwise."""
     steps = [("OriginalImg", None), (camera, CAMERAS), (illumination, ILLUMINATIONS)]
-    folder, walked = root, []
+    folder = root
     for name, alternatives in steps:
         if (folder / name).is_dir():
-            folder, walked = folder / name, walked + [name]
+            folder = folder / name
         elif alternatives and any((folder / a).is_dir() for a in alternatives):
             found = ", ".join(a for a in alternatives if (folder / a).is_dir())
             raise MaferError(f"{folder}: no {name}/ folder (found {found}); expected {name}/ for the chosen "
                              f"camera {camera!r} / illumination {illumination!r}, or choose one that is present")
-    if not walked:
-        return root, "as given"
-    return folder, "/".join(walked)
+    return folder, folder != root
 
 
 def fold_indices(targets: np.ndarray, groups: np.ndarray | None, folds: int, fold: int,
@@ -126,8 +124,8 @@ class OuluCASIA(FaceDataset):
         self.camera, self.illumination = camera, illumination
         root = Path(root).expanduser()
         if root.is_dir():
-            root, walked = descend_release(root, camera, illumination)
-            if walked != "as given":
+            root, descended = descend_release(root, camera, illumination)
+            if descended:
                 self.variant = f"release folders, using OriginalImg/{camera}/{illumination}"
                 if (camera, illumination) != ("VL", "Strong"):
                     self.variant_note = (f"the paper's literature uses VL/Strong; this is {camera}/{illumination}")

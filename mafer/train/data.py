@@ -9,6 +9,7 @@ preprocessing happen afterwards, batched, on the compute device.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Iterator, Protocol, Sequence
 
@@ -17,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from mafer.datasets import get_dataset
-from mafer.datasets.base import FaceDataset, resize_square
+from mafer.datasets.base import SKIP_HINT, FaceDataset, resize_square
 from mafer.errors import MaferError
 from mafer.io_decode import decode_bytes, read_bytes
 from mafer.train.config import TrainConfig
@@ -64,8 +65,9 @@ class FolderSource:
     def batches(self, index_batches: Sequence[Tensor], device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
         loader = DataLoader(self.dataset, batch_sampler=[idx.tolist() for idx in index_batches],
                             num_workers=self.workers, pin_memory=device.type == "cuda")
-        for images, labels in loader:
-            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with _bad_image_hint():
+            for images, labels in loader:
+                yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
 
 class EncodedFiles(Dataset):
@@ -102,8 +104,23 @@ class DeviceDecodeSource:
     def batches(self, index_batches: Sequence[Tensor], device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
         loader = DataLoader(EncodedFiles(self.dataset), batch_sampler=[idx.tolist() for idx in index_batches],
                             num_workers=self.workers, collate_fn=_as_lists)
-        for data, labels, paths in loader:
-            yield decode_bytes(data, self.size, device, names=paths), torch.tensor(labels, device=device)
+        with _bad_image_hint():
+            for data, labels, paths in loader:
+                yield decode_bytes(data, self.size, device, names=paths), torch.tensor(labels, device=device)
+
+
+@contextlib.contextmanager
+def _bad_image_hint() -> Iterator[None]:
+    """A bad image met while reading from disk: one line naming it and the option that skips such images.
+
+    A DataLoader worker's error arrives with the worker's traceback in its message; the last
+    line is the error itself.
+    """
+    try:
+        yield
+    except MaferError as exc:
+        line = str(exc).strip().splitlines()[-1].removeprefix(f"{MaferError.__module__}.{MaferError.__name__}: ")
+        raise MaferError(f"{line} ({SKIP_HINT} to skip and list such images)") from None
 
 
 def open_split(cfg: TrainConfig, split: str) -> FaceDataset:
