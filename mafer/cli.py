@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -60,7 +61,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mafer {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+    try:
+        sys.stdout.flush()  # output still buffered when the reader has gone fails here
+    except BrokenPipeError:
+        return _closed_pipe()
     return int(rc or 0)
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away (``mafer ... | head``): end quietly, like other Unix tools.
+
+    Python would flush stdout once more at exit and print a second traceback; pointing stdout at
+    /dev/null first makes that flush a no-op.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Expression probabilities for face images (``mafer predict``).
 
-Each face crop, of any size, gray or colour, is decoded to uint8 RGB, goes through the eval
+Each face crop, of any size, gray or colour, is turned upright by its EXIF orientation (as a
+phone stores photos) and decoded to uint8 RGB (CMYK, palette, alpha converted), goes through the eval
 transform of the dataset the checkpoint was fine-tuned on (at the checkpoint's input size),
 is preprocessed with the checkpoint's mean and classified; the softmax gives the probabilities.
 Folders are searched recursively for image files and processed in batches.
@@ -81,7 +82,7 @@ class Predictor:
         results = []
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
-            probs = self.probabilities([decode_image(p) for p in chunk])
+            probs = self.probabilities([decode_image(p, orient=True) for p in chunk])
             for path, row in zip(chunk, probs.tolist()):
                 results.append({"path": str(path), "probabilities": dict(zip(self.classes, row)),
                                 "prediction": self.classes[max(range(len(row)), key=row.__getitem__)]})

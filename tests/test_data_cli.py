@@ -42,7 +42,7 @@ def test_summary_table(smoke_data, capsys):
     rc, out, _ = run_cli(capsys, "summary", "--dataset", "rafdb", "--data-dir", str(smoke_data))
     assert rc == 0
     lines = out.splitlines()
-    assert lines[0] == "rafdb: 7 classes" and lines[1].split() == ["class", "train", "val", "test"]
+    assert lines[0] == "rafdb: 7 classes (release (EmoLabel/list_patition_label.txt, Image/aligned))" and lines[1].split() == ["class", "train", "val", "test"]
     assert [line.split()[0] for line in lines[2:9]] == list(DATASETS["rafdb"].classes)
     totals = [len(get_dataset("rafdb", smoke_data, s)) for s in ("train", "val", "test")]
     assert lines[9].split() == ["total", *map(str, totals)]
@@ -102,3 +102,97 @@ def test_mean_is_bgr_of_the_training_split(smoke_data, tmp_path, capsys):
     (folder / "fer2013.csv").write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
     rc, out, _ = run_cli(capsys, "mean", "--dataset", "fer2013", "--data-dir", str(tmp_path))
     assert rc == 0 and out.strip().endswith("mean BGR: 100.00000 100.00000 100.00000")
+
+
+# -- mafer data check -----------------------------------------------------------------------------
+def test_check_all_on_the_complete_synthetic_set(smoke_data, capsys):
+    rc, out, _ = run_cli(capsys, "check", "--all", "--data-dir", str(smoke_data), "--json")
+    reports = {r["dataset"]: r for r in json.loads(out)}
+    assert rc == 0 and sorted(reports) == sorted(SPLITS)
+    for name, r in reports.items():
+        assert r["splits"] == {s: get_dataset(name, smoke_data, s).class_counts() for s in SPLITS[name]}
+        assert r["bad_items"] == [] and r["duplicates"] == [] and r["reference"]["source"]
+        # synthetic data is far smaller than the release: usable, never "matches"
+        assert r["verdict_kind"] == "usable" and r["verdict"].startswith("usable, but numbers are not comparable")
+        assert all(not row["matches"] for row in r["comparisons"])
+    assert reports["rafdb"]["comparisons"][0]["expected"]["Happiness"] == 4772
+    rc, out, _ = run_cli(capsys, "check", "--dataset", "rafdb", "--data-dir", str(smoke_data))
+    assert rc == 0 and "variant: release (EmoLabel/list_patition_label.txt" in out and "train+val: 70 of 12271" in out
+    assert out.strip().splitlines()[-1].startswith("  verdict: usable, but numbers are not comparable")
+
+
+def test_check_reports_the_release_counts_as_a_match(monkeypatch, smoke_data, capsys):
+    from mafer.datasets import check
+
+    counts = {s: get_dataset("fer2013", smoke_data, s).class_counts() for s in SPLITS["fer2013"]}
+    monkeypatch.setitem(check.REFERENCES, "fer2013", check.Reference("test", "test", counts))
+    report = check.check_dataset("fer2013", smoke_data)
+    assert report["verdict"] == check.MATCHES
+
+
+def test_check_on_a_damaged_set(smoke_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(smoke_data / "rafdb", data / "rafdb")
+    shutil.copytree(smoke_data / "oulucasia", data / "oulucasia")
+    test = get_dataset("rafdb", data, "test").samples
+    truncated, missing = test[0], test[1]
+    with open(truncated, "r+b") as f:
+        f.truncate(300)
+    (data / "rafdb" / "Image" / "aligned" / missing.rsplit("/", 1)[-1]).unlink()
+    shutil.copy(test[2], test[3])  # a duplicated face
+    for frame in (data / "oulucasia").glob("*/Fear/*"):  # a class without readable images
+        frame.write_bytes(b"not a jpeg")
+    rc, out, _ = run_cli(capsys, "check", "--all", "--data-dir", str(data), "--json")
+    reports = {r["dataset"]: r for r in json.loads(out)}
+    assert rc == 1 and sorted(reports) == ["oulucasia", "rafdb"]
+    raf = reports["rafdb"]
+    assert len(raf["bad_items"]) == 2 and sum(raf["splits"]["test"].values()) == len(test) - 2
+    assert any(truncated in item for item in raf["bad_items"]) and any(missing in item for item in raf["bad_items"])
+    assert raf["duplicates"] == [[test[2], test[3]]]
+    assert "2 item(s) are missing, unreadable" in raf["verdict"] and "--skip-bad" in raf["verdict"]
+    assert reports["oulucasia"]["verdict"] == ("unusable because class(es) Fear have no readable images "
+                                               "in split 'all'")
+    shutil.rmtree(data / "rafdb" / "EmoLabel")
+    rc, out, _ = run_cli(capsys, "check", "--dataset", "rafdb", "--data-dir", str(data))
+    assert rc == 1 and "verdict: unusable because" in out and "RAF-DB not found" in out
+
+
+def test_closed_pipe_ends_quietly(smoke_data):
+    """`mafer ... --json | head`: the reader goes away; no traceback, no 'Exception ignored' line."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "mafer", "data", "summary", "--dataset", "vggface2",
+                             "--data-dir", str(smoke_data), "--json", "--no-verify"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == ""
+
+
+def test_the_reproduce_page_tells_to_run_the_check_and_shows_its_executed_output():
+    from pathlib import Path
+
+    import nbformat
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "book" / "reproduce.md").read_text()
+    assert "mafer data check --all --data-dir" in page and "before you spend GPU hours" in page
+    assert "```{glue} data_check\n:doc: generated/data.ipynb\n```" in page  # output of an executed cell
+    nb = nbformat.read(root / "notebooks" / "data.ipynb", 4)
+    assert any('glue("data_check"' in c.source and "check_dataset" in c.source for c in nb.cells)
+
+
+def test_summary_says_when_a_variant_is_not_comparable(smoke_data, tmp_path, capsys):
+    from PIL import Image
+
+    for folder, split in (("train", "train"), ("test", "test")):
+        ds = get_dataset("fer2013", smoke_data, split)
+        for k, (image, label) in enumerate(ds):
+            path = tmp_path / "fer2013" / folder / ds.classes[label].lower() / f"{k}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[0].numpy()).save(path)
+    rc, out, _ = run_cli(capsys, "summary", "--dataset", "fer2013", "--data-dir", str(tmp_path))
+    assert rc == 0 and "image folders" in out and "PublicTest and PrivateTest together" in out
+    rc, out, _ = run_cli(capsys, "check", "--dataset", "fer2013", "--data-dir", str(tmp_path), "--json")
+    assert "PublicTest and PrivateTest together" in json.loads(out)["verdict"]

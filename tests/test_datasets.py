@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import codecs
 import os
 import shutil
 from pathlib import Path
@@ -13,11 +13,12 @@ import torch
 from PIL import Image
 
 from mafer.datasets import DATASETS, get_dataset
-from mafer.datasets import base as ds_base
 from mafer.datasets.base import decode_image
 from mafer.errors import MaferError
 
 RNG = np.random.default_rng(0)
+SMOKE_SPLITS = {"fer2013": ("train", "val", "test"), "rafdb": ("train", "val", "test"), "oulucasia": ("all",),
+                "affwild2": ("train", "val"), "vggface2": ("train", "val")}
 OULU_DIRS = ("Surprise", "Happiness", "Sadness", "Anger", "Fear", "Disgust")
 
 
@@ -179,6 +180,108 @@ def test_fer2013_missing_file_and_header(tmp_path):
     assert_names(exc, f"{tmp_path / 'fer2013.csv'}:1", "emotion", "Usage")
 
 
+def smoke_fer(smoke_data) -> tuple[str, dict[str, tuple[list, list]]]:
+    """The smoke FER2013 CSV's text and the (pixels, targets) of each split read from it."""
+    ref = {}
+    for split in ("train", "val", "test"):
+        ds = get_dataset("fer2013", smoke_data, split)
+        ref[split] = (ds.load_uint8()[0], ds.targets)
+    return (smoke_data / "fer2013" / "fer2013.csv").read_text(), ref
+
+
+def assert_same_fer(data_dir: Path, ref: dict, splits=("train", "val", "test")) -> None:
+    for split in splits:
+        ds = get_dataset("fer2013", data_dir, split)
+        assert ds.targets == ref[split][1] and torch.equal(ds.load_uint8()[0], ref[split][0]), split
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "tar", "zip"])
+def test_fer2013_archives_are_read_in_place(smoke_data, tmp_path, kind):
+    import tarfile
+    import zipfile
+
+    text, ref = smoke_fer(smoke_data)
+    archive = tmp_path / f"fer2013.{kind}"
+    member = "fer2013/fer2013.csv"  # Kaggle's fer2013.tar.gz holds fer2013/fer2013.csv, README and .bib
+    (tmp_path / "src" / "fer2013").mkdir(parents=True)
+    (tmp_path / "src" / member).write_text(text)
+    (tmp_path / "src" / "fer2013" / "README").write_text("readme\n")
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w") as z:
+            z.write(tmp_path / "src" / member, member)
+    else:
+        with tarfile.open(archive, "w:gz" if kind == "tar.gz" else "w") as t:
+            t.add(tmp_path / "src" / "fer2013", "fer2013")
+    shutil.rmtree(tmp_path / "src")
+    assert_same_fer(tmp_path, ref)  # the archive found in --data-dir
+    assert_same_fer(archive, ref)  # and named directly
+    assert sorted(p.name for p in tmp_path.iterdir()) == [archive.name]  # nothing extracted next to it
+    assert "inside fer2013." in get_dataset("fer2013", archive).variant
+
+
+def test_archives_other_readers_cannot_read_are_refused_with_the_extract_command(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "RAF-DB.zip", "w") as z:
+        z.writestr("basic/EmoLabel/list_patition_label.txt", "train_00001.jpg 1\n")
+    with pytest.raises(MaferError) as exc:
+        get_dataset("rafdb", tmp_path, "train")
+    assert_names(exc, str(tmp_path / "RAF-DB.zip"), f"unzip {tmp_path / 'RAF-DB.zip'} -d {tmp_path / 'rafdb'}")
+    (tmp_path / "fer2013.tar.gz").write_bytes(b"\x1f\x8b\x08\x00 not really gzip")
+    with pytest.raises(MaferError) as exc:
+        get_dataset("fer2013", tmp_path, "train")
+    assert_names(exc, str(tmp_path / "fer2013.tar.gz"), "cannot read the archive", "re-download")
+
+
+def test_fer2013_binary_file_named_csv_is_one_clear_line(tmp_path):
+    (tmp_path / "fer2013.csv").write_bytes(b"\x1f\x8b\x08\x00\xff\xfe\x00compressed")  # a .tar.gz renamed
+    with pytest.raises(MaferError) as exc:
+        get_dataset("fer2013", tmp_path)
+    assert_names(exc, str(tmp_path / "fer2013.csv"), "not a text file", "archive")
+
+
+def test_fer2013_challenge_train_and_test_csv(smoke_data, tmp_path):
+    text, ref = smoke_fer(smoke_data)
+    rows = [line.split(",") for line in text.splitlines()[1:]]
+    (tmp_path / "train.csv").write_text("emotion,pixels\n" + "".join(f"{e},{p}\n" for e, p, u in rows
+                                                                     if u == "Training"))
+    (tmp_path / "test.csv").write_text("pixels\n" + "".join(f"{p}\n" for e, p, u in rows if u != "Training"))
+    assert_same_fer(tmp_path, ref, ("train",))
+    with pytest.raises(MaferError) as exc:
+        get_dataset("fer2013", tmp_path, "test")
+    assert_names(exc, "train.csv holds only the Training rows", "fer2013.csv or icml_face_data.csv")
+    (tmp_path / "train.csv").unlink()
+    with pytest.raises(MaferError) as exc:
+        get_dataset("fer2013", tmp_path, "train")
+    assert_names(exc, f"{tmp_path / 'test.csv'}:1", "no labels")
+
+
+@pytest.mark.parametrize("encoding", ["utf8-bom", "crlf", "utf16-bom-crlf"])
+def test_fer2013_csv_encodings(smoke_data, tmp_path, encoding):
+    text, ref = smoke_fer(smoke_data)
+    (tmp_path / "fer2013.csv").write_bytes(encodings(text)[encoding])
+    assert_same_fer(tmp_path, ref)
+
+
+def test_fer2013_image_folders(smoke_data, tmp_path):
+    text, ref = smoke_fer(smoke_data)
+    names = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # as the repackaging names them
+    for folder, splits in (("train", ("train",)), ("test", ("val", "test"))):
+        k = 0
+        for split in splits:
+            for pixels, label in zip(*ref[split]):
+                path = tmp_path / "fer2013" / folder / names[label] / f"im{k}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels[0].numpy()).save(path)
+                k += 1
+    train, val, test = (get_dataset("fer2013", tmp_path, s) for s in ("train", "val", "test"))
+    assert "image folders" in test.variant and "PublicTest and PrivateTest" in test.variant_note
+    assert sorted(test.targets) == sorted(ref["val"][1] + ref["test"][1])
+    assert sorted(train.targets + val.targets) == sorted(ref["train"][1])
+    assert len(val) > 0 and set(train.samples).isdisjoint(val.samples)
+    assert train.image_file(0) == train.samples[0] and train.image_file(0).endswith(".png")
+
+
 def test_fer2013_empty_class_in_training_split(tmp_path):
     csv_path = write_fer(tmp_path, [fer_row(i % 6, "Training") for i in range(12)])  # no Neutral
     with pytest.raises(MaferError) as exc:
@@ -187,49 +290,113 @@ def test_fer2013_empty_class_in_training_split(tmp_path):
 
 
 # -- RAF-DB --------------------------------------------------------------------------------------
-def test_rafdb_names_labels_and_saved_val_split(tmp_path):
+def test_rafdb_names_labels_and_val_split_by_the_authors_rule(tmp_path):
     list_file = write_rafdb(tmp_path / "rafdb")
     train = get_dataset("rafdb", tmp_path, "train")
     val = get_dataset("rafdb", tmp_path, "val")
     test = get_dataset("rafdb", tmp_path, "test")
     assert Path(test.samples[0]) == tmp_path / "rafdb" / "Image" / "aligned" / "test_0001_aligned.jpg"
     assert test.targets[0] == 1  # file label 2 -> Fear
-    assert val.class_counts() == {c: 1 for c in train.classes}  # 5 % of 20 per class
+    # int(0.05 * (20 train + 1 test)) = 1 per class; with 19 + 1 it would be int(1.0) = 1, with 19 + 0 none
+    assert val.class_counts() == {c: 1 for c in train.classes}
     assert set(train.samples).isdisjoint(val.samples)
     assert len(train) + len(val) == 140 and len(test) == 7
-    split_file = list_file.parent / "mafer_rafdb_val_split.json"
-    assert train.split_file == val.split_file == split_file and split_file.is_file()
+    assert get_dataset("rafdb", tmp_path, "val").samples == val.samples  # seeded, the same every time
+    assert sorted(p.name for p in list_file.parent.iterdir()) == [list_file.name]  # nothing saved next to the list
 
-    # reruns use the saved split, even when it differs from what the seed would draw
-    saved = json.loads(split_file.read_text())
-    saved["val"] = ["train_00001.jpg", "train_00002.jpg"]
-    split_file.write_text(json.dumps(saved))
-    again = get_dataset("rafdb", tmp_path, "val")
-    assert [Path(p).name for p in again.samples] == ["train_00001_aligned.jpg", "train_00002_aligned.jpg"]
+    # the count rule counts test images too: a class with 19 train + 1 test images gives int(0.05 * 20) = 1,
+    # a class with 19 train and no test image int(0.95) = 0
+    lines = list_file.read_text().splitlines()
+    fear_train = [i for i, line in enumerate(lines) if line.startswith("train_") and line.endswith(" 2")]
+    no_fear_test = [line for i, line in enumerate(lines) if i != fear_train[0]
+                    and not (line.startswith("test_") and line.endswith(" 2"))]
+    list_file.write_text("\n".join(no_fear_test) + "\n")
+    assert get_dataset("rafdb", tmp_path, "val").class_counts()["Fear"] == 0
 
-    # a list file that changed makes the saved split stale: an error, not a silent redraw
-    with open(list_file, "a") as f:
-        f.write("train_00001.jpg 3\n")
+
+def encodings(text: str) -> dict[str, bytes]:
+    """The same text as the tools that re-save datasets write it."""
+    crlf = text.replace("\n", "\r\n")
+    return {"utf8": text.encode(), "utf8-bom": codecs.BOM_UTF8 + text.encode(), "crlf": crlf.encode(),
+            "utf16-bom-crlf": crlf.encode("utf-16"), "utf16-be": codecs.BOM_UTF16_BE + text.encode("utf-16-be")}
+
+
+@pytest.mark.parametrize("encoding", ["utf8-bom", "crlf", "utf16-bom-crlf", "utf16-be"])
+def test_rafdb_list_encodings_and_line_ends_change_nothing(tmp_path, encoding):
+    list_file = write_rafdb(tmp_path, n_train_per_class=20)
+    reference = {s: (ds.samples, ds.targets) for s in ("train", "val", "test")
+                 for ds in [get_dataset("rafdb", tmp_path, s)]}
+    list_file.write_bytes(encodings(list_file.read_text())[encoding])
+    for split, expected in reference.items():
+        ds = get_dataset("rafdb", tmp_path, split)
+        assert (ds.samples, ds.targets) == expected, (encoding, split)
+
+
+def test_rafdb_both_spellings_and_a_hint_for_others(tmp_path):
+    list_file = write_rafdb(tmp_path / "rafdb", n_train_per_class=3)
+    expected = get_dataset("rafdb", tmp_path, "test").samples
+    list_file.rename(list_file.with_name("list_partition_label.txt"))  # as RAF-DB's README spells it
+    assert get_dataset("rafdb", tmp_path, "test").samples == expected
+    list_file.with_name("list_partition_label.txt").rename(list_file.with_name("list_partition_labels.txt"))
     with pytest.raises(MaferError) as exc:
-        get_dataset("rafdb", tmp_path, "val")
-    assert_names(exc, str(split_file), "delete the file")
+        get_dataset("rafdb", tmp_path, "test")
+    assert_names(exc, "EmoLabel/list_partition_labels.txt", "list_patition_label.txt or list_partition_label.txt")
 
 
-def test_rafdb_split_goes_to_cache_dir_when_dataset_is_read_only(tmp_path, monkeypatch):
-    root = tmp_path / "rafdb"
-    write_rafdb(root, n_train_per_class=4)
-    real_replace = os.replace
+def test_rafdb_class_folder_repackaging(smoke_data, tmp_path):
+    release = {s: get_dataset("rafdb", smoke_data, s) for s in ("train", "val", "test")}
+    root = tmp_path / "rafdb" / "DATASET"
+    names = {}
+    for line in (smoke_data / "rafdb" / "EmoLabel" / "list_patition_label.txt").read_text().splitlines():
+        name, label = line.split()
+        stem = name[:-4]
+        target = root / name.split("_")[0] / label / f"{stem}_aligned.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(smoke_data / "rafdb" / "Image" / "aligned" / f"{stem}_aligned.jpg", target)
+        names[target.name] = int(label) - 1
+    for split, ref in release.items():
+        ds = get_dataset("rafdb", tmp_path, split)
+        assert "class folders" in ds.variant
+        assert ds.class_counts() == ref.class_counts(), split
+        assert all(names[Path(p).name] == y for p, y in zip(ds.samples, ds.targets))
+    assert {Path(p).name for p in get_dataset("rafdb", tmp_path, "val").samples} == \
+        {Path(p).name for p in release["val"].samples}  # same files drawn: the draw sorts by name
 
-    def read_only_dataset(src, dst):
-        if Path(dst).is_relative_to(root):
-            raise PermissionError(13, "Read-only file system", str(dst))
-        return real_replace(src, dst)
 
-    monkeypatch.setattr(ds_base.os, "replace", read_only_dataset)
-    cache = tmp_path / "cache"
-    val = get_dataset("rafdb", root, "val", cache_dir=cache)
-    assert val.split_file.is_relative_to(cache) and val.split_file.is_file()
-    assert get_dataset("rafdb", root, "val", cache_dir=cache).samples == val.samples
+def tree_snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` with its size and modification time."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def read_every_split(data_dir: Path) -> None:
+    for name, splits in SMOKE_SPLITS.items():
+        for split in splits:
+            ds = get_dataset(name, data_dir, split)
+            ds.verify()
+            ds.load_uint8(32)
+
+
+def test_readers_write_nothing_into_the_data_folder(smoke_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    data = tmp_path / "data"
+    shutil.copytree(smoke_data, data)
+    before = tree_snapshot(data)
+    read_every_split(data)
+    assert tree_snapshot(data) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway; the snapshot test covers it")
+def test_readers_work_on_a_read_only_copy(smoke_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(smoke_data, data)
+    paths = [data, *data.rglob("*")]
+    for p in paths:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        read_every_split(data)
+    finally:
+        for p in paths:
+            p.chmod(0o755 if p.is_dir() else 0o644)
 
 
 def test_rafdb_bad_lines_and_missing_images(tmp_path):
@@ -300,6 +467,24 @@ def test_oulu_folds_partition_the_data(tmp_path, protocol):
     assert set(again.samples) == tests[1]  # fixed seed
 
 
+def test_oulu_release_upper_folders_use_vl_strong(tmp_path):
+    root = tmp_path / "oulucasia"
+    write_oulu_subjects(root / "OriginalImg" / "VL" / "Strong", subjects=2, frames=4)
+    write_oulu_subjects(root / "OriginalImg" / "VL" / "Weak", subjects=1, frames=4)
+    write_oulu_subjects(root / "OriginalImg" / "NI" / "Strong", subjects=3, frames=4)
+    for given in (root, root / "OriginalImg", root / "OriginalImg" / "VL"):
+        ds = get_dataset("oulucasia", given, "all")
+        assert ds.root == root / "OriginalImg" / "VL" / "Strong" and len(ds) == 2 * 6 * 3
+        assert ds.variant.endswith("VL/Strong") and ds.variant_note == ""
+    weak = get_dataset("oulucasia", tmp_path, "all", illumination="Weak")
+    assert len(weak) == 1 * 6 * 3 and "VL/Weak" in weak.variant_note
+    assert len(get_dataset("oulucasia", tmp_path, "all", camera="NI")) == 3 * 6 * 3
+    shutil.rmtree(root / "OriginalImg" / "VL" / "Strong")
+    with pytest.raises(MaferError) as exc:
+        get_dataset("oulucasia", tmp_path, "all")
+    assert_names(exc, "no Strong/ folder", "found Weak")
+
+
 def test_oulu_bad_layouts_and_options(tmp_path):
     (tmp_path / "misc" / "stuff").mkdir(parents=True)
     with pytest.raises(MaferError) as exc:
@@ -321,11 +506,49 @@ def test_oulu_bad_layouts_and_options(tmp_path):
 def test_affwild2_drops_unlabelled_frames_and_frames_without_crop(tmp_path):
     write_affwild2(tmp_path / "affwild2")
     train = get_dataset("affwild2", tmp_path, "train")
-    assert len(train) == 7 + 6 and train.dropped == {"unlabelled": 1, "no_face": 1}
+    assert len(train) == 7 + 6 and train.dropped == {"unlabelled": 1, "no_face": 1, "other": 0}
     assert train.targets[:7] == [0, 1, 2, 3, 4, 5, 6]
     assert Path(train.samples[2]).name == "00004.jpg"  # line 4 of v1 = frame 3 is -1: skipped
     val = get_dataset("affwild2", tmp_path, "val")
     assert val.class_counts() == {c: 1 for c in DATASETS["affwild2"].classes}
+
+
+@pytest.mark.parametrize("layout", ["top-level", "under-annotations"])
+def test_affwild2_later_abaw_layout_with_other(smoke_data, tmp_path, layout):
+    """The later challenges: EXPR_Classification_Challenge/Train_Set, an eighth class Other (label 7),
+    and the authors' nested frame folder; Other frames are dropped and counted, never bad items."""
+    ref = {s: get_dataset("affwild2", smoke_data, s) for s in ("train", "val")}
+    root = tmp_path / "affwild2"
+    shutil.copytree(smoke_data / "affwild2" / "cropped_aligned", root / "cropped_images_aligned" / "cropped_aligned")
+    base = root if layout == "top-level" else root / "annotations"
+    others = {}
+    for split, old, new in (("train", "Training_Set", "Train_Set"), ("val", "Validation_Set", "Validation_Set")):
+        others[split] = 0
+        for file in sorted((smoke_data / "affwild2" / "annotations" / "EXPR_Set" / old).glob("*.txt")):
+            lines = file.read_text().splitlines()
+            lines[0] += ",Other"
+            for i in range(3, len(lines), 7):  # some frames of every video become Other
+                if lines[i] != "-1":
+                    lines[i] = "7"
+                    others[split] += 1
+            target = base / "EXPR_Classification_Challenge" / new / file.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8-sig"))
+    for split in ("train", "val"):
+        ds = get_dataset("affwild2", tmp_path, split)
+        assert "EXPR_Classification_Challenge" in ds.variant and "ABAW2" in ds.variant_note
+        assert ds.bad_items == [] and ds.dropped["other"] == others[split] > 0
+        assert ds.dropped["unlabelled"] == ref[split].dropped["unlabelled"]
+        kept = dict(zip((Path(p).relative_to(root / "cropped_images_aligned") for p in ds.samples), ds.targets))
+        refs = dict(zip((Path(p).relative_to(smoke_data / "affwild2") for p in ref[split].samples), ref[split].targets))
+        assert kept.items() <= refs.items()  # the other frames keep their labels
+        labelled = len(refs) + ref[split].dropped["no_face"]
+        assert len(kept) + ds.dropped["other"] + ds.dropped["no_face"] == labelled
+    # an eighth label without the Other header is an error
+    file = next((base / "EXPR_Classification_Challenge" / "Validation_Set").glob("*.txt"))
+    file.write_text(file.read_text(encoding="utf-8-sig").replace(",Other", ""))
+    with pytest.raises(MaferError, match="label 7; expected -1 \\(none\\) or 0..6"):
+        get_dataset("affwild2", tmp_path, "val")
 
 
 def test_affwild2_bad_annotations(tmp_path):
@@ -351,8 +574,8 @@ def test_vggface2_identities_and_saved_holdout(tmp_path):
     assert val.class_counts() == {c: 2 for c in train.classes}
     assert train.class_counts() == {c: 3 for c in train.classes}
     assert set(train.samples).isdisjoint(val.samples)
-    assert val.split_file.is_file()
     assert get_dataset("vggface2", tmp_path, "val").samples == val.samples
+    assert sorted(p.name for p in (tmp_path / "vggface2").iterdir()) == ["train"]  # nothing saved next to the data
 
 
 def test_vggface2_empty_identity_folder(tmp_path):
@@ -411,10 +634,7 @@ def test_load_uint8_resizes_and_caches(tmp_path):
 
 
 # -- the synthetic datasets of `mafer synth` -----------------------------------------------------
-@pytest.mark.parametrize("name, splits", [
-    ("fer2013", ("train", "val", "test")), ("rafdb", ("train", "val", "test")), ("oulucasia", ("all",)),
-    ("affwild2", ("train", "val")), ("vggface2", ("train", "val")),
-])
+@pytest.mark.parametrize("name, splits", SMOKE_SPLITS.items())
 def test_smoke_data_loads(smoke_data, name, splits):
     for split in splits:
         ds = get_dataset(name, smoke_data, split)

@@ -59,4 +59,6 @@ def test_data_notebook_runs_under_papermill_with_other_parameters(smoke_data, tm
         "resolutions_rafdb.png"]
     glued = {o["metadata"]["scrapbook"]["name"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
              if "scrapbook" in o.get("metadata", {})}
-    assert glued == {"n_images_rafdb", "n_images_oulucasia"}
+    assert glued == {"data_check", "n_images_rafdb", "n_images_oulucasia"}
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert printed.count("verdict: usable, but numbers are not comparable with the paper") == 5  # all of smoke_data

@@ -85,3 +85,38 @@ def test_missing_inputs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(MaferError, match="empty: no image files"):
         collect_images([tmp_path / "empty"])
+
+
+def test_exif_orientation_is_applied_first(checkpoint, tmp_path):
+    """A photo stored sideways with an EXIF orientation tag (as phones store them) reaches the model upright."""
+    rng = np.random.default_rng(1)
+    upright = rng.integers(0, 256, (64, 40, 3), dtype=np.uint8)
+    upright[:20] = 255  # not symmetric under rotation
+    Image.fromarray(upright).save(tmp_path / "upright.png")
+    stored = Image.fromarray(np.rot90(upright).copy())  # pixels turned 90 degrees counter-clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    stored.save(tmp_path / "sideways.png", exif=exif)
+    stored.save(tmp_path / "sideways_no_tag.png")
+    results = predict_images([tmp_path / "upright.png", tmp_path / "sideways.png", tmp_path / "sideways_no_tag.png"],
+                             checkpoint, device="cpu")
+    probs = [list(r["probabilities"].values()) for r in results]
+    assert probs[1] == pytest.approx(probs[0], abs=1e-6)
+    assert probs[2] != pytest.approx(probs[0], abs=1e-6)  # the tag is what makes the difference
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "P", "RGBA", "LA", "I;16"])
+def test_other_colour_modes_become_rgb(checkpoint, tmp_path, mode):
+    rng = np.random.default_rng(2)
+    rgb = Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65535, (48, 48), dtype=np.uint16))
+    elif mode == "P":
+        image = rgb.convert("P")
+        image.info["transparency"] = 0
+    else:
+        image = rgb.convert(mode)
+    path = tmp_path / ("face.jpg" if mode == "CMYK" else "face.png")
+    image.save(path)
+    (result,) = predict_images([path], checkpoint, device="cpu")
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)

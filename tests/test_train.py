@@ -302,3 +302,40 @@ def test_init_with_another_architecture_is_refused(smoke_data: Path, tmp_path: P
                     mean_bgr=(0.0, 0.0, 0.0))
     with pytest.raises(MaferError, match="senet50.pt"):
         run_finetune(smoke(smoke_data, tmp_path / "r", dataset="rafdb", init=str(wrong)))
+
+
+def test_skip_bad_skips_a_truncated_image_and_lists_it(smoke_data: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(smoke_data / "rafdb", data / "rafdb")
+    victim = Path(get_dataset("rafdb", data, "train").samples[3])
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    argv = ["finetune", "--preset", "smoke", "--dataset", "rafdb", "--data-dir", str(data), "--max-steps", "1",
+            "--device", "cpu"]
+    assert cli_main(argv + ["--out", str(tmp_path / "fails")]) == 2
+    err = capsys.readouterr().err
+    assert str(victim) in err and "--skip-bad" in err and "Traceback" not in err
+
+    assert cli_main(argv + ["--out", str(tmp_path / "ft"), "--skip-bad"]) == 0
+    skipped = (tmp_path / "ft" / "skipped.txt").read_text().splitlines()
+    assert len(skipped) == 1 and str(victim) in skipped[0]
+    data_line = next(r for r in read_metrics(tmp_path / "ft") if r["kind"] == "data")
+    assert data_line["skipped_train"] == 1 and data_line["skipped_val"] == 0
+    assert json.loads((tmp_path / "ft" / "run_info.json").read_text())["skipped"] == {"train": 1, "val": 0}
+
+    # the same from a config field, on the from-disk path (pretrain on AffWild2 frames)
+    shutil.copytree(smoke_data / "affwild2", data / "affwild2")
+    failing = smoke(data, tmp_path / "pre-fails", mode="base", dataset="affwild2", in_memory=False, workers=1,
+                    max_steps=1)
+    frames = get_dataset("affwild2", data, "train").samples
+    first = int(train_data.epoch_permutation(len(frames), failing.resolve().seed, 0)[0])
+    frame = Path(frames[first])  # in the first batch
+    frame.write_bytes(b"")
+    with pytest.raises(MaferError) as exc:  # met by a loader worker in mid-run: one line, the option named
+        run_pretrain(failing)
+    assert str(exc.value).startswith(str(frame)) and "--skip-bad" in str(exc.value) and "\n" not in str(exc.value)
+    run = run_pretrain(smoke(data, tmp_path / "pre", mode="base", dataset="affwild2", in_memory=False,
+                             skip_bad=True, max_steps=1))
+    assert str(frame) in (run / "skipped.txt").read_text()

@@ -357,3 +357,12 @@ def test_malicious_pickles_are_refused_and_do_not_run(tmp_path, kind):
         load_pretrained(create_model("senet_tiny", 7), path)
     assert str(path) in str(err.value)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module._orig_mod.", "_orig_mod.module."])
+def test_compiled_model_checkpoints_load_like_wrapped_ones(tmp_path, prefix):
+    """A state dict saved from a torch.compile'd model (keys under ``_orig_mod.``), alone or with DDP."""
+    state = mmdnn_state(*TINY, num_classes=7)
+    model = create_model("senet_tiny", 7)
+    load_pretrained(model, save_authors({f"{prefix}{k}": v for k, v in state.items()}, tmp_path / "c.pth"))
+    assert torch.equal(model.classifier.weight, state["classifier_1.weight"].flatten(1))

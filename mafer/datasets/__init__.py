@@ -30,8 +30,12 @@ def get_dataset(name: str, data_dir: str | os.PathLike, split: str = "train", *,
     """The ``split`` of dataset ``name`` found in ``data_dir`` (``data_dir/name`` if it exists, else ``data_dir``).
 
     ``fold`` / ``folds`` / ``protocol`` apply to Oulu-CASIA only; ``options`` are reader-specific
-    (``last_frames`` for Oulu-CASIA, ``val_fraction`` / ``cache_dir`` for RAF-DB,
-    ``val_per_identity`` / ``cache_dir`` for VGGFace2).
+    (``last_frames`` / ``camera`` / ``illumination`` for Oulu-CASIA, ``val_fraction`` for RAF-DB,
+    ``val_per_identity`` for VGGFace2). ``data_dir`` may also hold (or be) an archive of the
+    dataset: FER2013's CSV is read from it in place, the other readers refuse it with the command
+    that extracts it. Readers never write into the dataset folder. Each reader says which
+    distribution it found in ``variant`` and, when its numbers are not comparable with the
+    paper's, why in ``variant_note``.
     """
     dataset_info(name)  # MaferError for unknown names
     reader = READERS[name]

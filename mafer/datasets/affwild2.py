@@ -10,11 +10,14 @@ from torch import Tensor
 
 from mafer.datasets.base import FaceDataset, decode_image
 from mafer.errors import MaferError
+from mafer.textfile import read_lines
 
-ANNOTATION_DIRS = (Path("annotations") / "EXPR_Set", Path("EXPR_Set"),
-                   Path("annotations") / "EXPR_Classification_Challenge")
-SPLIT_DIRS = {"train": "Training_Set", "val": "Validation_Set"}
-FRAMES_DIR = "cropped_aligned"
+# the ABAW2 release (2021, the paper's) and the later challenges' folders
+ANNOTATION_DIRS = {"EXPR_Set": "ABAW2 EXPR_Set", "EXPR_Classification_Challenge": "ABAW5 EXPR_Classification_Challenge",
+                   "EXPR_Recognition_Challenge": "ABAW6+ EXPR_Recognition_Challenge"}
+SPLIT_DIRS = {"train": ("Training_Set", "Train_Set"), "val": ("Validation_Set",)}
+FRAMES_DIRS = ("cropped_aligned", "cropped_images_aligned/cropped_aligned")  # the release's, the authors' nesting
+OTHER = "Other"  # the later challenges' eighth class (label 7), outside the paper's seven
 
 
 class AffWild2(FaceDataset):
@@ -22,7 +25,12 @@ class AffWild2(FaceDataset):
     ``annotations/EXPR_Set/<Training_Set|Validation_Set>/<video>.txt`` (line i + 1 = frame i).
 
     Frames labelled -1 (no expression annotated) and frames without a face crop are dropped,
-    as in the paper; how many of each is in ``dropped``.
+    as in the paper; how many of each is in ``dropped``. The annotations of the ABAW2 release
+    (``EXPR_Set/Training_Set``) and of the later challenges (``EXPR_Classification_Challenge/
+    Train_Set``, with an eighth class ``Other``) are read, at the top level or under
+    ``annotations/``; ``Other`` frames are dropped as well (the paper's setting has seven
+    classes) and counted under ``dropped["other"]``. Frames live in ``cropped_aligned/`` or the
+    authors' nested ``cropped_images_aligned/cropped_aligned/``.
     """
 
     name = "affwild2"
@@ -30,42 +38,58 @@ class AffWild2(FaceDataset):
 
     def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None,
                  skip_bad: bool = False):
-        self.dropped = {"unlabelled": 0, "no_face": 0}
+        self.dropped = {"unlabelled": 0, "no_face": 0, "other": 0}
         super().__init__(root, split, transform, skip_bad)
 
     def _annotation_dir(self) -> Path:
-        for rel in ANNOTATION_DIRS:
-            folder = self.root / rel / SPLIT_DIRS[self.split]
-            if folder.is_dir():
-                return folder
-        raise MaferError(f"{self.root}: AffWild2 annotations not found; expected "
-                         f"{self.root / ANNOTATION_DIRS[0] / SPLIT_DIRS[self.split]}/<video>.txt")
+        for base in (self.root, self.root / "annotations"):
+            for rel, edition in ANNOTATION_DIRS.items():
+                for split_dir in SPLIT_DIRS[self.split]:
+                    folder = base / rel / split_dir
+                    if folder.is_dir():
+                        self.variant = edition
+                        if rel != "EXPR_Set":
+                            self.variant_note = (f"the paper used the ABAW2 release (EXPR_Set); {edition} has "
+                                                 f"other videos and an eighth class {OTHER}")
+                        return folder
+        expected = " or ".join(f"{rel}/{SPLIT_DIRS[self.split][0]}" for rel in ANNOTATION_DIRS)
+        raise MaferError(f"{self.root}: AffWild2 expression annotations not found; expected {expected} "
+                         f"(of <video>.txt files) in {self.root} or {self.root / 'annotations'}")
+
+    def _frames_root(self) -> Path:
+        for rel in FRAMES_DIRS:
+            if (self.root / rel).is_dir():
+                return self.root / rel
+        raise MaferError(f"{self.root / FRAMES_DIRS[0]}: folder not found; expected {' or '.join(FRAMES_DIRS)} "
+                         "holding <video>/<00001>.jpg face crops")
 
     def _index(self) -> None:
-        frames_root = self.root / FRAMES_DIR
-        if not frames_root.is_dir():
-            raise MaferError(f"{frames_root}: folder not found; expected {FRAMES_DIR}/<video>/<00001>.jpg face crops")
-        annotations = sorted(self._annotation_dir().glob("*.txt"))
+        frames_root = self._frames_root()
+        folder = self._annotation_dir()
+        annotations = sorted(folder.glob("*.txt"))
         if not annotations:
-            raise MaferError(f"{self._annotation_dir()}: no annotation files; expected one <video>.txt per video")
+            raise MaferError(f"{folder}: no annotation files; expected one <video>.txt per video")
+        self.videos = len(annotations)
         for file in annotations:
             self._index_video(file, frames_root / file.stem)
 
     def _check_header(self, file: Path, header: str) -> bool:
         names = [n.strip().lower() for n in header.split(",")]
         expected = [c.lower() for c in self.classes]
-        if names[:len(expected)] != expected:
-            self._bad(f"{file}:1", f"header {header.strip()!r}; expected the class names {','.join(self.classes)}")
+        if names != expected and names != expected + [OTHER.lower()]:
+            self._bad(f"{file}:1", f"header {header.strip()!r}; expected the class names {','.join(self.classes)} "
+                                   f"(and {OTHER}, in the later ABAW challenges)")
             return False
         return True
 
     def _index_video(self, file: Path, frames_dir: Path) -> None:
-        lines = file.read_text().splitlines()
+        lines = read_lines(file)
         if not lines:
             self._bad(str(file), "empty annotation file; expected a header line and one label per frame")
             return
         if not self._check_header(file, lines[0]):
             return
+        eight = int(lines[0].strip().lower().endswith(OTHER.lower()))
         if not frames_dir.is_dir():
             self._bad(str(file), f"no face crops for this video; expected the folder {frames_dir}")
             return
@@ -82,8 +106,12 @@ class AffWild2(FaceDataset):
             if label == -1:
                 self.dropped["unlabelled"] += 1
                 continue
+            if label == len(self.classes) and eight:
+                self.dropped["other"] += 1
+                continue
             if not 0 <= label < len(self.classes):
-                self._bad(f"{file}:{line_no}", f"label {label}; expected -1 (none) or 0..{len(self.classes) - 1}")
+                top = len(self.classes) - 1 + eight
+                self._bad(f"{file}:{line_no}", f"label {label}; expected -1 (none) or 0..{top}")
                 continue
             crop = crops.get(f"{line_no - 1:05d}.jpg")
             if crop is None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
+import shlex
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
@@ -20,18 +19,28 @@ from mafer.datasets.info import DatasetInfo, dataset_info
 from mafer.errors import MaferError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+# every command that reads datasets has --skip-bad; training configs and get_dataset() take skip_bad
+SKIP_HINT = "use --skip-bad (skip_bad: true in a training config, skip_bad=True in Python)"
 SPLIT_SEED = 17  # the paper's seed; every split we carve out (RAF-DB val, folds, hold-outs) uses it
 
 
-def decode_image(path: str | os.PathLike) -> Tensor:
+def decode_image(path: str | os.PathLike, orient: bool = False) -> Tensor:
     """Decode an image file into a uint8 RGB tensor ``[3, H, W]`` (gray repeated to 3 channels).
 
+    Every mode becomes RGB (CMYK, palette and alpha included; transparent pixels keep their
+    colour). With ``orient`` the EXIF orientation tag is applied first, so a photo a phone
+    stored sideways comes out upright; dataset readers leave it off because the released
+    face crops carry no orientation and the GPU decoder ignores it too.
     Raises MaferError naming the file when it is missing, unreadable or truncated.
     """
     path = Path(path)
     try:
         with Image.open(path) as img:
             img.load()  # forces the full decode: truncated files fail here, not later
+            if orient:
+                img = ImageOps.exif_transpose(img)
+            if img.mode == "P":  # palette with transparency: through RGBA, as PIL asks
+                img = img.convert("RGBA")
             rgb = img.convert("RGB")
     except FileNotFoundError:
         raise MaferError(f"{path}: file not found; expected an image file") from None
@@ -53,13 +62,51 @@ def resize_square(image: Tensor, size: int) -> Tensor:
     return image
 
 
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
+# how the archives of each dataset are named where they are downloaded from (case-insensitive prefixes)
+ARCHIVE_PREFIXES = {
+    "fer2013": ("fer2013", "icml_face_data", "challenges-in-representation-learning"),
+    "rafdb": ("rafdb", "raf-db", "raf_db", "basic"),
+    "oulucasia": ("oulucasia", "oulu-casia", "oulu_casia"),
+    "affwild2": ("affwild2", "aff-wild2", "aff_wild2"),
+    "vggface2": ("vggface2", "vggface2_train"),
+}
+
+
+def is_archive(path: Path) -> bool:
+    """Whether ``path`` is named like a tar or zip archive."""
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def extract_command(archive: Path, name: str) -> str:
+    """The shell command that extracts ``archive`` into a ``name`` folder next to it."""
+    target = shlex.quote(str(archive.parent / name))
+    if archive.name.lower().endswith(".zip"):
+        return f"unzip {shlex.quote(str(archive))} -d {target}"
+    return f"mkdir -p {target} && tar -xf {shlex.quote(str(archive))} -C {target}"
+
+
+def refuse_archive(archive: Path, name: str) -> MaferError:
+    """The error for an archive a reader cannot read in place: what it is and the command that extracts it."""
+    return MaferError(f"{archive}: this is an archive; {name} is read from extracted files. Extract it with "
+                      f"`{extract_command(archive, name)}` and pass --data-dir {archive.parent}")
+
+
 def resolve_root(data_dir: str | os.PathLike, name: str) -> Path:
-    """``data_dir/name`` when it exists, else ``data_dir`` itself (ARCHITECTURE.md convention)."""
+    """``data_dir/name`` when it is a folder, else an archive of ``name`` in ``data_dir``, else ``data_dir``.
+
+    The ARCHITECTURE.md convention; an archive is returned so that the reader can read it in
+    place or refuse it with the command that extracts it.
+    """
     data_dir = Path(data_dir).expanduser()
     if not data_dir.exists():
         raise MaferError(f"{data_dir}: data folder not found; expected the folder holding {name}/ (see `mafer synth`)")
     sub = data_dir / name
-    return sub if sub.is_dir() else data_dir
+    if sub.is_dir() or not data_dir.is_dir():
+        return sub if sub.is_dir() else data_dir
+    archives = sorted(p for p in data_dir.iterdir() if p.is_file() and is_archive(p)
+                      and p.name.lower().startswith(ARCHIVE_PREFIXES.get(name, (name,))))
+    return archives[0] if archives else data_dir
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -73,61 +120,23 @@ def list_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes (to tell whether a saved split still matches its source)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def authors_val_pick(train_targets: Sequence[int], all_counts: Sequence[int], fraction: float,
+                     seed: int = SPLIT_SEED) -> list[int]:
+    """Indices (into ``train_targets``) of ``int(fraction * all_counts[c])`` training items of every class c.
 
-
-def default_cache_dir() -> Path:
-    """``$MAFER_CACHE`` or ``~/.cache/mafer``: where splits go when a dataset folder is read-only."""
-    return Path(os.environ.get("MAFER_CACHE", Path.home() / ".cache" / "mafer")).expanduser()
-
-
-def saved_split(
-    name: str,
-    local_dir: Path,
-    cache_dir: str | os.PathLike | None,
-    source_key: str,
-    make: Callable[[], dict[str, Any]],
-) -> tuple[dict[str, Any], Path]:
-    """Load a split saved earlier, or make it with ``make()`` and save it; returns ``(split, file)``.
-
-    The split is looked for next to the data (``local_dir/name``), then in the cache folder
-    (``cache_dir`` or ``~/.cache/mafer``, in a sub-folder named after the data's path). It is
-    written to the first writable of the two. ``source_key`` identifies the data the split was
-    drawn from; a saved split with another key is stale and raises MaferError rather than being
-    silently replaced, since the point of saving it is that reruns use the same split.
+    The authors' rule for RAF-DB's validation split (their data loader): the size of class c's
+    share is ``int(0.05 * n_c)`` with ``n_c`` counting the class's train AND test images, and
+    the items are a seeded draw from the class's training items. The draw depends only on the
+    labels in order and the seed, so callers pass items in a canonical order (sorted names).
     """
-    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    path_tag = hashlib.sha256(str(local_dir.resolve()).encode()).hexdigest()[:12]
-    candidates = [local_dir / name, cache_root / path_tag / name]
-    for file in candidates:
-        if file.is_file():
-            try:
-                split = json.loads(file.read_text())
-            except (OSError, ValueError) as exc:
-                raise MaferError(f"{file}: cannot read saved split ({exc}); expected JSON written by mafer, "
-                                 "delete the file to draw the split again") from None
-            if split.get("source") != source_key:
-                raise MaferError(f"{file}: saved split was drawn from different data (source {split.get('source')!r}, "
-                                 f"now {source_key!r}); delete the file to draw the split again")
-            return split, file
-    split = dict(make(), source=source_key)
-    for file in candidates:
-        try:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(split, indent=1))
-            os.replace(tmp, file)  # atomic: a concurrent reader never sees half a file
-            return split, file
-        except OSError:
-            continue
-    raise MaferError(f"cannot save the split: neither {candidates[0].parent} nor {candidates[1].parent} is writable; "
-                     "pass cache_dir= a writable folder")
+    rng = np.random.default_rng(seed)
+    targets = np.asarray(train_targets, dtype=np.int64)
+    picked: list[int] = []
+    for c, n_c in enumerate(all_counts):
+        members = np.flatnonzero(targets == c)
+        k = min(int(fraction * n_c), max(len(members) - 1, 0))  # never the class's last training item
+        picked.extend(rng.choice(members, size=k, replace=False).tolist())
+    return sorted(picked)
 
 
 def stratified_pick(targets: Sequence[int], fraction: float, seed: int = SPLIT_SEED) -> list[int]:
@@ -156,11 +165,17 @@ class FaceDataset(Dataset):
 
     name: str = ""
     splits: tuple[str, ...] = ("train", "val", "test")
+    # which distribution of the dataset was found, and why its numbers are not comparable with
+    # the paper's ("" when they are); readers of several distributions set them in ``_index``
+    variant: str = "release"
+    variant_note: str = ""
     train_splits: tuple[str, ...] = ("train", "all")  # splits where every class must have items
 
     def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None,
                  skip_bad: bool = False):
         self.root = Path(root).expanduser()
+        if self.root.is_file() and is_archive(self.root):
+            raise refuse_archive(self.root, self.name)
         if split not in self.splits:
             raise MaferError(f"{self.name}: unknown split {split!r}; expected one of {', '.join(self.splits)}")
         if not self.root.is_dir():
@@ -207,7 +222,7 @@ class FaceDataset(Dataset):
         """Report a bad item: raise, or record it when ``skip_bad`` is set (never dropped silently)."""
         message = f"{item}: {reason}"
         if not self.skip_bad:
-            raise MaferError(message + " (use skip_bad=True / --skip-bad to skip and list such items)")
+            raise MaferError(message + f" ({SKIP_HINT} to skip and list such items)")
         self.bad_items.append(message)
 
     def _check_not_empty(self) -> None:
@@ -253,7 +268,7 @@ class FaceDataset(Dataset):
         if errors:
             if not self.skip_bad:
                 raise MaferError(errors[0] + (f" (and {len(errors) - 1} more bad images)" if len(errors) > 1 else "")
-                                 + "; use skip_bad=True / --skip-bad to skip and list them")
+                                 + f"; {SKIP_HINT} to skip and list them")
             self.bad_items.extend(errors)
             good = [i for i, (_, err) in enumerate(results) if err is None]
             self.keep(good)

@@ -24,6 +24,8 @@ FOLDER_ALIASES = {
     "disgust": "Disgust", "disgusted": "Disgust",
 }
 PROTOCOLS = ("image", "subject")
+CAMERAS = ("VL", "NI")  # visible light (the literature's choice), near infrared
+ILLUMINATIONS = ("Strong", "Weak", "Dark")  # Strong: the literature's choice
 VAL_FRACTION = 0.15
 
 
@@ -43,6 +45,21 @@ def detect_layout(root: Path) -> str:
     raise MaferError(f"{root}: folder matches no known Oulu-CASIA layout (found {found}); expected "
                      "<root>/<Expression>/<image> or <root>/<Subject>/<Expression>/<frames>, "
                      f"expressions named {', '.join(sorted(set(FOLDER_ALIASES.values())))}")
+
+
+def descend_release(root: Path, camera: str, illumination: str) -> tuple[Path, bool]:
+    """``(folder, descended)``: from the release's upper folders (``OriginalImg``, ``OriginalImg/VL``)
+    down to ``<camera>/<illumination>``, whose sub-folders are the subjects; ``root`` itself otherwise."""
+    steps = [("OriginalImg", None), (camera, CAMERAS), (illumination, ILLUMINATIONS)]
+    folder = root
+    for name, alternatives in steps:
+        if (folder / name).is_dir():
+            folder = folder / name
+        elif alternatives and any((folder / a).is_dir() for a in alternatives):
+            found = ", ".join(a for a in alternatives if (folder / a).is_dir())
+            raise MaferError(f"{folder}: no {name}/ folder (found {found}); expected {name}/ for the chosen "
+                             f"camera {camera!r} / illumination {illumination!r}, or choose one that is present")
+    return folder, folder != root
 
 
 def fold_indices(targets: np.ndarray, groups: np.ndarray | None, folds: int, fold: int,
@@ -74,6 +91,10 @@ def fold_indices(targets: np.ndarray, groups: np.ndarray | None, folds: int, fol
 class OuluCASIA(FaceDataset):
     """Oulu-CASIA, in the authors' flat layout or the original subject / expression / frames layout (auto-detected).
 
+    Given the release's upper folders (``OriginalImg/`` or ``OriginalImg/VL/``), the reader goes
+    down to ``<camera>/<illumination>`` -- ``VL/Strong`` by default, the visible-light, strong
+    illumination sequences the literature evaluates on -- and says so in ``variant``.
+
     In the original layout the last ``last_frames`` frames (the peak) of each sequence are used.
     ``fold=None`` gives split ``all``; otherwise ``train`` / ``val`` / ``test`` of fold ``fold``
     (0-based) of ``folds``, drawn with a fixed seed over images (``protocol="image"``, the
@@ -85,7 +106,10 @@ class OuluCASIA(FaceDataset):
 
     def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None,
                  skip_bad: bool = False, *, fold: int | None = None, folds: int = 10, protocol: str = "image",
-                 last_frames: int = 3):
+                 last_frames: int = 3, camera: str = "VL", illumination: str = "Strong"):
+        if camera not in CAMERAS or illumination not in ILLUMINATIONS:
+            raise MaferError(f"oulucasia: camera {camera!r} / illumination {illumination!r}; expected a camera of "
+                             f"{', '.join(CAMERAS)} and an illumination of {', '.join(ILLUMINATIONS)}")
         if protocol not in PROTOCOLS:
             raise MaferError(f"oulucasia: unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
         if fold is None and split != "all":
@@ -97,6 +121,14 @@ class OuluCASIA(FaceDataset):
             raise MaferError(f"oulucasia: last_frames must be >= 1, got {last_frames}")
         self.fold, self.folds, self.protocol, self.last_frames = fold, folds, protocol, last_frames
         self.subjects: list[str] = []
+        self.camera, self.illumination = camera, illumination
+        root = Path(root).expanduser()
+        if root.is_dir():
+            root, descended = descend_release(root, camera, illumination)
+            if descended:
+                self.variant = f"release folders, using OriginalImg/{camera}/{illumination}"
+                if (camera, illumination) != ("VL", "Strong"):
+                    self.variant_note = (f"the paper's literature uses VL/Strong; this is {camera}/{illumination}")
         super().__init__(root, split, transform, skip_bad)
 
     def _collect(self) -> tuple[list[Path], list[int], list[str]]:

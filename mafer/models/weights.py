@@ -369,10 +369,19 @@ def _naming(keys: list[str]) -> str | None:
     return None
 
 
+# nn.DataParallel / DistributedDataParallel save every key under "module.", a torch.compile'd
+# model under "_orig_mod."; a compiled DDP model (or the reverse) stacks both
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
 def _strip_wrapper_prefix(state: dict[str, Any]) -> dict[str, Any]:
-    # nn.DataParallel / DistributedDataParallel save every key under "module.".
-    if state and all(k.startswith("module.") for k in state):
-        return {k[len("module.") :]: v for k, v in state.items()}
+    stripped = True
+    while state and stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                stripped = True
     return state
 
 

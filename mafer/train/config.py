@@ -71,6 +71,8 @@ class TrainConfig:
     source_size: int | None = _opt("size the images are cached/decoded at before lowering and augmentation "
                                    "(default: the dataset's native size, else image_size*256/224)")
     in_memory: bool | None = _opt("cache the sets in memory as uint8 (default: when they fit in 4 GiB)", resumable=True)
+    skip_bad: bool = _opt("skip unreadable images and malformed labels instead of stopping; they are listed in "
+                          "the run folder's skipped.txt and counted in metrics.jsonl", False)
     augment: bool = _opt("the paper's training augmentation of the dataset (--no-augment: only the "
                          "evaluation resize/crop, e.g. for minute-long demo runs)", True)
     # schedule

@@ -9,8 +9,9 @@ preprocessing happen afterwards, batched, on the compute device.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Protocol, Sequence
 
 import torch
@@ -18,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from mafer.datasets import get_dataset
-from mafer.datasets.base import FaceDataset, resize_square
+from mafer.datasets.base import SKIP_HINT, FaceDataset, resize_square
 from mafer.errors import MaferError
 from mafer.io_decode import decode_bytes, read_bytes
 from mafer.train.config import TrainConfig
@@ -69,8 +70,9 @@ class FolderSource:
     def batches(self, index_batches: Sequence[Tensor], device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
         loader = DataLoader(self.dataset, batch_sampler=[idx.tolist() for idx in index_batches],
                             num_workers=self.workers, pin_memory=device.type == "cuda")
-        for images, labels in loader:
-            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with _bad_image_hint():
+            for images, labels in loader:
+                yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
 
 class EncodedFiles(Dataset):
@@ -107,8 +109,23 @@ class DeviceDecodeSource:
     def batches(self, index_batches: Sequence[Tensor], device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
         loader = DataLoader(EncodedFiles(self.dataset), batch_sampler=[idx.tolist() for idx in index_batches],
                             num_workers=self.workers, collate_fn=_as_lists)
-        for data, labels, paths in loader:
-            yield decode_bytes(data, self.size, device, names=paths), torch.tensor(labels, device=device)
+        with _bad_image_hint():
+            for data, labels, paths in loader:
+                yield decode_bytes(data, self.size, device, names=paths), torch.tensor(labels, device=device)
+
+
+@contextlib.contextmanager
+def _bad_image_hint() -> Iterator[None]:
+    """A bad image met while reading from disk: one line naming it and the option that skips such images.
+
+    A DataLoader worker's error arrives with the worker's traceback in its message; the last
+    line is the error itself.
+    """
+    try:
+        yield
+    except MaferError as exc:
+        line = str(exc).strip().splitlines()[-1].removeprefix(f"{MaferError.__module__}.{MaferError.__name__}: ")
+        raise MaferError(f"{line} ({SKIP_HINT} to skip and list such images)") from None
 
 
 def open_split(cfg: TrainConfig, split: str) -> FaceDataset:
@@ -118,7 +135,7 @@ def open_split(cfg: TrainConfig, split: str) -> FaceDataset:
         if cfg.fold is None:
             raise MaferError("oulucasia: pass --fold K (0-based) to pick the cross-validation fold to train")
         options = dict(fold=cfg.fold, folds=cfg.folds, protocol=cfg.protocol)
-    return get_dataset(cfg.dataset, cfg.data_dir, split, **options)
+    return get_dataset(cfg.dataset, cfg.data_dir, split, skip_bad=cfg.skip_bad, **options)
 
 
 def make_source(cfg: TrainConfig, dataset: FaceDataset, device: torch.device) -> BatchSource:
@@ -128,7 +145,9 @@ def make_source(cfg: TrainConfig, dataset: FaceDataset, device: torch.device) ->
     if in_memory is None:
         in_memory = len(dataset) * 3 * cfg.source_size**2 <= IN_MEMORY_LIMIT_BYTES
     if in_memory:
-        return InMemorySource.from_dataset(dataset, cfg.source_size, device)
+        return InMemorySource.from_dataset(dataset, cfg.source_size, device)  # decoding drops bad images under skip_bad
+    if cfg.skip_bad:
+        dataset.verify()  # decode once now, so a bad image is skipped instead of failing a batch mid-run
     if device.type == "cuda" and dataset.image_file(0) is not None:
         return DeviceDecodeSource(dataset, cfg.source_size, cfg.workers)
     return FolderSource(dataset, cfg.source_size, cfg.workers)
@@ -144,6 +163,7 @@ class TrainingData:
     mean_bgr: tuple[float, float, float]
     class_counts: list[int]  # training images per class, in class order (the CE weights)
     root: str  # named in error messages
+    skipped: dict[str, list[str]] = field(default_factory=lambda: {"train": [], "val": []})  # split -> bad items left out under skip_bad
 
 
 def open_training_data(cfg: TrainConfig, device: torch.device) -> TrainingData:
@@ -153,8 +173,9 @@ def open_training_data(cfg: TrainConfig, device: torch.device) -> TrainingData:
     if list(val_set.classes) != classes:
         raise MaferError(f"{val_set.root}: the validation split has classes {list(val_set.classes)[:5]}..., "
                          f"the training split {classes[:5]}...; expected the same classes in the same order")
-    return TrainingData(make_source(cfg, train_set, device), make_source(cfg, val_set, device), classes,
-                        tuple(train_set.mean_bgr), list(train_set.class_counts().values()), str(train_set.root))
+    train, val = make_source(cfg, train_set, device), make_source(cfg, val_set, device)
+    return TrainingData(train, val, classes, tuple(train_set.mean_bgr), list(train_set.class_counts().values()),
+                        str(train_set.root), {"train": list(train_set.bad_items), "val": list(val_set.bad_items)})
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:

@@ -204,6 +204,8 @@ class Trainer:
             print(f"{cfg.stage} options (value, source):\n{cfg.describe()}", flush=True)
             cfg.to_yaml(self.out / "config.yaml")
             self._write_run_info(resumed=resume_state is not None)
+            if cfg.skip_bad and resume_state is None:
+                self._write_skipped()
 
     # -- setup -------------------------------------------------------------------------
     def _check_out_folder(self) -> None:
@@ -221,6 +223,7 @@ class Trainer:
         cfg, env = self.cfg, self.env
         self.classes, self.mean_bgr = data.classes, data.mean_bgr
         self.train_source, self.val_source = data.train, data.val
+        self.skipped = data.skipped
         self.val_index = train_data.eval_batches(len(self.val_source), cfg.batch_size * 2, env.rank, env.world_size)
         self.micro_per_epoch = train_data.micro_batches_per_epoch(
             len(self.train_source), cfg.batch_size, env.world_size, data.root)
@@ -265,11 +268,21 @@ class Trainer:
     def _write_run_info(self, resumed: bool) -> None:
         path = self.out / "run_info.json"
         info = run_info(self.cfg, self.env)
+        if self.cfg.skip_bad:
+            info["skipped"] = {split: len(items) for split, items in self.skipped.items()}
         if resumed and path.exists():
             first = json.loads(path.read_text())
             first.setdefault("resumes", []).append(info | {"resumed_at_step": self.step})
             info = first
         path.write_text(json.dumps(info, indent=1) + "\n")
+
+    def _write_skipped(self) -> None:
+        """``skipped.txt``: one line per bad item left out under ``skip_bad``; their counts in metrics.jsonl."""
+        lines = list(dict.fromkeys(self.skipped["train"] + self.skipped["val"]))  # list errors repeat per split
+        (self.out / "skipped.txt").write_text("".join(line + "\n" for line in lines))
+        self.log.write({"kind": "data", "step": 0, "train_images": len(self.train_source),
+                        "val_images": len(self.val_source), "skipped_train": len(self.skipped["train"]),
+                        "skipped_val": len(self.skipped["val"])})
 
     # -- inputs ------------------------------------------------------------------------
     def lowering_p(self) -> float:
