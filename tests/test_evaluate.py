@@ -118,11 +118,17 @@ def test_cpu_and_gpu_evaluations_predict_the_same(smoke_data, tmp_path, tiny_che
             evaluate_checkpoint(dataset, smoke_data, checkpoint, resolutions=["native", 8, 16], device=device,
                                 workers=0, dump_predictions=dumps[device])
         cpu, gpu = read_dump(dumps["cpu"]), read_dump(dumps["cuda"])
-        assert [(r["resolution"], r["item"], r["prediction"]) for r in cpu] == \
-               [(r["resolution"], r["item"], r["prediction"]) for r in gpu]
-        logits = [np.array([float(v) for k, v in r.items() if k.startswith("logit_")]) for r in cpu + gpu]
-        half = len(cpu)
-        assert max(np.abs(a - b).max() for a, b in zip(logits[:half], logits[half:])) < 1e-3
+        assert [(r["resolution"], r["item"]) for r in cpu] == [(r["resolution"], r["item"]) for r in gpu]
+        logits_cpu, logits_gpu = (np.array([[float(v) for k, v in r.items() if k.startswith("logit_")]
+                                            for r in rows]) for rows in (cpu, gpu))
+        # same inputs: the logits differ only by the GPU's float arithmetic (cuDNN may use TF32)
+        scale = np.abs(logits_cpu).max()
+        assert np.abs(logits_cpu - logits_gpu).max() <= 1e-2 * scale
+        top2 = np.sort(logits_cpu, axis=1)[:, -2:]
+        clear = (top2[:, 1] - top2[:, 0]) > 2e-2 * scale  # not a near-tie that float noise could flip
+        assert clear.mean() > 0.8
+        predicted = [np.array([int(r["prediction"]) for r in rows]) for rows in (cpu, gpu)]
+        assert np.array_equal(predicted[0][clear], predicted[1][clear])
 
 
 def test_constant_classifier_gives_known_metrics(smoke_data, tmp_path, tiny_checkpoint):
