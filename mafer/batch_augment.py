@@ -8,12 +8,19 @@
   batch is sampled **once** with ``F.grid_sample`` (bilinear);
 * cutout is a mask, random grayscale a ``torch.where``.
 
-Resizes that shrink the image are done first with an antialiased ``F.interpolate`` (like
-``v2.Resize``); enlarging ones are folded into the grid, with ``v2.Resize``'s edge clamping.
+A resize squashes to ``R x R`` like the authors' ``A.Resize`` (OpenCV ``INTER_LINEAR``: bilinear
+at pixel centres, no antialiasing, edge pixels replicated). Leading resizes that shrink are done
+first with ``F.interpolate(mode="bilinear", antialias=False)``; enlarging ones are folded into the
+grid with the same edge clamping. Centre crops start at ``(side - S) // 2`` (albumentations).
 Where ``v2`` fills with 0 (elastic and affine borders) the output is weighted by the same
 sampled coverage ``v2`` multiplies by. Because the chain is resampled once instead of once per
 op, pixels differ from the per-image path by interpolation rounding only; the random draws
 follow the same distributions (see ``tests/test_batch_augment.py``).
+
+``train=False`` (the validation inputs of training) is within one gray level of the per-image
+``eval_transform``, which runs OpenCV itself and is the authors' bit for bit: OpenCV rounds its
+bilinear weights to fixed point, this path computes them in float. ``mafer evaluate`` uses
+``eval_transform``, never this class.
 
 Channels come in groups of 3 (``[N, 3k, H, W]``): every group of an image gets the same draws,
 which is how the CR step augments a full-resolution image and its lowered copy alike.
@@ -30,8 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mafer.errors import MaferError
-from mafer.resolution import lowered_size
-from mafer.transforms import AugmentSpec, augment_spec
+from mafer.transforms import AugmentSpec, augment_spec, center_crop_offset
 
 GEOMETRIC_OPS = ("crop_fraction", "resize", "random_crop", "center_crop", "elastic", "affine", "flip")
 POINTWISE_OPS = ("grayscale", "cutout")
@@ -90,7 +96,8 @@ class BatchAugment:
     ``mafer.models.preprocess`` (saves a round trip through uint8 on the GPU).
     Each image gets its own draws; a seeded ``generator`` makes them repeatable (draws are made
     on the generator's device, so give one on the batch's device to keep them there).
-    ``train=False`` is the deterministic eval transform (resize, centre crop).
+    ``train=False`` is the deterministic eval transform (squash, centre crop), within one gray
+    level of ``mafer.transforms.eval_transform``.
     ``compile=True`` runs the resampling and pointwise ops through ``torch.compile``.
     """
 
@@ -137,8 +144,8 @@ class BatchAugment:
                 side = max(1, round(s.crop_fraction * min(hw)))
                 out_hw = (side, side)
             elif op == "resize":
-                out_hw = lowered_size(hw[0], hw[1], s.resize)
-                if out_hw == hw:  # v2.Resize leaves the image as it is
+                out_hw = (s.resize, s.resize)
+                if out_hw == hw:  # cv2.resize to the same size copies the image
                     continue
             elif op in ("random_crop", "center_crop"):
                 size = self.image_size
@@ -146,8 +153,8 @@ class BatchAugment:
                     raise MaferError(f"{s.dataset}: cannot crop {size}x{size} out of a {hw[0]}x{hw[1]} image "
                                      f"(input {input_hw[0]}x{input_hw[1]}, ops {self.ops})")
                 out_hw = (size, size)
-                if op == "center_crop":  # v2.CenterCrop's anchor rule
-                    offset = (int(round((hw[0] - size) / 2.0)), int(round((hw[1] - size) / 2.0)))
+                if op == "center_crop":
+                    offset = (center_crop_offset(hw[0], size), center_crop_offset(hw[1], size))
             stages.append(_Stage(op, index, hw, out_hw, offset))
             hw = out_hw
         if hw != (self.image_size, self.image_size):
@@ -306,8 +313,9 @@ def _cutout_mask(holes: Tensor, size: int, h: int, w: int) -> Tensor:
 
 def _explicit_prefix(x: Tensor, stages: tuple[_Stage, ...], params: AugmentParams
                      ) -> tuple[Tensor, tuple[_Stage, ...]]:
-    """Run the leading crops/resizes directly when one of them shrinks (antialiasing cannot be
-    folded into a grid) and, when only integer crops would be left, those too."""
+    """Run the leading crops/resizes directly when one of them shrinks (as the per-image path
+    does, which keeps later ops on the same pixel grid) and, when only integer crops would be
+    left, those too."""
     lead = 0
     while lead < len(stages) and stages[lead].op in ("crop_fraction", "resize", "random_crop", "center_crop"):
         lead += 1
@@ -317,8 +325,7 @@ def _explicit_prefix(x: Tensor, stages: tuple[_Stage, ...], params: AugmentParam
         count = len(stages)
     for stage in stages[:count]:
         if stage.op == "resize":
-            x = F.interpolate(x, size=stage.out_hw, mode="bilinear", align_corners=False,
-                              antialias=_shrinks(stage))
+            x = F.interpolate(x, size=stage.out_hw, mode="bilinear", align_corners=False, antialias=False)
         else:
             x = _crop(x, stage, params)
     return x, stages[count:]
@@ -449,7 +456,7 @@ def _resample(x: Tensor, stages: tuple[_Stage, ...], params: AugmentParams) -> T
         elif stage.op == "resize":
             (oh, ow) = stage.out_hw
             grid.map(torch.diag(_const((w / ow, h / oh, 1.0), device)))
-            # v2.Resize replicates the edge pixel: clamp to the outer pixel centres
+            # OpenCV replicates the edge pixel: clamp to the outer pixel centres
             points = grid.points()
             grid.coords = torch.maximum(torch.minimum(points, _const((w - 0.5, h - 0.5), device)),
                                         _const((0.5, 0.5), device))

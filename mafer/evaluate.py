@@ -1,16 +1,21 @@
 """Evaluate a fine-tuned checkpoint at several test resolutions (``mafer evaluate``).
 
-For each resolution r the test faces are lowered exactly as in step 1 of the paper
-(`mafer.resolution.lower` on the original-size image: shorter side to r, back to the original
-size) and only then go through the dataset's eval transform; ``native`` leaves them alone.
+For each resolution r the test faces are lowered as in step 1 of the paper, with the authors'
+PIL lowering (`mafer.resolution.lower_pil` on the original-size image: shorter side to r, back to
+the original size), and only then go through the dataset's eval transform (the authors' OpenCV
+``Resize`` + ``CenterCrop``, on the CPU whatever the device, so that CPU and GPU runs get the same
+inputs); ``native`` leaves them alone.
 Per resolution we report accuracy, mean per-class accuracy (RAF-DB's "average accuracy"),
 macro F1, the authors' score 0.33*acc + 0.67*F1, the confusion matrix, the number of images
-and a bootstrap 95 % interval for accuracy.
+and a bootstrap 95 % interval for accuracy. ``--dump-predictions FILE`` also writes one CSV row
+per test image and resolution (``write_predictions``), to compare with another implementation
+image by image.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 from pathlib import Path
@@ -24,7 +29,7 @@ from mafer.datasets import FaceDataset, dataset_info, get_dataset
 from mafer.errors import MaferError
 from mafer.metrics import bootstrap_accuracy_ci, classification_metrics
 from mafer.models import model_from_checkpoint, preprocess
-from mafer.resolution import lower
+from mafer.resolution import lower_pil
 from mafer.device import pick_device
 from mafer.transforms import eval_transform
 
@@ -63,7 +68,7 @@ class LoweredEvalTransform:
 
     def __call__(self, image: Tensor) -> Tensor:
         if self.resolution != "native":
-            image = lower(image.unsqueeze(0), int(self.resolution))[0]
+            image = lower_pil(image, int(self.resolution))
         return self.transform(image)
 
 
@@ -146,11 +151,41 @@ def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
+PREDICTION_COLUMNS = ("resolution", "index", "item", "label", "prediction")
+
+
+def write_predictions(path: str | os.PathLike, items: Sequence[str], classes: Sequence[str],
+                      per_resolution: Sequence[tuple[str | int, Tensor, Tensor]]) -> Path:
+    """Write one CSV row per image and resolution: ``resolution, index, item, label, prediction,
+    logit_<class>...`` (``item`` = the image file, or ``file.csv:line`` for FER2013; ``label`` and
+    ``prediction`` are class indices in ``classes`` order; logits as float32 printed with ``repr``).
+
+    ``per_resolution`` holds ``(resolution, logits [N, C], labels [N])`` in dataset order.
+    MaferError when the file cannot be written.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(list(PREDICTION_COLUMNS) + [f"logit_{name}" for name in classes])
+            for resolution, logits, labels in per_resolution:
+                predictions = logits.argmax(1).tolist()
+                for i, (item, label, pred, row) in enumerate(zip(items, labels.tolist(), predictions,
+                                                                 logits.tolist())):
+                    writer.writerow([resolution, i, item, label, pred] + [repr(float(v)) for v in row])
+    except OSError as exc:
+        raise MaferError(f"{path}: cannot write the predictions ({exc.strerror or exc}); "
+                         "expected a writable file path for --dump-predictions") from None
+    return path
+
+
 def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.PathLike,
                         split: str = "test", fold: int | None = None, folds: int = 10, protocol: str = "image",
                         resolutions: Iterable[str | int] = DEFAULT_RESOLUTIONS, device: str = "auto",
                         image_size: int | None = None, batch_size: int = 64, workers: int | None = None,
-                        model_label: str | None = None, skip_bad: bool = False) -> dict:
+                        model_label: str | None = None, skip_bad: bool = False,
+                        dump_predictions: str | os.PathLike | None = None) -> dict:
     """Metrics of ``checkpoint`` on ``split`` of ``dataset`` at each test resolution.
 
     Returns ``{"dataset", "checkpoint", "model", "classes", "split", "fold", "folds", "protocol",
@@ -159,6 +194,8 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
     The input size comes from the checkpoint's config unless ``image_size`` is given; the
     mean subtracted is the checkpoint's. With ``skip_bad`` unreadable images are left out
     (after one decoding pass) and listed under ``bad_items``; otherwise they raise MaferError.
+    With ``dump_predictions`` the per-image predictions and logits go to that CSV
+    (``write_predictions``).
     """
     resolutions = parse_resolutions(resolutions)
     dev = pick_device(device)
@@ -168,14 +205,19 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
     check_classes(meta, data, checkpoint)
     loader = make_loader(data, batch_size, default_workers() if workers is None else workers, dev)
     results: dict[str, Any] = {}
+    dumped: list[tuple[str | int, Tensor, Tensor]] = []
     for r in resolutions:
         data.transform = LoweredEvalTransform(dataset, size, r)
         logits, labels = run_model(model, loader, meta["mean_bgr"], dev)
+        if dump_predictions is not None:
+            dumped.append((r, logits, labels))
         y_true, y_pred = labels.numpy(), logits.argmax(1).numpy()
         entry = classification_metrics(y_true, y_pred, len(data.classes))
         entry["accuracy_ci"] = list(bootstrap_accuracy_ci(y_true, y_pred, n_resamples=BOOTSTRAP_RESAMPLES,
                                                           seed=BOOTSTRAP_SEED))
         results[str(r)] = entry
+    if dump_predictions is not None:
+        write_predictions(dump_predictions, data.samples, data.classes, dumped)
     is_kfold = dataset == "oulucasia"
     return {
         "dataset": dataset, "checkpoint": str(checkpoint), "model": model_label, "classes": list(data.classes),
@@ -213,13 +255,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name stored in the metrics (base, CR, CR-Simplified, ...), "
                                         "used by mafer aggregate")
     parser.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
+    parser.add_argument("--dump-predictions", type=Path, metavar="FILE",
+                        help="also write a CSV with one row per test image and resolution: item, label, "
+                             "predicted class and the logits")
 
 
 def run(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(args.dataset, args.data_dir, args.checkpoint, split=args.split, fold=args.fold,
                                  folds=args.folds, protocol=args.protocol, resolutions=args.resolutions,
                                  device=args.device, image_size=args.image_size, batch_size=args.batch_size,
-                                 workers=args.workers, model_label=args.model, skip_bad=args.skip_bad)
+                                 workers=args.workers, model_label=args.model, skip_bad=args.skip_bad,
+                                 dump_predictions=args.dump_predictions)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'resolution':>10}  {'acc':>6}  {'95% CI':>13}  {'avg acc':>7}  {'F1':>6}  {'n':>6}")
@@ -230,4 +276,6 @@ def run(args: argparse.Namespace) -> int:
     for item in result["bad_items"]:
         print(f"skipped {item}")
     print(f"wrote {args.out}")
+    if args.dump_predictions is not None:
+        print(f"wrote {args.dump_predictions}")
     return 0

@@ -3,9 +3,11 @@
 On CUDA the JPEGs of a batch are decoded together by nvJPEG
 (``torchvision.io.decode_jpeg(list, device="cuda")``), which keeps the CPU free for
 reading files; elsewhere, and for files that are not JPEG, each image is decoded on the
-CPU with ``torchvision.io.decode_image``. With ``size`` each image's shorter side goes to
-``size`` (antialiased bilinear) and the centre ``size x size`` is kept, as
-``FaceDataset.load_uint8(size)`` does, so that the images stack into one batch.
+CPU with ``torchvision.io.decode_image``. With ``size`` each image is squashed to
+``size x size`` like the authors' ``A.Resize(size, size)``, by ``mafer.datasets.base.resize_square``
+as ``FaceDataset.load_uint8(size)`` does, so that the images stack into one batch: OpenCV itself
+for images on the CPU; for images decoded on the GPU, bilinear ``F.interpolate`` there, within
+one gray level of OpenCV.
 """
 
 from __future__ import annotations
@@ -81,9 +83,10 @@ def _decode_cuda(data: list[Tensor], paths: Sequence[str | Path], device: torch.
 def resize_to_batch(images: list[Tensor], size: int | None) -> Tensor:
     """Stack ``[3, H, W]`` uint8 images into ``[N, 3, S, S]``, resizing each shape group once.
 
-    Each image's shorter side goes to ``size`` (antialiased bilinear), then the centre
-    ``size x size`` is cut: ``mafer.datasets.base.resize_square``, as the dataset cache does.
-    With ``size=None`` all images must already share one shape.
+    Each image is squashed to ``size x size`` (aspect not kept, the authors' ``Resize``) by
+    ``mafer.datasets.base.resize_square``, as the dataset cache does: OpenCV on the CPU,
+    within one gray level of it on the GPU. With ``size=None`` all images must already share
+    one shape.
     """
     if not images:
         raise MaferError("no images to decode: the list of files is empty")

@@ -20,8 +20,13 @@ Choices where the paper's table is not explicit (the authors used albumentations
   with 0 where albumentations reflects. RAF-DB's has no parameters: albumentations' defaults
   (shift 0.0625, scale 0.1, rotate 45).
 * **Probabilities** the table does not give (FER2013 elastic, all cutouts) are 1: the op always runs.
-* **Resize 224** (Oulu-CASIA) is followed by a centre crop, so non-square frames still give
-  ``S x S``; on square faces the crop does nothing.
+* **Resize** is the authors' ``A.Resize(R, R)``: the image is squashed to ``R x R`` (aspect
+  ratio not kept) by OpenCV's bilinear ``INTER_LINEAR`` on uint8, through OpenCV itself
+  (``mafer.datasets.base.resize_square``), so evaluation inputs are the authors' bit for bit
+  (``tests/fixtures/authors/``). Their ``CenterCrop`` cuts at ``(R - S) // 2``. Evaluation is
+  ``Resize(256, 256)`` + ``CenterCrop(224, 224)`` for FER2013, RAF-DB (and the VGGFace2 /
+  AffWild2 stage), ``Resize(224, 224)`` alone for Oulu-CASIA. The training ops after the resize
+  are torchvision's (their random draws cannot be the authors' anyway).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from mafer.datasets.base import resize_square
 from mafer.datasets.info import dataset_info
 from mafer.errors import MaferError
 from mafer.resolution import RandomLowering
@@ -46,10 +52,11 @@ class AugmentSpec:
     """The transforms of one dataset at one ``image_size``; pixel quantities already scaled.
 
     ``train_ops`` names the training ops in order, from: ``crop_fraction`` (random square crop,
-    side ``crop_fraction`` of the source's shorter side), ``resize`` (shorter side to ``resize``),
-    ``random_crop`` / ``center_crop`` (``image_size`` square), ``grayscale``, ``elastic``,
-    ``affine``, ``cutout``, ``flip``. Evaluation is: shorter side to ``eval_resize``, centre crop
-    ``image_size``. ``elastic_alpha`` / ``elastic_sigma`` are in torchvision's units.
+    side ``crop_fraction`` of the source's shorter side), ``resize`` (squash to ``resize x resize``,
+    OpenCV bilinear), ``random_crop`` / ``center_crop`` (``image_size`` square; centre at
+    ``(side - image_size) // 2``), ``grayscale``, ``elastic``, ``affine``, ``cutout``, ``flip``.
+    Evaluation is: squash to ``eval_resize x eval_resize``, centre crop ``image_size`` (a no-op
+    where the two are equal). ``elastic_alpha`` / ``elastic_sigma`` are in torchvision's units.
     """
 
     dataset: str
@@ -110,7 +117,7 @@ def augment_spec(dataset: str, image_size: int = PAPER_SIZE) -> AugmentSpec:
             **cutout(20), flip_p=0.5)
     if dataset == "oulucasia":
         return AugmentSpec(
-            dataset, image_size, ("resize", "center_crop", "elastic", "affine", "cutout", "flip"),
+            dataset, image_size, ("resize", "elastic", "affine", "cutout", "flip"),
             resize=image_size, eval_resize=image_size,
             elastic_p=0.5, **elastic(120, 6),
             affine_p=0.5, affine_shift=0.02, affine_scale=0.3, affine_degrees=45,
@@ -138,6 +145,40 @@ class RandomCropFraction(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return TF.crop(inpt, params["top"], params["left"], params["side"], params["side"])
+
+
+def center_crop_offset(side: int, size: int) -> int:
+    """Top (or left) of a centre ``size`` crop out of ``side`` pixels: albumentations' ``(side - size) // 2``."""
+    return (side - size) // 2
+
+
+class SquashResize(v2.Transform):
+    """The authors' ``A.Resize(size, size)``: uint8 ``[C, H, W]`` -> ``[C, size, size]`` (``resize_square``)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return resize_square(inpt, self.size) if isinstance(inpt, Tensor) else inpt
+
+
+class CenterCropFloor(v2.Transform):
+    """The authors' ``A.CenterCrop(size, size)``: the window starts at ``center_crop_offset``
+    (``v2.CenterCrop`` rounds half-way offsets the other way)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not isinstance(inpt, Tensor):
+            return inpt
+        height, width = inpt.shape[-2:]
+        if self.size > height or self.size > width:
+            raise MaferError(f"cannot crop {self.size}x{self.size} out of a {height}x{width} image")
+        top, left = center_crop_offset(height, self.size), center_crop_offset(width, self.size)
+        return inpt[..., top:top + self.size, left:left + self.size]
 
 
 class Cutout(v2.Transform):
@@ -174,11 +215,11 @@ def _op(name: str, spec: AugmentSpec) -> Any:
     if name == "crop_fraction":
         return RandomCropFraction(spec.crop_fraction)
     if name == "resize":
-        return v2.Resize(spec.resize, antialias=True)
+        return SquashResize(spec.resize)
     if name == "random_crop":
         return v2.RandomCrop(spec.image_size)
     if name == "center_crop":
-        return v2.CenterCrop(spec.image_size)
+        return CenterCropFloor(spec.image_size)
     if name == "grayscale":
         return v2.RandomGrayscale(p=spec.grayscale_p)
     if name == "elastic":
@@ -209,10 +250,14 @@ def train_transform(dataset: str, image_size: int = PAPER_SIZE, lowering_p: floa
 
 
 def eval_transform(dataset: str, image_size: int = PAPER_SIZE, resolution: int | None = None) -> v2.Compose:
-    """The paper's evaluation transform of ``dataset``: shorter side to ``eval_resize``, centre crop ``S``.
+    """The authors' evaluation transform of ``dataset``: uint8 RGB ``[3, H, W]`` -> uint8 ``[3, S, S]``.
 
-    With ``resolution`` the original image is first lowered to it (testing at low resolution).
+    Squash to ``eval_resize x eval_resize`` with OpenCV bilinear, then the centre ``S x S``
+    (FER2013, RAF-DB, VGGFace2, AffWild2: 256 then 224; Oulu-CASIA: 224, no crop; other sizes
+    scaled). On a CPU tensor the output equals the authors' ``get_transforms(train=False)``
+    pixels exactly. With ``resolution`` the original image is first lowered to it with the
+    authors' PIL lowering (testing at low resolution).
     """
     spec = augment_spec(dataset, image_size)
     lowering = [RandomLowering(r=resolution)] if resolution is not None else []
-    return v2.Compose(lowering + [v2.Resize(spec.eval_resize, antialias=True), v2.CenterCrop(image_size)])
+    return v2.Compose(lowering + [SquashResize(spec.eval_resize), CenterCropFloor(image_size)])

@@ -15,6 +15,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from mafer.batch_augment import AugmentParams, BatchAugment
+from mafer.datasets.base import resize_square
 from mafer.errors import MaferError
 from mafer.transforms import Cutout, augment_spec, eval_transform
 
@@ -45,8 +46,8 @@ def quiet(params: AugmentParams) -> AugmentParams:
 
 
 def reference_crop(image: torch.Tensor, params: AugmentParams, i: int, spec) -> torch.Tensor:
-    """The per-image v2 resize + crop of rafdb's op list with the batch's drawn crop offsets."""
-    image = TF.resize(image, spec.resize, antialias=True)
+    """The per-image resize (OpenCV squash) + crop of rafdb's op list with the batch's drawn crop offsets."""
+    image = resize_square(image, spec.resize)
     top, left = params.crops[1][i].tolist()
     return TF.crop(image, top, left, spec.image_size, spec.image_size)
 
@@ -66,6 +67,17 @@ def test_eval_mode_equals_eval_transform(dataset: str, hw: tuple[int, int]) -> N
     out = BatchAugment(dataset, 224, train=False)(images)
     assert out.shape == (2, 3, 224, 224) and out.dtype == torch.uint8
     assert_close_uint8(out, expected, max_diff=1, mean_diff=0.3)
+
+
+@pytest.mark.parametrize("dataset", ("fer2013", "rafdb", "oulucasia"))
+@pytest.mark.parametrize("hw", [(48, 48), (130, 90), (37, 61)])
+def test_eval_mode_is_within_one_gray_level_of_opencv_on_noise(dataset: str, hw: tuple[int, int]) -> None:
+    """The docstring's promise, on the worst case for rounding (white noise, odd sizes, 64 px)."""
+    images = torch.randint(0, 256, (3, 3, *hw), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    for size in (224, 64):
+        expected = torch.stack([eval_transform(dataset, size)(im) for im in images])
+        out = BatchAugment(dataset, size, train=False)(images)
+        assert (out.int() - expected.int()).abs().max() <= 1, (dataset, hw, size)
 
 
 def test_all_random_ops_off_equals_resize_and_crop() -> None:

@@ -1,3 +1,4 @@
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +12,7 @@ from mafer.datasets import DATASETS, get_dataset
 from mafer.errors import MaferError
 from mafer.evaluate import evaluate_checkpoint, load_classifier, parse_resolutions
 from mafer.models import create_model, model_from_checkpoint, preprocess
-from mafer.resolution import lower
+from mafer.resolution import lower_pil
 from mafer.transforms import eval_transform
 
 IMAGE_SIZE = 64  # small input keeps the tests fast; the checkpoint records it
@@ -56,11 +57,78 @@ def test_lowering_happens_on_the_original_image_before_the_eval_transform(smoke_
     with torch.no_grad():
         for i in range(len(data)):
             image, _ = data[i]
-            x = transform(lower(image[None], 8)[0])
+            x = transform(lower_pil(image, 8))  # the authors' PIL lowering, then their Resize + crop
             predictions.append(int(model(preprocess(x[None], meta["mean_bgr"])).argmax()))
     cm = np.zeros((7, 7), dtype=int)
     np.add.at(cm, (data.targets, predictions), 1)
     assert result["resolutions"]["8"]["confusion_matrix"] == cm.tolist()
+
+
+def read_dump(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("dataset", ["rafdb", "fer2013"])
+def test_dump_predictions_schema(dataset, smoke_data, tmp_path, tiny_checkpoint, capsys):
+    checkpoint = tiny_checkpoint(tmp_path / f"{dataset}.pt", dataset, image_size=IMAGE_SIZE)
+    dump = tmp_path / "out" / "predictions.csv"
+    rc = main(["evaluate", "--dataset", dataset, "--data-dir", str(smoke_data), "--checkpoint", str(checkpoint),
+               "--resolutions", "native,8", "--device", "cpu", "--workers", "0", "--out", str(tmp_path / "m.json"),
+               "--dump-predictions", str(dump)])
+    assert rc == 0 and f"wrote {dump}" in capsys.readouterr().out
+    classes = list(DATASETS[dataset].classes)
+    with open(dump, newline="") as f:
+        header = next(csv.reader(f))
+    assert header == ["resolution", "index", "item", "label", "prediction"] + [f"logit_{c}" for c in classes]
+    rows = read_dump(dump)
+    data = get_dataset(dataset, smoke_data, "test")
+    metrics = json.loads((tmp_path / "m.json").read_text())["resolutions"]
+    for r in ("native", "8"):
+        mine = [row for row in rows if row["resolution"] == r]
+        assert [row["item"] for row in mine] == data.samples  # file, or csv:line for FER2013
+        assert [int(row["index"]) for row in mine] == list(range(len(data)))
+        assert [int(row["label"]) for row in mine] == data.targets
+        logits = np.array([[float(row[f"logit_{c}"]) for c in classes] for row in mine])
+        predictions = np.array([int(row["prediction"]) for row in mine])
+        assert np.array_equal(predictions, logits.argmax(1))
+        assert np.mean(predictions == np.array(data.targets)) == pytest.approx(metrics[r]["accuracy"])
+    if dataset == "fer2013":
+        assert all(":" in row["item"] and row["item"].split(":")[0].endswith(".csv") for row in rows)
+    else:
+        assert all(Path(row["item"]).is_file() for row in rows)
+
+
+def test_dump_predictions_to_an_unwritable_place(smoke_data, rafdb_checkpoint, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(MaferError, match="cannot write the predictions"):
+        evaluate_checkpoint("rafdb", smoke_data, rafdb_checkpoint, resolutions=["native"], device="cpu", workers=0,
+                            dump_predictions=blocker / "predictions.csv")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cpu_and_gpu_evaluations_predict_the_same(smoke_data, tmp_path, tiny_checkpoint):
+    """Inputs are prepared on the CPU (OpenCV, PIL) whatever the device: only the network runs on the GPU."""
+    for dataset in ("rafdb", "fer2013"):
+        checkpoint = tiny_checkpoint(tmp_path / f"{dataset}.pt", dataset, image_size=IMAGE_SIZE)
+        dumps = {}
+        for device in ("cpu", "cuda"):
+            dumps[device] = tmp_path / f"{dataset}_{device}.csv"
+            evaluate_checkpoint(dataset, smoke_data, checkpoint, resolutions=["native", 8, 16], device=device,
+                                workers=0, dump_predictions=dumps[device])
+        cpu, gpu = read_dump(dumps["cpu"]), read_dump(dumps["cuda"])
+        assert [(r["resolution"], r["item"]) for r in cpu] == [(r["resolution"], r["item"]) for r in gpu]
+        logits_cpu, logits_gpu = (np.array([[float(v) for k, v in r.items() if k.startswith("logit_")]
+                                            for r in rows]) for rows in (cpu, gpu))
+        # same inputs: the logits differ only by the GPU's float arithmetic (cuDNN may use TF32)
+        scale = np.abs(logits_cpu).max()
+        assert np.abs(logits_cpu - logits_gpu).max() <= 1e-2 * scale
+        top2 = np.sort(logits_cpu, axis=1)[:, -2:]
+        clear = (top2[:, 1] - top2[:, 0]) > 2e-2 * scale  # not a near-tie that float noise could flip
+        assert clear.mean() > 0.8
+        predicted = [np.array([int(r["prediction"]) for r in rows]) for rows in (cpu, gpu)]
+        assert np.array_equal(predicted[0][clear], predicted[1][clear])
 
 
 def test_constant_classifier_gives_known_metrics(smoke_data, tmp_path, tiny_checkpoint):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -41,12 +42,29 @@ def test_decode_matches_pil_and_resizes_to_one_batch(files: list[Path]) -> None:
     assert torch.equal(batch[2, 0], batch[2, 1]) and torch.equal(batch[2, 1], batch[2, 2])
 
 
-def test_resize_keeps_the_aspect_like_the_dataset_cache(files: list[Path]) -> None:
-    # b.png is 24 wide, 32 high: shorter side to 12, then the centre 12 x 12, as load_uint8(12) does
+def test_resize_squashes_like_the_dataset_cache(files: list[Path]) -> None:
+    # b.png is 24 wide, 32 high: squashed to 12 x 12 whole, as load_uint8(12) and the authors' Resize do
     batch = decode_images(files, size=12)
     for i, path in enumerate(files):
         expected = resize_square(decode_image(path), 12)
-        assert (batch[i].int() - expected.int()).abs().max() <= 2, path.name
+        if path.suffix == ".png":  # same decoder output: the same OpenCV resize, bit for bit
+            assert torch.equal(batch[i], expected)
+        assert (batch[i].int() - expected.int()).abs().max() <= 2, path.name  # JPEG: IDCT rounding
+
+
+@pytest.mark.parametrize("hw", [(48, 48), (100, 100), (130, 90), (12, 40)])
+@pytest.mark.parametrize("size", [256, 224, 37])
+def test_resize_square_is_opencv_on_the_cpu_and_within_one_level_elsewhere(hw, size) -> None:
+    image = torch.randint(0, 256, (2, 3, *hw), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = resize_square(image, size)
+    for i in range(2):
+        hwc = cv2.resize(image[i].permute(1, 2, 0).numpy(), (size, size), interpolation=cv2.INTER_LINEAR)
+        assert torch.equal(out[i], torch.from_numpy(hwc).permute(2, 0, 1))
+    # the device path (float bilinear, no antialiasing), run here on the CPU through the float input
+    in_float = resize_square(image.float(), size)
+    assert in_float.dtype == torch.float32 and (in_float.round() - out.float()).abs().max() <= 1
+    if torch.cuda.is_available():
+        assert (resize_square(image.cuda(), size).cpu().int() - out.int()).abs().max() <= 1
 
 
 def test_same_size_images_stack_without_resize(files: list[Path]) -> None:

@@ -1,4 +1,5 @@
-"""Lowering matches PIL's bilinear down-and-up; resolution sampling and the curriculum follow the paper."""
+"""Lowering is the authors' PIL bilinear down-and-up (exactly for evaluation, within two gray levels
+batched); resolution sampling and the curriculum follow the paper."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from mafer.resolution import (
     LoweringCurriculum,
     RandomLowering,
     lower,
+    lower_pil,
     lowered_size,
     sample_resolutions,
 )
@@ -63,6 +65,30 @@ def test_lower_matches_pil_bilinear(r, smoke_data):
         difference = np.abs(ours - pil_lower(image, r).astype(np.float32)).mean()
         assert difference < 2.0, (image.shape, r, difference)
         assert np.abs(ours - image).mean() > difference  # it really lost detail
+
+
+@pytest.mark.parametrize("r", [8, 16, 32, 64])
+def test_lower_pil_is_the_authors_pil_lowering_exactly(r, smoke_data):
+    images = [face_like(100, 100), face_like(72, 120, 2)] + smoke_images(smoke_data)
+    for image in images:
+        if r >= min(image.shape[:2]):
+            continue
+        tensor = torch.from_numpy(image[None] if image.ndim == 2 else image.transpose(2, 0, 1).copy())
+        ours = lower_pil(tensor, r).numpy()
+        # the reference resizes RGB images as one RGB PIL image: per channel gives the same pixels
+        reference = pil_lower(image, r)
+        assert np.array_equal(ours[0] if image.ndim == 2 else ours.transpose(1, 2, 0), reference), (image.shape, r)
+        # the batched training path stays within two gray levels of it
+        batched = lower(tensor[None], r)[0]
+        assert (batched.int() - torch.from_numpy(ours).int()).abs().max() <= 2, (image.shape, r)
+
+
+def test_lowered_size_follows_the_authors_arithmetic():
+    # they compute r / (h / w): one pixel less than r * w / h here, where the float ratio rounds down
+    assert lowered_size(12, 279, 8) == (8, 185) and int(8 * 279 / 12) == 186
+    assert lowered_size(100, 100, 8) == (8, 8) and lowered_size(130, 90, 16) == (23, 16)
+    with pytest.raises(MaferError, match="uint8"):
+        lower_pil(torch.zeros(3, 40, 40), 8)
 
 
 def test_lower_leaves_images_no_larger_than_r():
@@ -118,7 +144,9 @@ def test_random_lowering_transform():
     image = torch.randint(0, 256, (3, 40, 30), dtype=torch.uint8)
     fixed = RandomLowering(r=8)(image)
     assert fixed.shape == image.shape and fixed.dtype == torch.uint8
-    assert torch.equal(fixed, lower(image[None], 8)[0])
+    assert torch.equal(fixed, lower_pil(image, 8))  # one uint8 image: the authors' PIL pixels
+    as_float = RandomLowering(r=8)(image.float())
+    assert torch.equal(as_float, lower(image[None].float(), 8)[0])  # float: the batched path
     assert torch.equal(RandomLowering(p=0.0)(image), image)
     large = torch.randint(0, 256, (3, 140, 150), dtype=torch.uint8)  # every r < 140 changes it
     torch.manual_seed(0)

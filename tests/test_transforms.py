@@ -1,17 +1,26 @@
-"""The paper's per-dataset transforms: numbers, scaling with image_size, shapes, determinism, cutout."""
+"""The paper's per-dataset transforms: numbers, scaling with image_size, shapes, determinism, cutout,
+and evaluation inputs equal, bit for bit, to those of the authors' own code (tests/fixtures/authors/)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from scipy.ndimage import gaussian_filter
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
+from mafer.datasets import dataset_info
+from mafer.datasets.base import decode_image
 from mafer.errors import MaferError
-from mafer.resolution import lower
+from mafer.models import preprocess
+from mafer.resolution import lower_pil
 from mafer.transforms import Cutout, RandomCropFraction, augment_spec, eval_transform, train_transform
+
+AUTHORS = Path(__file__).parent / "fixtures" / "authors"
 
 SOURCES = {"fer2013": (48, 48), "rafdb": (100, 100), "oulucasia": (120, 160), "affwild2": (112, 112),
            "vggface2": (150, 120)}
@@ -30,6 +39,7 @@ def test_spec_has_the_papers_numbers_at_224():
     assert (raf.resize, raf.grayscale_p, raf.elastic_p, raf.cutout_size) == (256, 0.2, 0.5, 20)
     assert (raf.elastic_alpha, raf.elastic_sigma) == (100, 5)
     oulu = augment_spec("oulucasia", 224)
+    assert oulu.train_ops == ("resize", "elastic", "affine", "cutout", "flip")  # their Resize(224, 224), no crop
     assert (oulu.resize, oulu.eval_resize, oulu.elastic_alpha, oulu.elastic_sigma) == (224, 224, 240, 6)
     assert (oulu.affine_shift, oulu.affine_scale, oulu.affine_degrees, oulu.cutout_size) == (0.02, 0.3, 45, 10)
     vgg = augment_spec("vggface2", 224)
@@ -63,10 +73,56 @@ def test_train_and_eval_shapes_and_determinism(dataset, size):
     assert torch.equal(evaluated, eval_transform(dataset, size)(image))
 
 
-def test_eval_is_resize_then_center_crop():
-    image = torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8)
-    expected = TF.center_crop(TF.resize(image, [256], antialias=True), [224, 224])
-    assert torch.equal(eval_transform("fer2013", 224)(image), expected)
+def opencv_eval(image: torch.Tensor, resize: int, size: int) -> torch.Tensor:
+    """albumentations' Resize(resize, resize) + CenterCrop(size, size), written out with OpenCV."""
+    hwc = cv2.resize(image.permute(1, 2, 0).numpy(), (resize, resize), interpolation=cv2.INTER_LINEAR)
+    top = (resize - size) // 2
+    return torch.from_numpy(hwc[top:top + size, top:top + size]).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize("hw", [(48, 48), (100, 100), (130, 90), (90, 160)])
+def test_eval_squashes_with_opencv_then_crops_the_centre(hw):
+    image = torch.randint(0, 256, (3, *hw), dtype=torch.uint8)
+    assert torch.equal(eval_transform("rafdb", 224)(image), opencv_eval(image, 256, 224))
+    assert torch.equal(eval_transform("oulucasia", 224)(image), opencv_eval(image, 224, 224))
+    # 64 px: Resize(73, 73), the 64 crop starts at (73 - 64) // 2 = 4 as in albumentations (round() gives 4 or 5)
+    assert torch.equal(eval_transform("fer2013", 64)(image), opencv_eval(image, 73, 64))
+
+
+def test_eval_keeps_the_whole_of_a_non_square_face():
+    """Squashed, not cropped: a mark at the top of a tall face survives the 256 -> 224 crop."""
+    image = torch.zeros((3, 160, 80), dtype=torch.uint8)
+    image[:, 8:16] = 255  # 5 % from the top: the aspect-keeping resize would cut it off
+    out = eval_transform("rafdb", 224)(image)
+    assert out[:, :20].float().mean() > 100
+
+
+def authors_cases() -> list[tuple[str, str, str]]:
+    with np.load(AUTHORS / "authors_eval.npz") as fixture:
+        return [tuple(str(case).split("|")) for case in fixture["cases"]]
+
+
+@pytest.mark.parametrize("name, dataset, file", authors_cases())
+def test_eval_inputs_equal_the_authors_bit_for_bit(name, dataset, file):
+    """Our decoded image through eval_transform == the authors' cv2.imread + get_transforms(train=False)."""
+    with np.load(AUTHORS / "authors_eval.npz") as fixture:
+        theirs = torch.from_numpy(fixture[f"{name}_uint8"]).permute(2, 0, 1)
+        their_input = torch.from_numpy(fixture[f"{name}_input"]) if f"{name}_input" in fixture else None
+    # their loader gives BGR (cv2.imread) or one gray channel (the FER2013 csv); ours RGB, gray x 3
+    theirs = theirs.expand(3, -1, -1) if theirs.shape[0] == 1 else theirs.flip(0)
+    ours = eval_transform(dataset, 224)(decode_image(AUTHORS / file))
+    assert ours.shape == theirs.shape == (3, 224, 224)
+    assert torch.equal(ours, theirs)
+    if their_input is not None:  # and after ToTensor + their mean subtraction: the model input
+        assert torch.allclose(preprocess(ours, dataset_info(dataset).mean_bgr), their_input, rtol=0, atol=1e-4)
+
+
+def test_the_authors_fixture_covers_the_three_kinds_of_face():
+    cases = {(dataset, Image.open(AUTHORS / file).size, Image.open(AUTHORS / file).mode)
+             for _, dataset, file in authors_cases()}
+    assert ("fer2013", (48, 48), "L") in cases and ("rafdb", (100, 100), "RGB") in cases
+    assert any(size[0] != size[1] for _, size, _ in cases)
+    assert {dataset for dataset, _, _ in cases} == {"fer2013", "rafdb", "oulucasia"}
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -119,7 +175,7 @@ def test_elastic_mapping_matches_albumentations_displacements():
 def test_lowering_comes_first_on_the_original_image():
     image = torch.randint(0, 256, (3, 100, 100), dtype=torch.uint8)
     low = eval_transform("rafdb", 224, resolution=8)(image)
-    expected = eval_transform("rafdb", 224)(lower(image[None], 8)[0])
+    expected = eval_transform("rafdb", 224)(lower_pil(image, 8))
     assert torch.equal(low, expected) and not torch.equal(low, eval_transform("rafdb", 224)(image))
     torch.manual_seed(0)
     assert train_transform("vggface2", 64, lowering_p=1.0)(image).shape == (3, 64, 64)

@@ -8,12 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.transforms.v2 import functional as TF
 
 from mafer.datasets.info import DatasetInfo, dataset_info
 from mafer.errors import MaferError
@@ -55,11 +56,41 @@ def gray_to_rgb(pixels: np.ndarray) -> Tensor:
 
 
 def resize_square(image: Tensor, size: int) -> Tensor:
-    """Shorter side to ``size`` (antialiased bilinear), then a centre ``size x size`` crop."""
-    if tuple(image.shape[-2:]) != (size, size):
-        image = TF.resize(image, [size], antialias=True)
-        image = TF.center_crop(image, [size, size])
-    return image
+    """Squash uint8 ``[..., C, H, W]`` to ``[..., C, size, size]`` as the authors' ``A.Resize(size, size)`` does.
+
+    The aspect ratio is not kept (a non-square face is stretched, nothing is cut). On the CPU this
+    is OpenCV's ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)`` itself, the call behind
+    albumentations' ``Resize``, so the pixels are theirs bit for bit. On another device the
+    images stay there and go through ``F.interpolate(mode="bilinear", align_corners=False)``
+    without antialiasing, the same sampling in float: within one gray level of OpenCV's
+    fixed-point result. Float input is resized in float (CPU included) and stays float.
+    """
+    if image.ndim < 3:
+        raise MaferError(f"resize_square expects images [..., C, H, W], got shape {tuple(image.shape)}")
+    if size < 1:
+        raise MaferError(f"resize_square: size must be at least 1 pixel, got {size}")
+    if tuple(image.shape[-2:]) == (size, size):
+        return image
+    if image.device.type == "cpu" and image.dtype == torch.uint8:
+        return _cv2_resize(image, size)
+    lead, (c, h, w) = image.shape[:-3], image.shape[-3:]
+    x = image.reshape(-1, c, h, w)
+    out = F.interpolate(x.float() if x.dtype == torch.uint8 else x, size=(size, size), mode="bilinear",
+                        align_corners=False, antialias=False)
+    if image.dtype == torch.uint8:
+        out = out.round_().clamp_(0, 255).to(torch.uint8)
+    return out.reshape(*lead, c, size, size)
+
+
+def _cv2_resize(image: Tensor, size: int) -> Tensor:
+    """OpenCV ``INTER_LINEAR`` on each uint8 ``[C, H, W]`` image of a CPU batch (channels last for cv2)."""
+    lead, (c, h, w) = image.shape[:-3], image.shape[-3:]
+    flat = image.reshape(-1, c, h, w).permute(0, 2, 3, 1).numpy()
+    out = np.empty((flat.shape[0], size, size, c), dtype=np.uint8)
+    for i, hwc in enumerate(flat):
+        # cv2 drops a trailing channel axis of 1; resizing every channel at once gives the same values
+        out[i] = cv2.resize(np.ascontiguousarray(hwc), (size, size), interpolation=cv2.INTER_LINEAR).reshape(size, size, c)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).reshape(*lead, c, size, size).contiguous()
 
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
@@ -284,8 +315,8 @@ class FaceDataset(Dataset):
     def load_uint8(self, size: int | None = None, workers: int | None = None) -> tuple[Tensor, Tensor]:
         """All images as one uint8 tensor ``[N, 3, S, S]`` and the labels ``[N]`` (int64), decoded once and cached.
 
-        With ``size`` each image's shorter side goes to ``size`` (antialiased bilinear) and the centre
-        ``size x size`` is kept; without it every image must already have the same size.
+        With ``size`` each image is squashed to ``size x size`` by ``resize_square`` (the authors'
+        ``Resize``, OpenCV bilinear); without it every image must already have the same size.
         """
         if size not in self._uint8_cache:
             fn = (lambda image: image) if size is None else (lambda image: resize_square(image, size))
