@@ -26,8 +26,14 @@ reproduce: install
 book: reproduce
 	$(BIN)/jupyter-book build . --path-output .
 
+# JupyterLab on the notebooks, offering only the project's kernel (the one they name). As root
+# (containers, cloud VMs) it passes --allow-root; LAB_ARGS adds options, e.g.
+#   make lab LAB_ARGS="--no-browser --port 8899 --ip 0.0.0.0"
+LAB_ARGS ?=
 lab: install
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ --KernelSpecManager.allowed_kernelspecs=mafer \
+		--MultiKernelManager.default_kernel_name=mafer \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf _build results/smoke
