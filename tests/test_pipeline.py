@@ -8,8 +8,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -320,26 +322,11 @@ def test_a_stale_lock_is_explained_with_the_command_that_removes_it(tmp_path):
 
 # ------------------------------------------------------------------ end to end (slow)
 
-PROJECT_FILES = ("mafer", "notebooks", "book", "_config.yml", "_toc.yml", "pyproject.toml")
-
-
-def copy_project(dest: Path) -> Path:
-    """The project's sources (no results, venv or built book) copied to ``dest``."""
-    dest.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "generated", "_build"))
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
-
-
 FIRST_RUN_LOG: dict[Path, str] = {}
 
 
 @pytest.fixture(scope="module")
-def smoke_project(tmp_path_factory):
+def smoke_project(tmp_path_factory, copy_project):
     """A copy of the project under a path with a space and a non-ASCII character, where
     `mafer reproduce --profile smoke` ran once end to end (its results/ and book/generated/);
     `python -m mafer` from there runs that copy's code, nodes and kernels included."""
@@ -495,3 +482,67 @@ def test_a_failing_node_fails_the_pipeline_is_named_and_reruns_next_time(smoke_p
     again = reproduce("--profile", "smoke", "--dry-run", cwd=smoke_project)
     assert "Nothing to be done" not in again.stdout + again.stderr
     assert 1 <= job_counts(again.stdout + again.stderr).get("step2", 0) <= 4
+
+
+# ------------------------------------------------------------------ interrupts (slow)
+
+def _start(*argv: str, log: Path) -> subprocess.Popen:
+    """`mafer reproduce` in a session of its own (so that its group can be signalled)."""
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "mafer", "reproduce", *argv], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _kernels_started(proc: subprocess.Popen, timeout: float = 600) -> list:
+    """Every process below ``proc`` once a notebook kernel runs among them."""
+    import psutil
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        family = psutil.Process(proc.pid).children(recursive=True)
+        if any("ipykernel_launcher" in " ".join(p.cmdline()) for p in family if p.is_running()):
+            time.sleep(2)  # let the kernel get to work
+            return psutil.Process(proc.pid).children(recursive=True)
+        time.sleep(0.5)
+    raise AssertionError("no notebook kernel started")
+
+
+@pytest.mark.slow
+def test_an_interrupt_stops_every_process_frees_the_lock_and_the_next_run_continues(tmp_path):
+    import psutil
+
+    argv = ("--profile", "smoke", "--results", str(tmp_path / "results"), "--book-dir", str(tmp_path / "book"))
+    work = tmp_path / "results" / "smoke"
+    for how in ("process", "group"):
+        log = tmp_path / f"{how}.log"
+        proc = _start(*argv, log=log)
+        family = _kernels_started(proc)
+        if how == "process":
+            os.kill(proc.pid, signal.SIGTERM)  # `kill PID`
+        else:
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group
+        assert proc.wait(timeout=120) in (128 + signal.SIGTERM, 128 + signal.SIGINT), log.read_text()
+        gone, alive = psutil.wait_procs(family, timeout=15)
+        assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+        text = log.read_text()
+        assert "finished and are kept" in text and "Continue with: mafer reproduce --profile smoke" in text
+        assert not any((work / ".snakemake" / "locks").iterdir())
+        assert (work / "data" / ".synth-done").is_file()  # a finished node is kept
+    # the same command again just continues (here: up to the data overview)
+    result = reproduce(*argv, "--", "notebooks/data.ipynb")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (work / "notebooks" / "data.ipynb").is_file()
+
+
+def test_book_numbers_missing_from_a_run_say_why(monkeypatch):
+    glued = {}
+    monkeypatch.setattr("myst_nb.glue", lambda name, value, display=True: glued.__setitem__(name, value))
+    run = {model: {"rafdb": {"native": 0.5, "16": 0.3}} for model in MODELS}  # no 8 px, no FER2013
+    views.glue_accuracies(run)
+    assert glued["acc_cr_rafdb_native"] == "50.00" and glued["gain_cr_rafdb_native"] == "+0.00"
+    assert glued["acc_base_rafdb_8"] == "n/a: this run tests no 8 px faces"
+    assert glued["gain_cr_fer2013_8"] == "n/a: this run has no fer2013"
+    quoted = set()
+    for page in (ROOT / "book").glob("*.md"):
+        quoted |= set(re.findall(r"results\.ipynb::((?:acc|gain)_\w+):", page.read_text()))
+    assert quoted and quoted <= set(glued)  # every number the book quotes is there, or says why not
