@@ -341,6 +341,17 @@ class _Interrupt:
                     _signal_group(self.proc.pid, signal.SIGKILL)
 
 
+def _stop_with_parent() -> None:
+    """In the Snakemake child, before it starts: ask Linux for a SIGINT when `mafer reproduce`
+    dies, even by SIGKILL, which no handler sees (elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -395,7 +406,7 @@ def _run(config_file: Path, workdir: Path, args: argparse.Namespace, config: dic
     before = _executed_notebooks(workdir)
     start = time.time()
     # its own process group: a signal to ours (Ctrl-C, kill -TERM -PGID) is forwarded once, cleanly
-    proc = subprocess.Popen(cmd, env=_environment(), start_new_session=True)
+    proc = subprocess.Popen(cmd, env=_environment(), start_new_session=True, preexec_fn=_stop_with_parent)
     pid_file = workdir / PID_FILE
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(json.dumps({"pid": os.getpid(), "snakemake": proc.pid,

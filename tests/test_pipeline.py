@@ -37,7 +37,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def reproduce(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mafer", "reproduce", *argv], cwd=cwd,
-                          capture_output=True, text=True, timeout=1200)
+                          capture_output=True, text=True, timeout=3600)
 
 
 def job_counts(log: str) -> dict[str, int]:
