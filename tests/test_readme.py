@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -51,9 +52,15 @@ def test_readme_examples_run_as_printed_in_order(tmp_path, copy_project):
             for old, new in SMOKE:
                 script = script.replace(old, new)
         start = time.time()
-        result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=project, env=env,
-                                capture_output=True, text=True, timeout=3600 if AS_PRINTED else 900)
-        assert result.returncode == 0, f"{block}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        proc = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], cwd=project, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=3600)
+        finally:
+            if proc.poll() is None:  # timed out: stop the command that hangs, and everything it started
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        assert proc.returncode == 0, f"{block}\n{stdout[-2000:]}\n{stderr[-3000:]}"
         print(f"\n[{time.time() - start:.0f} s] {block.strip().splitlines()[0]}")
     runs = project / "runs"
     for run in ("base", "cr", "cr-rafdb", "cr-rafdb-seed1", "cr-rafdb-seed2", "cr-rafdb-seed3"):
