@@ -23,11 +23,22 @@ test: install
 reproduce: install
 	$(BIN)/mafer reproduce --profile $(PROFILE) --jobs $(JOBS)
 
+# Fails when the build fails or when a number the pages quote (a glue role) is missing.
 book: reproduce
-	$(BIN)/jupyter-book build . --path-output .
+	mkdir -p _build
+	$(BIN)/jupyter-book build . --path-output . > _build/book-build.log 2>&1; status=$$?; \
+		cat _build/book-build.log; test $$status -eq 0
+	@if grep -q "mystnb.glue" _build/book-build.log; then \
+		echo "make book: a number the book quotes is missing (mystnb.glue warnings above)" >&2; exit 1; fi
 
+# JupyterLab on the notebooks, offering only the project's kernel (the one they name). As root
+# (containers, cloud VMs) it passes --allow-root; LAB_ARGS adds options, e.g.
+#   make lab LAB_ARGS="--no-browser --port 8899 --ip 0.0.0.0"
+LAB_ARGS ?=
 lab: install
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ --KernelSpecManager.allowed_kernelspecs=mafer \
+		--MultiKernelManager.default_kernel_name=mafer \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf _build results/smoke

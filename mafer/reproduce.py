@@ -1,8 +1,9 @@
 """`mafer reproduce`: run the paper's experiment graph (Snakemake + papermill) for one profile.
 
 A profile (``mafer/pipeline/profiles/{smoke,demo,paper}.yaml`` or a YAML file of your own)
-says which data, network, schedule, folds and test resolutions to use. The merged config is
-written to ``<results>/<profile>/config.yaml`` and Snakemake runs in ``<results>/<profile>/``:
+says which data, network, schedule, folds and test resolutions to use. Snakemake runs in
+``<results>/<profile>/``; when a run starts executing nodes, the merged config it runs with
+is recorded in ``<results>/<profile>/config.yaml`` (a dry run writes nothing there):
 every node executes one notebook with papermill and keeps the executed copy under
 ``notebooks/``; nodes whose inputs, parameters and code did not change are skipped; the last
 node copies the notebooks the book renders into ``book/generated/``.
@@ -13,8 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +28,14 @@ import yaml
 
 from mafer.errors import MaferError
 from mafer.yamlfile import read_yaml_mapping
-from mafer.pipeline import PROFILES_DIR, SNAKEFILE
+from mafer.pipeline import PIPELINE_DIR, PROFILES_DIR, SNAKEFILE
+
+PROJECT_ROOT = PIPELINE_DIR.parent.parent
+SCHEMA = PIPELINE_DIR / "profile_schema.yaml"
+# seconds Snakemake gets to stop its jobs after an interrupt before the rest is killed
+STOP_GRACE_S = 30
+# what `mafer reproduce` records about the run in progress (to tell a live lock from a stale one)
+PID_FILE = ".snakemake/mafer-reproduce.json"
 
 REQUIRED_KEYS = ("name", "datasets", "folds", "run_folds", "resolutions", "preset", "image_size",
                  "step1", "step2", "embeddings")
@@ -49,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads per node (default: the profile's, else CPU cores / jobs)")
     parser.add_argument("--force", action="store_true", help="rerun every node, changed or not")
     parser.add_argument("--keep-going", action="store_true", help="go on with independent nodes after a failure")
+    parser.add_argument("--unlock", action="store_true",
+                        help="remove the lock an interrupted or crashed run left in RESULTS/<profile>, run nothing")
     parser.add_argument("snakemake_args", nargs=argparse.REMAINDER,
                         help="after --: extra Snakemake options (e.g. -- --executor slurm)")
 
@@ -89,9 +103,55 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
     return config
 
 
+def check_override_keys(profile: dict[str, Any], overrides: list[str]) -> None:
+    """MaferError when a ``--config`` key names no entry of the profile or of the schema (a typo
+    would otherwise add an entry nothing reads)."""
+    known = set(yaml.safe_load(SCHEMA.read_text())["properties"]) | set(profile)
+    for item in overrides:
+        top = item.partition("=")[0].split(".")[0]
+        if top not in known:
+            raise MaferError(f"--config {item!r}: no profile entry {top!r}; expected one of {', '.join(sorted(known))}")
+
+
+def validate_config(config: dict[str, Any], overrides: list[str] = ()) -> None:
+    """Check the merged profile against ``profile_schema.yaml`` (types, allowed values); a
+    one-line MaferError naming the entry, what was expected and what was given."""
+    import jsonschema
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is None:
+        return
+    where = ".".join(str(part) for part in error.absolute_path) or "profile"
+    overridden = {item.partition("=")[0].split(".")[0] for item in overrides}
+    source = " (from --config)" if error.absolute_path and error.absolute_path[0] in overridden else ""
+    raise MaferError(f"{where}{source}: {_schema_message(error)}")
+
+
+def _schema_message(error) -> str:
+    """What was expected, in words, and the value given."""
+    given = json.dumps(error.instance)
+    if len(given) > 60:
+        given = given[:57] + "..."
+    expected = error.schema
+    if error.validator == "enum":
+        return f"expected one of {', '.join(map(json.dumps, expected['enum']))}, got {given}"
+    if error.validator == "type":
+        words = {"array": "a list", "object": "a mapping", "integer": "an integer", "string": "a string",
+                 "boolean": "true or false", "null": "null", "number": "a number"}
+        kinds = expected["type"] if isinstance(expected["type"], list) else [expected["type"]]
+        return f"expected {' or '.join(words.get(k, k) for k in kinds)}, got {given}"
+    if error.validator in ("anyOf", "oneOf"):
+        return f"got {given}, expected 'native' or a positive whole number of pixels"
+    return f"{error.message}"
+
+
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """The profile with the command line applied, paths made absolute, inputs checked."""
-    config = apply_overrides(load_profile(args.profile), args.config)
+    profile = load_profile(args.profile)
+    check_override_keys(profile, args.config)
+    config = apply_overrides(profile, args.config)
+    validate_config(config, args.config)
     if args.data_dir:
         config["data_dir"], config["synthetic"] = args.data_dir, None
     if not config.get("synthetic"):
@@ -139,20 +199,29 @@ def notebooks_dir() -> Path:
 
 def snakemake_command(config_file: Path, workdir: Path, args: argparse.Namespace,
                       config: dict[str, Any]) -> list[str]:
-    """The ``python -m snakemake`` command line for this run."""
+    """The ``python -m snakemake`` command line for this run.
+
+    Options that take several values come first and ``--jobs N`` last, so that targets and
+    options given after ``--`` reach Snakemake as given (a target after ``--quiet`` would be
+    read as one of its values)."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
-           "--configfile", str(config_file), "--cores", str(max(args.jobs * int(config["threads"]), 1)),
-           "--jobs", str(args.jobs), "--rerun-triggers", "mtime", "params", "code", "input",
+           "--configfile", str(config_file),
+           "--rerun-triggers", "mtime", "params", "code", "input", "software-env",
            "--rerun-incomplete", "--show-failed-logs"]
     gpus = int(config.get("gpus_per_job", 0))
     if gpus:
         cmd += ["--resources", f"gpu={max(gpus, _visible_gpus())}"]
-    # the job list of a dry run, else one line per finished job (run_notebook) and Snakemake's progress
-    cmd += ["--dry-run"] if args.dry_run else ["--quiet", "rules", "host"]
+    if args.unlock:
+        cmd += ["--unlock"]
+    elif args.dry_run:
+        cmd += ["--dry-run"]
+    else:  # one line per finished job (run_notebook) and Snakemake's progress
+        cmd += ["--quiet", "rules", "host"]
     if args.force:
         cmd += ["--forceall"]
     if args.keep_going:
         cmd += ["--keep-going"]
+    cmd += ["--cores", str(max(args.jobs * int(config["threads"]), 1)), "--jobs", str(args.jobs)]
     extra = list(args.snakemake_args or [])
     if extra[:1] == ["--"]:
         extra = extra[1:]
@@ -178,32 +247,214 @@ def report_failures(workdir: Path, since: float) -> list[dict[str, Any]]:
         if data.get("time", 0) >= since:
             failures.append(data)
     for data in failures:
-        print(f"mafer reproduce: notebook {data['notebook']} failed: {data['error']}\n"
+        cell = f" in {data['cell']}" if data.get("cell") else ""
+        print(f"mafer reproduce: notebook {data['notebook']} failed{cell}: {data['error']}\n"
               f"  partial executed copy: {data.get('partial') or '(none written)'}", file=sys.stderr)
     return failures
+
+
+def _relative_to(path: str | None, workdir: Path) -> str | None:
+    """``path`` relative to the working folder when both lie in the project (a moved or copied
+    project keeps the paths Snakemake recorded), else absolute."""
+    if not path:
+        return path
+    target = Path(path).resolve()
+    inside = [p.is_relative_to(PROJECT_ROOT) for p in (target, workdir)]
+    return os.path.relpath(target, workdir) if all(inside) else str(target)
+
+
+def lock_state(workdir: Path, args: argparse.Namespace) -> str | None:
+    """None when ``workdir`` holds no Snakemake lock; else a sentence saying whose lock it is."""
+    locks = workdir / ".snakemake" / "locks"
+    if not locks.is_dir() or not any(locks.iterdir()):
+        return None
+    try:
+        owner = json.loads((workdir / PID_FILE).read_text())
+    except (OSError, ValueError):
+        owner = {}
+    pid = owner.get("pid")
+    if pid and _alive(int(pid)):
+        return (f"{workdir} is in use by another `mafer reproduce` (pid {pid}, started {owner.get('started')}); "
+                f"wait for it, or stop it with: kill {pid}")
+    return (f"{workdir} is locked by an earlier run that did not end cleanly (killed or crashed"
+            f"{f', pid {pid}' if pid else ''}); if no other Snakemake runs there, remove the lock with: "
+            f"{_command_line(args)}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _command_line(args: argparse.Namespace | None = None) -> str:
+    """This command as typed, or (given ``args``) the one that unlocks its results folder."""
+    argv = sys.argv[1:] if args is None else ["reproduce", "--profile", args.profile, "--results", args.results,
+                                              "--unlock"]
+    return "mafer " + " ".join(shlex.quote(a) for a in argv)
+
+
+def _executed_notebooks(workdir: Path) -> dict[Path, float]:
+    folder = workdir / "notebooks"
+    return {p: p.stat().st_mtime for p in folder.rglob("*.ipynb")} if folder.is_dir() else {}
+
+
+class _Interrupt:
+    """Forwards SIGINT/SIGTERM/SIGHUP to Snakemake's process group (it stops its jobs, whose
+    kernels exit with their parent) and remembers that the run was interrupted."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.signum, self.previous = proc, None, {}
+
+    def __enter__(self) -> "_Interrupt":
+        for sig in self.SIGNALS:
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is None:
+            print(f"\nmafer reproduce: {signal.Signals(signum).name} received; stopping Snakemake and its "
+                  "notebooks (finished nodes are kept)...", file=sys.stderr)
+        self.signum = signum
+        _signal_group(self.proc.pid, signal.SIGINT)  # Snakemake's own clean stop: jobs, lock, incomplete marks
+
+    def wait(self) -> int:
+        deadline = None
+        while True:
+            try:
+                return self.proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                if self.signum is None:
+                    continue
+                deadline = deadline or time.time() + STOP_GRACE_S
+                if time.time() > deadline:
+                    _signal_group(self.proc.pid, signal.SIGKILL)
+
+
+def _stop_with_parent() -> None:
+    """In the Snakemake child, before it starts: ask Linux for a SIGINT when `mafer reproduce`
+    dies, even by SIGKILL, which no handler sees (elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def run(args: argparse.Namespace) -> int:
     """Merge the profile, run Snakemake, report the outcome (and the failed notebooks)."""
     config = resolve_config(args)
     workdir = (Path(args.results) / config["name"]).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_file = workdir / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    book_dir = Path(config["book_dir"])
+    # staged outside the results: the Snakefile records it as config.yaml once jobs start running
+    staging = Path(tempfile.mkdtemp(prefix="mafer-reproduce-"))
+    try:
+        if args.dry_run and not workdir.exists():
+            # Snakemake needs its working folder: an empty stand-in plans the same jobs and leaves
+            # no results folder behind
+            workdir = staging / config["name"]
+            workdir.mkdir()
+        for key in ("notebooks_dir", "book_dir", "data_dir", "base_weights"):
+            config[key] = _relative_to(config.get(key), workdir)
+        config_file = staging / "config.yaml"
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        if args.dry_run:
+            cmd = snakemake_command(config_file, workdir, args, config) + ["--nolock"]
+            return 0 if subprocess.call(cmd, env=_environment()) == 0 else 1
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not args.unlock and (state := lock_state(workdir, args)):
+            raise MaferError(state)
+        return _run(config_file, workdir, args, config, book_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _environment() -> dict[str, str]:
+    """The rules call `python`: this environment's, with this checkout's mafer first on the path,
+    so that Snakemake, every node and every kernel run the same code."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    pythonpath = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PATH=path, PYTHONPATH=pythonpath)
+
+
+def _run(config_file: Path, workdir: Path, args: argparse.Namespace, config: dict[str, Any], book_dir: Path) -> int:
     cmd = snakemake_command(config_file, workdir, args, config)
+    if args.unlock:
+        rc = subprocess.call(cmd, env=_environment(), stdout=subprocess.DEVNULL)
+        print(f"mafer reproduce: {'removed the lock of' if rc == 0 else 'could not unlock'} {workdir}", file=sys.stderr)
+        return 0 if rc == 0 else 1
     print(f"mafer reproduce: profile {config['name']} -> {workdir} "
           f"({args.jobs} parallel node(s), {config['threads']} thread(s) each)", file=sys.stderr)
+    before = _executed_notebooks(workdir)
     start = time.time()
-    # the rules call `python`: this environment's, so that every node runs the same interpreter
-    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    rc = subprocess.call(cmd, env=env)
+    # its own process group: a signal to ours (Ctrl-C, kill -TERM -PGID) is forwarded once, cleanly
+    proc = subprocess.Popen(cmd, env=_environment(), start_new_session=True, preexec_fn=_stop_with_parent)
+    pid_file = workdir / PID_FILE
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(json.dumps({"pid": os.getpid(), "snakemake": proc.pid,
+                                    "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+    with _Interrupt(proc) as interrupt:
+        rc = interrupt.wait()
+    _signal_group(proc.pid, signal.SIGKILL)  # nothing Snakemake started outlives the run
+    pid_file.unlink(missing_ok=True)
     elapsed = time.time() - start
+    if interrupt.signum is not None:
+        if lock_state(workdir, args):  # Snakemake was killed before it could remove its lock
+            subprocess.call(snakemake_command(config_file, workdir, argparse.Namespace(
+                **{**vars(args), "unlock": True, "snakemake_args": []}), config),
+                env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ran = _changed(before, _executed_notebooks(workdir))
+        print(f"mafer reproduce: interrupted after {elapsed:.0f} s; {len(ran)} node(s) finished and are kept, "
+              f"unfinished ones rerun next time. Continue with: {_command_line()}", file=sys.stderr)
+        return 128 + interrupt.signum
     if rc != 0:
         failures = report_failures(workdir, start)
         if not failures:
             print(f"mafer reproduce: snakemake failed (exit {rc}); see its log above", file=sys.stderr)
+        if state := lock_state(workdir, args):
+            print(f"mafer reproduce: {state}", file=sys.stderr)
         return 1
-    if not args.dry_run:
-        print(f"mafer reproduce: done in {elapsed:.0f} s; summary: {workdir / 'summary.json'}; "
-              f"book pages: {config['book_dir']}", file=sys.stderr)
+    print(final_message(workdir, book_dir, _changed(before, _executed_notebooks(workdir)), before, elapsed),
+          file=sys.stderr)
     return 0
+
+
+def _changed(before: dict[Path, float], after: dict[Path, float]) -> list[Path]:
+    return sorted(p for p, mtime in after.items() if before.get(p) != mtime)
+
+
+def final_message(workdir: Path, book_dir: Path, ran: list[Path], before: dict[Path, float], elapsed: float) -> str:
+    """What ran, what was up to date, and where the results are (naming only files that exist)."""
+    skipped = len(set(before) - set(ran))
+    if ran:
+        names = ", ".join(p.relative_to(workdir / "notebooks").with_suffix("").as_posix() for p in ran[:6])
+        more = f" and {len(ran) - 6} more" if len(ran) > 6 else ""
+        what = f"{len(ran)} notebook node(s) ran ({names}{more}), {skipped} were up to date"
+    else:
+        what = f"nothing to do, all {skipped} notebook node(s) were up to date"
+    lines = [f"mafer reproduce: done in {elapsed:.0f} s: {what}."]
+    places = [("summary", workdir / "summary.json"), ("executed notebooks", workdir / "notebooks"),
+              ("figures", workdir / "figures"), ("run config", workdir / "config.yaml"),
+              ("book pages", book_dir)]
+    lines += [f"  {label}: {path}" for label, path in places if path.exists()]
+    if book_dir.is_dir():
+        lines.append("  build the book with: jupyter-book build . --path-output .  (or make book)")
+    return "\n".join(lines)

@@ -43,3 +43,28 @@ def tiny_checkpoint():
     predicts ``constant_class``), for tests of what reads checkpoints.
     """
     return _save_tiny_checkpoint
+
+
+PROJECT_FILES = ("mafer", "notebooks", "book", "_config.yml", "_toc.yml", "pyproject.toml", "README.md")
+
+
+@pytest.fixture(scope="session")
+def copy_project():
+    """Factory ``copy_project(dest) -> dest``: the project's sources (no results, venv, built
+    book or caches) copied to ``dest``, as a fresh clone would have them."""
+    import shutil
+
+    root = Path(__file__).resolve().parent.parent
+
+    def copy(dest: Path) -> Path:
+        dest.mkdir(parents=True)
+        for name in PROJECT_FILES:
+            src = root / name
+            if src.is_dir():
+                shutil.copytree(src, dest / name,
+                                ignore=shutil.ignore_patterns("__pycache__", "generated", "_build", "*.egg-info"))
+            else:
+                shutil.copy2(src, dest / name)
+        return dest
+
+    return copy

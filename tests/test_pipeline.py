@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -33,7 +37,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def reproduce(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mafer", "reproduce", *argv], cwd=cwd,
-                          capture_output=True, text=True, timeout=1200)
+                          capture_output=True, text=True, timeout=3600)
 
 
 def job_counts(log: str) -> dict[str, int]:
@@ -134,11 +138,42 @@ def test_step1_and_step2_start_from_the_right_checkpoints(tmp_path):
     assert graph.finetune_parts(demo, "rafdb") == ["standard"]
 
 
-def test_code_files_are_the_sources_a_node_runs():
-    files = graph.code_files("train")
-    assert any(f.endswith("mafer/train/engine.py") for f in files)
-    assert all(Path(f).is_file() for f in files)
-    assert not any(f.endswith("mafer/synth/__init__.py") for f in files)
+def test_code_files_are_the_import_closure_of_what_a_node_runs():
+    step2 = graph.code_files(str(ROOT / "notebooks" / "step2.ipynb"), skip=graph.PRESENTATION, relative_to=ROOT)
+    # imported through mafer.train, not named anywhere by hand
+    for module in ("mafer/train/engine.py", "mafer/device.py", "mafer/io_decode.py", "mafer/models/senet.py",
+                   "mafer/__init__.py"):
+        assert module in step2
+    assert "mafer/pipeline/views.py" not in step2 and "mafer/synth/__init__.py" not in step2
+    embeddings = graph.code_files(str(ROOT / "notebooks" / "embeddings.ipynb"))
+    assert all(Path(f).is_absolute() and Path(f).is_file() for f in embeddings)
+    names = {Path(f).relative_to(ROOT).as_posix() for f in embeddings}
+    assert {"mafer/resolution.py", "mafer/metrics.py", "mafer/pipeline/views.py", "mafer/embed.py"} <= names
+    assert "mafer/pipeline/graph.py" in names  # imported inside a function of views.py
+
+
+def test_imports_are_resolved_relative_and_lazy_and_bad_sources_named(tmp_path, monkeypatch):
+    package = tmp_path / "mafer"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("from . import a\n")
+    (package / "sub" / "a.py").write_text("def f():\n    from ..b import g\n")
+    (package / "b.py").write_text("import numpy\nfrom mafer.c import *\n")
+    (package / "c.py").write_text("")
+    (package / "d.py").write_text("import (\n")
+    monkeypatch.setattr(graph, "PROJECT_ROOT", tmp_path)
+    names = [p.relative_to(tmp_path).as_posix() for p in graph.import_closure(["mafer.sub"])]
+    assert names == ["mafer/__init__.py", "mafer/b.py", "mafer/c.py", "mafer/sub/__init__.py", "mafer/sub/a.py"]
+    with pytest.raises(MaferError, match="d.py: cannot read its imports"):
+        graph.import_closure(["mafer.d"])
+
+
+def test_nodes_rerun_when_numeric_packages_change_version():
+    versions = graph.package_versions()
+    assert set(versions) == {"torch", "torchvision", "numpy", "Pillow"}
+    assert versions["numpy"] == np.__version__
+    snakefile = (ROOT / "mafer" / "pipeline" / "Snakefile").read_text()
+    assert snakefile.count("versions=VERSIONS") == 7  # every node that computes numbers
 
 
 def test_book_pages_are_the_ones_toc_names():
@@ -242,24 +277,77 @@ def test_dry_run_lists_the_jobs_and_runs_none(tmp_path):
     # base step 1 stands in for VGGFace2; 4 models x (FER2013 + RAF-DB + 2 Oulu folds) fine-tunings
     assert counts["step1"] == 4 and counts["step2"] == 16 and counts["evaluation"] == 3
     assert counts["synthetic_data"] == counts["results"] == counts["publish_book"] == 1
-    assert not (tmp_path / "smoke" / "summary.json").exists()
-    assert not (tmp_path / "smoke" / "data").exists()
+    assert not (tmp_path / "smoke").exists()  # a dry run makes no results folder
+
+
+@pytest.mark.parametrize("override, message", [
+    ("run_folds=1", "run_folds (from --config): expected a list, got 1"),
+    ("datasets=rafdb", 'datasets (from --config): expected a list, got "rafdb"'),
+    ("protocol=subjects", 'protocol (from --config): expected one of "image", "subject", got "subjects"'),
+    ("embeddings.methods=[pca]", 'embeddings.methods.0 (from --config): expected one of "tsne", "umap", got "pca"'),
+    ("resolutions=[native,8,big]", "resolutions.2 (from --config): got \"big\", expected 'native' or a positive"),
+    ("image_size=large", 'image_size (from --config): expected an integer, got "large"'),
+    ("embedings.methods=[tsne]", "no profile entry 'embedings'"),
+])
+def test_config_overrides_are_checked_against_the_schema(override, message):
+    with pytest.raises(MaferError) as err:
+        resolve_config(parse("--profile", "smoke", "--config", override))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_options_before_double_dash_cannot_swallow_targets(tmp_path):
+    config = resolve_config(parse("--profile", "smoke"))
+    for argv in ((), ("--dry-run",), ("--force", "--keep-going")):
+        cmd = snakemake_command(tmp_path / "c.yaml", tmp_path, parse("--profile", "smoke", *argv, "--", "summary.json"),
+                                config)
+        assert cmd[-1] == "summary.json" and cmd[-3] == "--jobs"  # the option before the targets takes one value
+
+
+def test_a_stale_lock_is_explained_with_the_command_that_removes_it(tmp_path):
+    from mafer.reproduce import lock_state
+
+    args = parse("--profile", "smoke", "--results", str(tmp_path))
+    work = tmp_path / "smoke"
+    assert lock_state(work, args) is None
+    (work / ".snakemake" / "locks").mkdir(parents=True)
+    (work / ".snakemake" / "locks" / "0.input.lock").write_text("")
+    (work / ".snakemake" / "mafer-reproduce.json").write_text(json.dumps({"pid": 2 ** 22 + 7, "started": "x"}))
+    stale = lock_state(work, args)
+    assert "did not end cleanly" in stale and f"mafer reproduce --profile smoke --results {tmp_path} --unlock" in stale
+    (work / ".snakemake" / "mafer-reproduce.json").write_text(json.dumps({"pid": os.getpid(), "started": "x"}))
+    assert f"in use by another `mafer reproduce` (pid {os.getpid()}" in lock_state(work, args)
+    result = reproduce("--profile", "smoke", "--results", str(tmp_path))
+    assert result.returncode == 2 and "in use by another" in result.stderr and "Traceback" not in result.stderr
 
 
 # ------------------------------------------------------------------ end to end (slow)
 
+FIRST_RUN_LOG: dict[Path, str] = {}
+
+
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """The smoke profile run once, end to end, in a temporary results folder."""
-    root = tmp_path_factory.mktemp("pipeline")
-    result = reproduce("--profile", "smoke", "--results", str(root), "--book-dir", str(root / "book" / "generated"),
-                       "--jobs", "2")
+def smoke_project(tmp_path_factory, copy_project):
+    """A copy of the project under a path with a space and a non-ASCII character, where
+    `mafer reproduce --profile smoke` ran once end to end (its results/ and book/generated/);
+    `python -m mafer` from there runs that copy's code, nodes and kernels included."""
+    root = copy_project(tmp_path_factory.mktemp("pipeline") / "My Projects ü" / "mafer")
+    result = reproduce("--profile", "smoke", "--jobs", "2", cwd=root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    FIRST_RUN_LOG[root] = result.stderr
     return root
 
 
+@pytest.fixture(scope="module")
+def smoke_run(smoke_project):
+    return smoke_project / "results"
+
+
+def snapshot(folder: Path) -> dict[str, float]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime for p in folder.rglob("*")}
+
+
 @pytest.mark.slow
-def test_smoke_pipeline_writes_summary_and_every_executed_notebook(smoke_run):
+def test_smoke_pipeline_writes_summary_and_every_executed_notebook(smoke_project, smoke_run):
     work = smoke_run / "smoke"
     summary = json.loads((work / "summary.json").read_text())
     assert list(summary) == MODELS
@@ -279,41 +367,96 @@ def test_smoke_pipeline_writes_summary_and_every_executed_notebook(smoke_run):
     nb = nbformat.read(work / "notebooks/step2/cr_affwild2/oulucasia-fold1.ipynb", 4)
     injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert "fold = 1" in injected.source and "runs/step1/cr_affwild2/best.pt" in injected.source
-    published = sorted(p.name for p in (smoke_run / "book" / "generated").glob("*.ipynb"))
+    book = smoke_project / "book" / "generated"
+    published = sorted(p.name for p in book.glob("*.ipynb"))
     assert published == sorted(graph.book_sources(load_profile("smoke")))
-    assert json.loads((smoke_run / "book" / "generated" / "run.json").read_text())["profile"] == "smoke"
+    assert json.loads((book / "run.json").read_text())["profile"] == "smoke"
+    # the record of the run's settings, with the paths relative to the results folder
+    recorded = yaml.safe_load((work / "config.yaml").read_text())
+    assert recorded["name"] == "smoke" and recorded["notebooks_dir"] == "../../notebooks"
+    assert recorded["book_dir"] == "../../book/generated"
+    # the final message names what ran and where the results are; the kernels' logs stay quiet
+    log = FIRST_RUN_LOG[smoke_project]
+    assert "26 notebook node(s) ran" in log and f"summary: {work / 'summary.json'}" in log
+    assert "without encryption" not in log and "Traceback" not in log
 
 
 @pytest.mark.slow
-def test_rerun_with_nothing_changed_runs_nothing(smoke_run):
-    result = reproduce("--profile", "smoke", "--dry-run", "--results", str(smoke_run),
-                       "--book-dir", str(smoke_run / "book" / "generated"))
+def test_rerun_with_nothing_changed_runs_nothing(smoke_project, smoke_run):
+    result = reproduce("--profile", "smoke", "--dry-run", cwd=smoke_project)
     assert result.returncode == 0, result.stderr
     assert "Nothing to be done" in result.stdout + result.stderr
+    result = reproduce("--profile", "smoke", cwd=smoke_project)
+    assert result.returncode == 0, result.stderr
+    assert "nothing to do, all 26 notebook node(s) were up to date" in result.stderr
 
 
 @pytest.mark.slow
-def test_a_changed_parameter_reruns_only_what_depends_on_it(smoke_run):
-    result = reproduce("--profile", "smoke", "--dry-run", "--results", str(smoke_run),
-                       "--book-dir", str(smoke_run / "book" / "generated"),
-                       "--config", "embeddings.methods=[tsne]")
+def test_a_changed_parameter_reruns_only_what_depends_on_it_and_a_dry_run_writes_nothing(smoke_project, smoke_run):
+    before = snapshot(smoke_run)
+    result = reproduce("--profile", "smoke", "--dry-run", "--config", "embeddings.methods=[tsne]", cwd=smoke_project)
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout + result.stderr) == {"embeddings": 1, "results": 1, "publish_book": 1, "all": 1}
+    assert snapshot(smoke_run) == before  # config.yaml, logs, locks: nothing under results/ changed
 
 
 @pytest.mark.slow
-def test_the_book_builds_from_the_published_notebooks(smoke_run, tmp_path):
-    book = tmp_path / "bookroot"
-    book.mkdir()
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(ROOT / name, book / name)
-    shutil.copytree(ROOT / "book", book / "book", ignore=shutil.ignore_patterns("generated"))
-    shutil.copytree(smoke_run / "book" / "generated", book / "book" / "generated")
+def test_targets_and_options_after_double_dash_reach_snakemake(smoke_project, smoke_run):
+    extra = ["--", "notebooks/data.ipynb", "--forcerun", "data_overview"]
+    dry = reproduce("--profile", "smoke", "--dry-run", *extra, cwd=smoke_project)
+    assert dry.returncode == 0, dry.stderr
+    assert job_counts(dry.stdout + dry.stderr) == {"data_overview": 1}
+    real = reproduce("--profile", "smoke", *extra, cwd=smoke_project)
+    assert real.returncode == 0, real.stderr
+    assert "1 notebook node(s) ran (data), 25 were up to date" in real.stderr
+
+
+@pytest.fixture(scope="module")
+def copied_project(smoke_project, tmp_path_factory):
+    """The finished smoke project copied elsewhere (file times kept, as cp -a and mv do)."""
+    dest = tmp_path_factory.mktemp("moved") / "другое место" / "mafer copy"
+    shutil.copytree(smoke_project, dest, symlinks=True)
+    return dest
+
+
+@pytest.mark.slow
+def test_a_moved_or_copied_project_reruns_nothing(copied_project):
+    result = reproduce("--profile", "smoke", "--dry-run", cwd=copied_project)
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to be done" in result.stdout + result.stderr, result.stdout[-3000:]
+
+
+def _touch(path: Path) -> float:
+    old = path.stat().st_mtime
+    os.utime(path, (old + 3600, old + 3600))
+    return old
+
+
+@pytest.mark.slow
+def test_nodes_depend_on_the_code_they_import(copied_project):
+    device, views_py = copied_project / "mafer" / "device.py", copied_project / "mafer" / "pipeline" / "views.py"
+    old = _touch(device)
+    try:
+        counts = job_counts(reproduce("--profile", "smoke", "--dry-run", cwd=copied_project).stdout)
+    finally:
+        os.utime(device, (old, old))
+    assert counts["step1"] == 4 and counts["step2"] == 16  # training imports device.py
+    old = _touch(views_py)
+    try:
+        counts = job_counts(reproduce("--profile", "smoke", "--dry-run", cwd=copied_project).stdout)
+    finally:
+        os.utime(views_py, (old, old))
+    assert "step1" not in counts and "step2" not in counts  # a drawing helper is no reason to retrain
+    assert counts["data_overview"] == counts["results"] == 1 and counts["evaluation"] == 3
+
+
+@pytest.mark.slow
+def test_the_book_builds_from_the_published_notebooks(smoke_project):
     result = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", ".", "--path-output", "."],
-                            cwd=book, capture_output=True, text=True, timeout=600)
+                            cwd=smoke_project, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "[mystnb.glue" not in result.stdout + result.stderr  # every glued number was found
-    html = book / "_build" / "html" / "book"
+    html = smoke_project / "_build" / "html" / "book"
     for page in ("index", "method", "step1", "step2", "results", "reproduce"):
         assert (html / f"{page}.html").is_file()
     for page in graph.book_sources(load_profile("smoke")):
@@ -326,13 +469,84 @@ def test_the_book_builds_from_the_published_notebooks(smoke_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failing_notebook_fails_the_pipeline_and_is_named(smoke_run):
-    # runs last in this module: an unknown projection method makes the embeddings notebook raise
-    result = reproduce("--profile", "smoke", "--results", str(smoke_run),
-                       "--book-dir", str(smoke_run / "book" / "generated"), "--config", "embeddings.methods=[nope]")
+def test_a_failing_node_fails_the_pipeline_is_named_and_reruns_next_time(smoke_project, smoke_run):
+    # runs last in this module: an unknown training option makes the RAF-DB fine-tunings raise
+    result = reproduce("--profile", "smoke", "--config", "step2.rafdb={bogus: 1}", cwd=smoke_project)
     assert result.returncode == 1
-    assert "notebooks/embeddings.ipynb failed" in result.stderr
-    assert "unknown projection method" in result.stderr
-    partial = smoke_run / "smoke" / "failed" / "notebooks" / "embeddings" / "rafdb.ipynb"
-    assert f"partial executed copy: {partial}" in result.stderr
-    assert partial.is_file()
+    assert re.search(r"notebooks/step2.ipynb FAILED in cell In \[\d+\] \(`config = TrainConfig.preset\(", result.stderr)
+    assert "unknown training option(s) bogus" in result.stderr
+    record = next((smoke_run / "smoke" / "failed").rglob("rafdb-standard.json"))
+    partial = Path(json.loads(record.read_text())["partial"])
+    assert partial.is_file() and f"partial executed copy: {partial}" in result.stderr
+    # the profile as before: the failed nodes lost their outputs and are planned again
+    again = reproduce("--profile", "smoke", "--dry-run", cwd=smoke_project)
+    assert "Nothing to be done" not in again.stdout + again.stderr
+    assert 1 <= job_counts(again.stdout + again.stderr).get("step2", 0) <= 4
+
+
+# ------------------------------------------------------------------ interrupts (slow)
+
+def _start(*argv: str, log: Path) -> subprocess.Popen:
+    """`mafer reproduce` in a session of its own (so that its group can be signalled)."""
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "mafer", "reproduce", *argv], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _kernels_started(proc: subprocess.Popen, timeout: float = 600) -> list:
+    """Every process below ``proc`` once a notebook kernel runs among them."""
+    import psutil
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        family = psutil.Process(proc.pid).children(recursive=True)
+        if any("ipykernel_launcher" in " ".join(p.cmdline()) for p in family if p.is_running()):
+            time.sleep(2)  # let the kernel get to work
+            return psutil.Process(proc.pid).children(recursive=True)
+        time.sleep(0.5)
+    raise AssertionError(f"no notebook kernel started (exit code {proc.poll()})")
+
+
+@pytest.mark.slow
+def test_an_interrupt_stops_every_process_frees_the_lock_and_the_next_run_continues(tmp_path):
+    import psutil
+
+    argv = ("--profile", "smoke", "--results", str(tmp_path / "results"), "--book-dir", str(tmp_path / "book"))
+    work = tmp_path / "results" / "smoke"
+    for how in ("process", "group"):
+        log = tmp_path / f"{how}.log"
+        proc = _start(*argv, log=log)
+        try:
+            family = _kernels_started(proc)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from None
+        if how == "process":
+            os.kill(proc.pid, signal.SIGTERM)  # `kill PID`
+        else:
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group
+        assert proc.wait(timeout=120) in (128 + signal.SIGTERM, 128 + signal.SIGINT), log.read_text()
+        gone, alive = psutil.wait_procs(family, timeout=15)
+        assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+        text = log.read_text()
+        assert "finished and are kept" in text and "Continue with: mafer reproduce --profile smoke" in text
+        locks = work / ".snakemake" / "locks"
+        assert not locks.exists() or not any(locks.iterdir())
+        assert (work / "data" / ".synth-done").is_file()  # a finished node is kept
+    # the same command again just continues (here: up to the data overview)
+    result = reproduce(*argv, "--", "notebooks/data.ipynb")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (work / "notebooks" / "data.ipynb").is_file()
+
+
+def test_book_numbers_missing_from_a_run_say_why(monkeypatch):
+    glued = {}
+    monkeypatch.setattr("myst_nb.glue", lambda name, value, display=True: glued.__setitem__(name, value))
+    run = {model: {"rafdb": {"native": 0.5, "16": 0.3}} for model in MODELS}  # no 8 px, no FER2013
+    views.glue_accuracies(run)
+    assert glued["acc_cr_rafdb_native"] == "50.00" and glued["gain_cr_rafdb_native"] == "+0.00"
+    assert glued["acc_base_rafdb_8"] == "n/a: this run tests no 8 px faces"
+    assert glued["gain_cr_fer2013_8"] == "n/a: this run has no fer2013"
+    quoted = set()
+    for page in (ROOT / "book").glob("*.md"):
+        quoted |= set(re.findall(r"results\.ipynb::((?:acc|gain)_\w+):", page.read_text()))
+    assert quoted and quoted <= set(glued)  # every number the book quotes is there, or says why not

@@ -5,10 +5,15 @@ Kept out of the Snakefile so that the graph's logic is plain, importable, testab
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import json
+import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import mafer
+from mafer.errors import MaferError
 
 # slug used in paths -> the name the paper's tables use
 MODELS: dict[str, str] = {
@@ -28,27 +33,118 @@ STEP1: dict[str, dict[str, str]] = {
     "cr_affwild2": {"mode": "cr-simplified", "dataset": "affwild2"},
 }
 
-# Which mafer sources each kind of node runs: a change to one of them reruns the node.
-# Training nodes leave out pipeline/views.py: redrawing a training curve is no reason to retrain.
-_CODE = {
-    "synth": ["synth"],
-    "datasets": ["datasets", "resolution.py", "transforms.py", "evaluate.py", "pipeline/views.py"],
-    "train": ["train", "models", "datasets", "resolution.py", "transforms.py", "batch_augment.py"],
-    "evaluate": ["evaluate.py", "metrics.py", "aggregate.py", "figures.py", "models", "datasets", "resolution.py",
-                 "transforms.py", "pipeline/views.py"],
-    "embed": ["embed.py", "evaluate.py", "figures.py", "models", "datasets", "transforms.py", "pipeline/views.py"],
-    "aggregate": ["aggregate.py", "figures.py", "metrics.py", "pipeline/views.py", "pipeline/graph.py"],
-}
+# Modules the notebooks import only to draw and tabulate. A node whose product is a trained
+# network does not depend on them: redrawing a training curve is no reason to retrain.
+PRESENTATION = ("mafer.pipeline.views", "mafer.figures")
+
+# Packages whose version changes the numbers a node computes: a new version reruns the node.
+NUMERIC_PACKAGES = ("torch", "torchvision", "numpy", "Pillow")
+
+PROJECT_ROOT = Path(mafer.__file__).resolve().parent.parent
 
 
-def code_files(kind: str) -> list[str]:
-    """The mafer source files a node of ``kind`` runs (those that exist), as absolute paths."""
-    root = Path(mafer.__file__).resolve().parent
-    files: list[Path] = []
-    for entry in _CODE[kind]:
-        path = root / entry
-        files += sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.is_file() else []
-    return [str(f) for f in files]
+def _module_file(module: str) -> Path | None:
+    """The source file of a ``mafer`` module or package (None for anything else)."""
+    parts = module.split(".")
+    if parts[0] != "mafer":
+        return None
+    base = PROJECT_ROOT.joinpath(*parts)
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(source: str, module: str, is_package: bool, where: str) -> set[str]:
+    """Every module an import statement of ``source`` names (anywhere, lazy imports included),
+    with ``from package import name`` also naming ``package.name`` in case it is a submodule."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise MaferError(f"{where}: cannot read its imports ({exc})") from None
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolved against this module's package
+                package = module.split(".")
+                package = package if is_package else package[:-1]
+                package = package[:len(package) - (node.level - 1)]
+                base = ".".join(package + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names.add(base)
+            names |= {f"{base}.{alias.name}" for alias in node.names}
+    return names
+
+
+def _with_parents(module: str) -> list[str]:
+    """``a.b.c`` -> ``a``, ``a.b``, ``a.b.c``: importing a module runs its packages' ``__init__``."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def notebook_imports(notebook: Path) -> list[str]:
+    """The ``mafer`` modules a notebook's code cells import (IPython magics and shell lines skipped)."""
+    nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
+    lines = []
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code":
+            source = cell.get("source", "")
+            source = "".join(source) if isinstance(source, list) else source
+            lines += [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    names = _imported_modules("\n".join(lines), "__notebook__", False, str(notebook))
+    return sorted(n for n in names if _module_file(n))
+
+
+def import_closure(roots: Iterable[str]) -> list[Path]:
+    """The source files of ``roots`` (``mafer`` module names) and of every ``mafer`` module they
+    import, directly or through others, found by reading their ``import`` statements with ``ast``."""
+    seen: dict[str, Path] = {}
+    todo = [m for root in roots for m in _with_parents(root)]
+    while todo:
+        module = todo.pop()
+        path = _module_file(module)
+        if module in seen or path is None:
+            continue
+        seen[module] = path
+        imported = _imported_modules(path.read_text(encoding="utf-8"), module, path.name == "__init__.py",
+                                     str(path))
+        todo += [m for name in imported for m in _with_parents(name)]
+    return sorted(set(seen.values()))
+
+
+def code_files(entry: str, *, skip: Iterable[str] = (), relative_to: str | Path | None = None) -> list[str]:
+    """The project's source files a node runs: the import closure of ``entry``.
+
+    ``entry`` is a notebook path (its cells' ``mafer`` imports are the roots) or a ``mafer``
+    module name. ``skip`` drops roots (e.g. ``PRESENTATION`` for training nodes); a skipped
+    module still counts when a kept one imports it. Paths are relative to ``relative_to``
+    (the Snakemake working folder, so that a moved or copied project keeps the same inputs),
+    else absolute. Raises MaferError when a source cannot be parsed.
+    """
+    roots = notebook_imports(Path(entry)) if entry.endswith(".ipynb") else [entry]
+    files = import_closure(r for r in roots if r not in set(skip))
+    if relative_to is None:
+        return [str(f) for f in files]
+    return [os.path.relpath(f, relative_to) for f in files]
+
+
+def package_versions(packages: Iterable[str] = NUMERIC_PACKAGES) -> dict[str, str]:
+    """Installed version of each package (``"absent"`` when not installed), for the nodes' params."""
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
 
 
 def base_weights(config: Mapping[str, Any]) -> str:

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,9 +23,18 @@ from pathlib import Path
 # The environment's own kernel specs win over a user-level `python3` pointing elsewhere.
 os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")
 
+from traitlets.config import Config  # noqa: E402
+
 from mafer.errors import MaferError  # noqa: E402
 
-KERNEL_NAME = "python3"
+# Curve-encrypted kernel transport, as the kernel spec declares it supports: no plain-TCP warning
+# from every kernel, and code and outputs are not sent in the clear.
+KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}})
+
+# The project's kernel (what the notebooks name and `make lab` offers); installed into this
+# environment on first use when missing.
+KERNEL_NAME = "mafer"
+KERNEL_DISPLAY_NAME = "Python (mafer)"
 
 
 def failure_record_path(failed_dir: Path, output: Path) -> Path:
@@ -47,13 +57,29 @@ def check_kernel(kernel_name: str = KERNEL_NAME) -> None:
     try:
         spec = KernelSpecManager().get_kernel_spec(kernel_name)
     except NoSuchKernel:
-        raise MaferError(f"no Jupyter kernel named {kernel_name!r} for {sys.executable}; "
-                         "install ipykernel in this environment") from None
+        if kernel_name != KERNEL_NAME:
+            raise MaferError(f"no Jupyter kernel named {kernel_name!r} for {sys.executable}; "
+                             "install ipykernel in this environment") from None
+        install_kernel()
+        spec = KernelSpecManager().get_kernel_spec(kernel_name)
     exe = spec.argv[0]
     # jupyter_client swaps a bare "python" for sys.executable when it starts the kernel
     if exe not in ("python", "python3") and Path(exe).resolve() != Path(sys.executable).resolve():
         raise MaferError(f"{spec.resource_dir}/kernel.json: kernel {kernel_name!r} starts {exe}, "
                          f"expected {sys.executable}; remove that kernel spec or reinstall ipykernel here")
+
+
+def install_kernel() -> None:
+    """Install the project's kernel spec (``mafer``, this interpreter) into this environment."""
+    try:
+        from ipykernel.kernelspec import install
+    except ImportError:
+        raise MaferError(f"ipykernel is not installed for {sys.executable}; run make install") from None
+    try:
+        install(kernel_name=KERNEL_NAME, display_name=KERNEL_DISPLAY_NAME, prefix=sys.prefix)
+    except OSError as exc:
+        raise MaferError(f"cannot install the {KERNEL_NAME!r} Jupyter kernel into {sys.prefix} ({exc}); "
+                         "run make install") from None
 
 
 def check_parameters(notebook: Path, parameters: dict) -> None:
@@ -89,28 +115,45 @@ def execute(notebook: Path, output: Path, parameters: dict, *, threads: int, fai
         check_parameters(notebook, parameters)
         pm.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=KERNEL_NAME,
                             cwd=str(cwd) if cwd else None, progress_bar=False,
-                            request_save_on_cell_execute=True)
+                            request_save_on_cell_execute=True, config=KERNEL_CONFIG)
     except BaseException as exc:
         partial.parent.mkdir(parents=True, exist_ok=True)
         if output.exists():
             shutil.copyfile(output, partial)
         error = exc.evalue if hasattr(exc, "evalue") else str(exc)
         ename = getattr(exc, "ename", type(exc).__name__)
+        cell = _failed_cell(exc)
         record.write_text(json.dumps({
             "notebook": str(notebook), "output": str(output),
             "partial": str(partial) if partial.exists() else None,
-            "error": f"{ename}: {error}", "parameters": parameters,
+            "cell": cell, "error": f"{ename}: {error}", "parameters": parameters,
             "seconds": round(time.time() - start, 1), "time": time.time(),
         }, indent=2))
-        print(f"\nmafer pipeline: notebook {notebook} FAILED ({ename}: {error})\n"
-              f"  partial executed copy: {partial if partial.exists() else '(none written)'}",
+        print(f"\nmafer pipeline: notebook {notebook} FAILED{f' in {cell}' if cell else ''}: {ename}: {error}\n"
+              f"  executed copy kept for inspection: {partial if partial.exists() else '(none written)'}",
               file=sys.stderr)
         raise SystemExit(1) from None
     print(f"mafer pipeline: {notebook.name} -> {output} ({time.time() - start:.0f} s)", file=sys.stderr)
 
 
+def _failed_cell(exc: BaseException) -> str | None:
+    """"cell In [N] (`first line`)" of the cell papermill reports as failed, else None."""
+    count = getattr(exc, "exec_count", None)
+    if count is None:
+        return None
+    first = next((line for line in (getattr(exc, "source", "") or "").splitlines() if line.strip()), "")
+    first = first if len(first) <= 70 else first[:67] + "..."
+    return f"cell In [{count}] (`{first}`)"
+
+
+def _terminate(signum, frame):
+    # as Ctrl-C: papermill saves the executed copy and shuts the kernel down
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry used by the Snakefile's rules."""
+    signal.signal(signal.SIGTERM, _terminate)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebook", type=Path)
     parser.add_argument("output", type=Path)

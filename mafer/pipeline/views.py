@@ -210,7 +210,40 @@ def glue_accuracies(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) ->
                     glue(f"gain_{name}", f"{gain:+.2f}", display=False)
                 rows.append({"model": model, "dataset": dataset, "resolution": res,
                              "accuracy (%)": round(100 * acc, 2), "gain over base (points)": gain})
+    for name, text in missing_book_numbers(summary).items():
+        glue(name, text, display=False)
     return pd.DataFrame(rows)
+
+
+# The resolutions and datasets the book's prose quotes by name (book/*.md glue roles).
+BOOK_RESOLUTIONS = ("native", "8")
+BOOK_DATASETS = ("fer2013", "rafdb", "oulucasia")
+
+
+def missing_book_numbers(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, str]:
+    """For each ``acc_``/``gain_`` number the book quotes that this run lacks (a profile without a
+    dataset or without 8 px), the words the page shows instead, saying why."""
+    from mafer.pipeline.graph import MODELS
+
+    datasets = {d for per_dataset in summary.values() for d in per_dataset}
+    resolutions = {r for per_dataset in summary.values() for accs in per_dataset.values() for r in accs}
+    missing = {}
+    for slug, model in MODELS.items():
+        for dataset in BOOK_DATASETS:
+            for res in BOOK_RESOLUTIONS:
+                if res in summary.get(model, {}).get(dataset, {}):
+                    continue
+                if dataset not in datasets:
+                    why = f"n/a: this run has no {dataset}"
+                elif res not in resolutions:
+                    why = f"n/a: this run tests no {res} px faces"
+                else:
+                    why = f"n/a: this run has no {model} result here"
+                name = f"{slug}_{dataset}_{res}"
+                missing[f"acc_{name}"] = why
+                if model != "base":
+                    missing[f"gain_{name}"] = why
+    return missing
 
 
 CLEAR_GAIN_POINTS = 3.0  # a step-1 model "clearly better" than base: at least this many points ahead

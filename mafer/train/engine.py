@@ -409,6 +409,11 @@ class Trainer:
         if improved:
             self.save(self.out / "best.pt", metrics)
         self.save(self.out / "last.pt", metrics)
+        if getattr(self, "progress_lines", False):
+            shown = ", ".join(f"val {k} {v:.4g}" for k, v in metrics.items() if k in ("loss", "acc"))
+            print(f"{self.cfg.stage} {self.cfg.dataset}: step {self.step}/{self.last_step} "
+                  f"(epoch {self.step / self.steps_per_epoch:.2f}), {shown}, best {self.cfg.best_metric} "
+                  f"{self.best:.4g}", file=sys.stderr, flush=True)
 
     # -- checkpoints -------------------------------------------------------------------
     def rng_state(self) -> dict[str, Tensor]:
@@ -465,6 +470,8 @@ class Trainer:
         show = self.env.is_main and (cfg.progress if cfg.progress is not None else sys.stderr.isatty())
         desc = " ".join([cfg.stage] + ([cfg.mode] if cfg.stage == "pretrain" else []) + [cfg.dataset])
         bar = tqdm(total=self.last_step, initial=self.step, disable=not show, unit="step", desc=desc)
+        # without a terminal (logs, CI, nohup) a bar prints nothing until the end: a line per validation
+        self.progress_lines = self.env.is_main and cfg.progress is None and not show
         self.model.train()
         last_validated = self.step if cfg.resume else None
         window = LogWindow()
