@@ -97,7 +97,7 @@ class DeviceDecodeSource:
     """A split read from disk as encoded bytes by DataLoader workers and decoded one batch at a
     time on the compute device (nvJPEG on CUDA), so CPU cores only read files.
 
-    Images come out resized like ``load_uint8(S)`` (shorter side to S, centre crop).
+    Images come out resized like ``load_uint8(S)`` (squashed to S x S as the authors' ``Resize``).
     """
 
     def __init__(self, dataset: FaceDataset, size: int, workers: int):
