@@ -327,8 +327,8 @@ def test_skip_bad_skips_a_truncated_image_and_lists_it(smoke_data: Path, tmp_pat
 
     # the same from a config field, on the from-disk path (pretrain on AffWild2 frames)
     shutil.copytree(smoke_data / "affwild2", data / "affwild2")
-    failing = smoke(data, tmp_path / "pre-fails", mode="base", dataset="affwild2", in_memory=False, workers=1,
-                    max_steps=1)
+    failing = smoke(data, tmp_path / "pre-fails", stage="pretrain", mode="base", dataset="affwild2",
+                    in_memory=False, workers=1, max_steps=1)
     frames = get_dataset("affwild2", data, "train").samples
     first = int(train_data.epoch_permutation(len(frames), failing.resolve().seed, 0)[0])
     frame = Path(frames[first])  # in the first batch
