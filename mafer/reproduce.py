@@ -23,7 +23,7 @@ import yaml
 
 from mafer.errors import MaferError
 from mafer.yamlfile import read_yaml_mapping
-from mafer.pipeline import PROFILES_DIR, SNAKEFILE
+from mafer.pipeline import PROFILES_DIR, SNAKEFILE, cluster
 
 REQUIRED_KEYS = ("name", "datasets", "folds", "run_folds", "resolutions", "preset", "image_size",
                  "step1", "step2", "embeddings")
@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads per node (default: the profile's, else CPU cores / jobs)")
     parser.add_argument("--force", action="store_true", help="rerun every node, changed or not")
     parser.add_argument("--keep-going", action="store_true", help="go on with independent nodes after a failure")
+    cluster.add_arguments(parser)
     parser.add_argument("snakemake_args", nargs=argparse.REMAINDER,
                         help="after --: extra Snakemake options (e.g. -- --executor slurm)")
 
@@ -145,7 +146,8 @@ def snakemake_command(config_file: Path, workdir: Path, args: argparse.Namespace
            "--jobs", str(args.jobs), "--rerun-triggers", "mtime", "params", "code", "input",
            "--rerun-incomplete", "--show-failed-logs"]
     gpus = int(config.get("gpus_per_job", 0))
-    if gpus:
+    on_cluster = cluster.snakemake_args(args, config)
+    if gpus and not on_cluster:  # a scheduler, not this machine's GPU count, limits a cluster run
         cmd += ["--resources", f"gpu={max(gpus, _visible_gpus())}"]
     # the job list of a dry run, else one line per finished job (run_notebook) and Snakemake's progress
     cmd += ["--dry-run"] if args.dry_run else ["--quiet", "rules", "host"]
@@ -156,7 +158,7 @@ def snakemake_command(config_file: Path, workdir: Path, args: argparse.Namespace
     extra = list(args.snakemake_args or [])
     if extra[:1] == ["--"]:
         extra = extra[1:]
-    return cmd + extra
+    return cmd + on_cluster + extra
 
 
 def _visible_gpus() -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,11 +106,11 @@ def test_snakemake_gets_the_profile_cores_gpus_and_extra_options(tmp_path, monke
     weights = tmp_path / "senet50_ft_weight.pkl"
     weights.write_bytes(b"")
     args = parse("--profile", "paper", "--data-dir", str(tmp_path), "--config", f"base_weights={weights}",
-                 "--jobs", "4", "--", "--executor", "slurm")
+                 "--jobs", "4", "--", "--printshellcmds")
     cmd = snakemake_command(tmp_path / "config.yaml", tmp_path, args, resolve_config(args))
     assert cmd[cmd.index("--jobs") + 1] == "4" and cmd[cmd.index("--cores") + 1] == "32"  # 8 threads per node
     assert cmd[cmd.index("--resources") + 1] == "gpu=4"
-    assert cmd[-2:] == ["--executor", "slurm"] and "--" not in cmd
+    assert cmd[-1] == "--printshellcmds" and "--" not in cmd  # cluster runs: tests/test_slurm.py
     assert "--resources" not in snakemake_command(tmp_path / "c.yaml", tmp_path, parse("--profile", "smoke"),
                                                   resolve_config(parse("--profile", "smoke")))
 
@@ -247,16 +246,7 @@ def test_dry_run_lists_the_jobs_and_runs_none(tmp_path):
 
 
 # ------------------------------------------------------------------ end to end (slow)
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """The smoke profile run once, end to end, in a temporary results folder."""
-    root = tmp_path_factory.mktemp("pipeline")
-    result = reproduce("--profile", "smoke", "--results", str(root), "--book-dir", str(root / "book" / "generated"),
-                       "--jobs", "2")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return root
-
+# (smoke_run and smoke_book: the session fixtures of conftest.py)
 
 @pytest.mark.slow
 def test_smoke_pipeline_writes_summary_and_every_executed_notebook(smoke_run):
@@ -302,17 +292,9 @@ def test_a_changed_parameter_reruns_only_what_depends_on_it(smoke_run):
 
 
 @pytest.mark.slow
-def test_the_book_builds_from_the_published_notebooks(smoke_run, tmp_path):
-    book = tmp_path / "bookroot"
-    book.mkdir()
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(ROOT / name, book / name)
-    shutil.copytree(ROOT / "book", book / "book", ignore=shutil.ignore_patterns("generated"))
-    shutil.copytree(smoke_run / "book" / "generated", book / "book" / "generated")
-    result = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", ".", "--path-output", "."],
-                            cwd=book, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "[mystnb.glue" not in result.stdout + result.stderr  # every glued number was found
+def test_the_book_builds_from_the_published_notebooks(smoke_book):
+    book = smoke_book  # conftest.py: the session's smoke run, built with jupyter-book
+    assert "[mystnb.glue" not in (book / "build.log").read_text()  # every glued number was found
     html = book / "_build" / "html" / "book"
     for page in ("index", "method", "step1", "step2", "results", "reproduce"):
         assert (html / f"{page}.html").is_file()
