@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= demo
 JOBS ?= 2
 
-.PHONY: install test book lab reproduce clean
+.PHONY: install test book lab reproduce clean publish gh-pages
 
 install: $(STAMP)
 
@@ -25,6 +25,16 @@ reproduce: install
 
 book: reproduce
 	$(BIN)/jupyter-book build . --path-output .
+
+# The built book on the gh-pages branch, ready for GitHub Pages (PUSH=1 also pushes it to origin).
+# --no-jekyll: GitHub's Jekyll would drop Sphinx's _static/ and _images/ folders.
+SITE ?= _build/html
+publish: book
+	$(MAKE) gh-pages
+
+gh-pages:
+	$(BIN)/ghp-import --no-jekyll --force --message "book built from $$(git rev-parse --short HEAD)" \
+		$(if $(PUSH),--push,) $(SITE)
 
 lab: install
 	$(BIN)/jupyter lab notebooks/

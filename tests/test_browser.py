@@ -158,3 +158,38 @@ def test_every_page_loads_cleanly_under_a_sub_path_and_search_works_offline(site
     assert not external, f"the book requested other sites: {sorted(external)}"
     assert any(h.startswith(site + "index.html") or "/book/" in h for h in hits), hits
     assert shot.stat().st_size > 10_000
+
+
+# ------------------------------------------------------------------ publishing
+
+def test_make_gh_pages_puts_the_site_on_the_gh_pages_branch(smoke_book, tmp_path):
+    repo = tmp_path / "clone"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    (repo / "README.md").write_text("x\n")
+    subprocess.run(git + ["add", "README.md"], check=True)
+    subprocess.run(git + ["commit", "-qm", "first"], check=True)
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.org")
+    result = subprocess.run(["make", "-f", str(ROOT / "Makefile"), "gh-pages", f"SITE={smoke_book / '_build' / 'html'}",
+                             f"BIN={Path(sys.executable).parent}"], cwd=repo, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    files = subprocess.run(git + ["ls-tree", "-r", "--name-only", "gh-pages"], capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    assert {"index.html", ".nojekyll", "search.html", "book/reproduce.html"} <= set(files)
+    assert any(f.startswith("_static/") for f in files)
+    assert subprocess.run(git + ["branch", "--show-current"], capture_output=True, text=True).stdout.strip() == "main"
+
+
+def test_the_pages_workflow_builds_the_demo_book_and_deploys_it():
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    build, deploy = workflow["jobs"]["build"], workflow["jobs"]["deploy"]
+    runs = [step.get("run", "") for step in build["steps"]]
+    assert "make book" in runs
+    upload = next(s for s in build["steps"] if s.get("uses", "").startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "_build/html"
+    assert deploy["needs"] == "build" and deploy["steps"][-1]["uses"].startswith("actions/deploy-pages")
+    assert workflow["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
