@@ -125,8 +125,8 @@ def test_local_runs_are_unchanged_and_cluster_options_need_the_executor(paper_ar
     config = resolve_config(parse(*paper_args))
     assert cluster.snakemake_args(parse(*paper_args), config) == []
     assert cluster.executor(parse(*paper_args, "--", "--executor", "slurm")) == "slurm"
-    with pytest.raises(MaferError, match="add --executor slurm"):
-        cluster.snakemake_args(parse(*paper_args, "--partition", "gpu"), config)
+    with pytest.raises(MaferError, match="--partition, --cluster-resources: SLURM option.*add --executor slurm"):
+        cluster.snakemake_args(parse(*paper_args, "--partition", "gpu", "--cluster-resources", "r.yaml"), config)
 
 
 # ------------------------------------------------------------------ one clear line

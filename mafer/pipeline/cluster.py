@@ -118,8 +118,10 @@ def snakemake_args(args: argparse.Namespace, config: dict[str, Any]) -> list[str
     """
     name = executor(args)
     if name == "local":
-        if getattr(args, "partition", None) or getattr(args, "account", None):
-            raise MaferError("--partition and --account are SLURM options: add --executor slurm")
+        given = [f"--{option.replace('_', '-')}" for option in ("partition", "account", "cluster_resources")
+                 if getattr(args, option, None)]
+        if given:
+            raise MaferError(f"{', '.join(given)}: SLURM option(s); add --executor slurm")
         return []
     if name != "slurm":
         return []  # another Snakemake executor given after --: Snakemake checks it
