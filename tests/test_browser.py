@@ -9,6 +9,7 @@ is kept in ``_build/test-artifacts/`` (or ``$MAFER_TEST_ARTIFACTS``)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -16,7 +17,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urldefrag, urlsplit
+from urllib.parse import urldefrag, urljoin, urlsplit
 
 import pytest
 
@@ -43,6 +44,15 @@ def _browser_or_skip():
             pytest.fail(message)
         pytest.skip(message)
     return sync_playwright
+
+
+# Two script errors that Jupyter Book 1.x's own theme code raises on every page, whatever the
+# content (the site works regardless); they are the only ones ignored, by their exact text:
+# sphinx-thebe's inline config script is emitted twice (`const THEBE_JS_URL` declared again),
+# and sphinx-book-theme leaves pydata-sphinx-theme's default_mode empty on a first visit (and
+# refuses the option when set).
+KNOWN_THEME_ERRORS = ("script error: Identifier 'THEBE_JS_URL' has already been declared",
+                      "console error: Got invalid theme mode: . Resetting to auto.")
 
 
 def _free_port() -> int:
@@ -114,6 +124,12 @@ def test_every_page_loads_cleanly_under_a_sub_path_and_search_works_offline(site
             if url in visited:
                 continue
             current["url"] = url
+            # the site's root page only redirects (meta refresh) to the book's first page
+            refresh = re.search(r'http-equiv="refresh"[^>]*url=([^"]+)"', urllib.request.urlopen(url).read().decode(), re.I)
+            if refresh:
+                visited[url] = []
+                queue.append(urljoin(url, refresh.group(1).strip()))
+                continue
             response = page.goto(url, wait_until="networkidle")
             assert response is not None and response.ok, f"{url}: {response and response.status}"
             visited[url] = page.eval_on_selector_all("[id]", "els => els.map(e => e.id)")
@@ -159,6 +175,7 @@ def test_every_page_loads_cleanly_under_a_sub_path_and_search_works_offline(site
           f"screenshot {shot}")
     assert len(visited) >= 8, sorted(visited)
     assert site + "book/reproduce.html" in visited and site + "book/generated/results.html" in visited
+    problems = [p for p in problems if not p.endswith(KNOWN_THEME_ERRORS)]
     assert not problems, "\n".join(problems)
     assert not external, f"the book requested other sites: {sorted(external)}"
     assert any(h.startswith(site + "index.html") or "/book/" in h for h in hits), hits
