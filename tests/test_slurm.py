@@ -319,11 +319,14 @@ def test_the_smoke_profile_runs_as_slurm_jobs_and_gives_the_local_summary(slurm_
     nodes = [j for j in dry_run_jobs(dry.stdout + dry.stderr) if j["rule"] != "all"]
     assert sorted(j["comment"].split("_wildcards_")[0] for j in jobs) == sorted(f"rule_{n['rule']}" for n in nodes)
     requests = cluster.node_resources(load_profile("smoke"))
+    threads = yaml.safe_load((work / "config.yaml").read_text())["threads"]
     for job in jobs:
         rule = next(r for r in cluster.RULES if job["comment"] == f"rule_{r}" or job["comment"].startswith(f"rule_{r}_wildcards"))
         want = requests["default"] | requests.get(rule, {})
         assert job["state"] == "COMPLETED" and job["partition"] == slurm_cluster.partition, job
         assert job["mem"] == f"{want['mem_mb']}M" and job["limit"] == f"{want['runtime']}:00", job
+        # --cpus-per-task = the node's threads (the two file-copying rules declare none: 1)
+        assert job["cpus"] == str(1 if rule in ("synthetic_data", "publish_book") else threads), job
     # the plugin's per-job logs, kept for jobs that succeed too
     logs = sorted(p.stem for p in (work / ".snakemake" / "slurm_logs").rglob("*.log"))
     assert logs == sorted(j["id"] for j in jobs)
