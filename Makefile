@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= demo
 JOBS ?= 2
 
-.PHONY: install test book lab reproduce clean
+.PHONY: install test book lab reproduce clean publish gh-pages
 
 install: $(STAMP)
 
@@ -30,6 +30,16 @@ book: reproduce
 		cat _build/book-build.log; test $$status -eq 0
 	@if grep -q "mystnb.glue" _build/book-build.log; then \
 		echo "make book: a number the book quotes is missing (mystnb.glue warnings above)" >&2; exit 1; fi
+
+# The built book on the gh-pages branch, ready for GitHub Pages (PUSH=1 also pushes it to origin).
+# --no-jekyll: GitHub's Jekyll would drop Sphinx's _static/ and _images/ folders.
+SITE ?= _build/html
+publish: book
+	$(MAKE) gh-pages
+
+gh-pages:
+	$(BIN)/ghp-import --no-jekyll --force --message "book built from $$(git rev-parse --short HEAD)" \
+		$(if $(PUSH),--push,) $(SITE)
 
 # JupyterLab on the notebooks, offering only the project's kernel (the one they name). As root
 # (containers, cloud VMs) it passes --allow-root; LAB_ARGS adds options, e.g.

@@ -28,7 +28,7 @@ import yaml
 
 from mafer.errors import MaferError
 from mafer.yamlfile import read_yaml_mapping
-from mafer.pipeline import PIPELINE_DIR, PROFILES_DIR, SNAKEFILE
+from mafer.pipeline import PIPELINE_DIR, PROFILES_DIR, SNAKEFILE, cluster
 
 PROJECT_ROOT = PIPELINE_DIR.parent.parent
 SCHEMA = PIPELINE_DIR / "profile_schema.yaml"
@@ -63,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-going", action="store_true", help="go on with independent nodes after a failure")
     parser.add_argument("--unlock", action="store_true",
                         help="remove the lock an interrupted or crashed run left in RESULTS/<profile>, run nothing")
+    cluster.add_arguments(parser)
     parser.add_argument("snakemake_args", nargs=argparse.REMAINDER,
                         help="after --: extra Snakemake options (e.g. -- --executor slurm)")
 
@@ -209,7 +210,8 @@ def snakemake_command(config_file: Path, workdir: Path, args: argparse.Namespace
            "--rerun-triggers", "mtime", "params", "code", "input", "software-env",
            "--rerun-incomplete", "--show-failed-logs"]
     gpus = int(config.get("gpus_per_job", 0))
-    if gpus:
+    on_cluster = cluster.snakemake_args(args, config)
+    if gpus and not on_cluster:  # a scheduler, not this machine's GPU count, limits a cluster run
         cmd += ["--resources", f"gpu={max(gpus, _visible_gpus())}"]
     if args.unlock:
         cmd += ["--unlock"]
@@ -225,7 +227,7 @@ def snakemake_command(config_file: Path, workdir: Path, args: argparse.Namespace
     extra = list(args.snakemake_args or [])
     if extra[:1] == ["--"]:
         extra = extra[1:]
-    return cmd + extra
+    return cmd + on_cluster + extra
 
 
 def _visible_gpus() -> int:

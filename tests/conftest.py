@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +73,38 @@ def copy_project():
         return dest
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def smoke_project(tmp_path_factory: pytest.TempPathFactory, copy_project) -> Path:
+    """A copy of the project under a path with a space and a non-ASCII character, where
+    `mafer reproduce --profile smoke --jobs 2` ran once end to end, once per session.
+
+    `python -m mafer` from there runs that copy's code, nodes and kernels included; the run's
+    stderr is kept in ``<root>/first-run.log``."""
+    root = copy_project(tmp_path_factory.mktemp("pipeline") / "My Projects ü" / "mafer")
+    result = subprocess.run([sys.executable, "-m", "mafer", "reproduce", "--profile", "smoke", "--jobs", "2"],
+                            cwd=root, capture_output=True, text=True, timeout=2400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    (root / "first-run.log").write_text(result.stderr)
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_project: Path) -> Path:
+    """The results root of the session's smoke run: ``<root>/smoke`` holds ``summary.json``,
+    the runs and the executed notebooks."""
+    return smoke_project / "results"
+
+
+@pytest.fixture(scope="session")
+def smoke_book(smoke_project: Path) -> Path:
+    """The book built (``jupyter-book build``) from the smoke run's published pages.
+
+    Returns the book's root folder; the site is ``<root>/_build/html`` and the build's
+    output is kept in ``<root>/build.log``."""
+    result = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", ".", "--path-output", "."],
+                            cwd=smoke_project, capture_output=True, text=True, timeout=600)
+    (smoke_project / "build.log").write_text(result.stdout + result.stderr)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return smoke_project

@@ -111,11 +111,11 @@ def test_snakemake_gets_the_profile_cores_gpus_and_extra_options(tmp_path, monke
     weights = tmp_path / "senet50_ft_weight.pkl"
     weights.write_bytes(b"")
     args = parse("--profile", "paper", "--data-dir", str(tmp_path), "--config", f"base_weights={weights}",
-                 "--jobs", "4", "--", "--executor", "slurm")
+                 "--jobs", "4", "--", "--printshellcmds")
     cmd = snakemake_command(tmp_path / "config.yaml", tmp_path, args, resolve_config(args))
     assert cmd[cmd.index("--jobs") + 1] == "4" and cmd[cmd.index("--cores") + 1] == "32"  # 8 threads per node
     assert cmd[cmd.index("--resources") + 1] == "gpu=4"
-    assert cmd[-2:] == ["--executor", "slurm"] and "--" not in cmd
+    assert cmd[-1] == "--printshellcmds" and "--" not in cmd  # cluster runs: tests/test_slurm.py
     assert "--resources" not in snakemake_command(tmp_path / "c.yaml", tmp_path, parse("--profile", "smoke"),
                                                   resolve_config(parse("--profile", "smoke")))
 
@@ -321,26 +321,7 @@ def test_a_stale_lock_is_explained_with_the_command_that_removes_it(tmp_path):
 
 
 # ------------------------------------------------------------------ end to end (slow)
-
-FIRST_RUN_LOG: dict[Path, str] = {}
-
-
-@pytest.fixture(scope="module")
-def smoke_project(tmp_path_factory, copy_project):
-    """A copy of the project under a path with a space and a non-ASCII character, where
-    `mafer reproduce --profile smoke` ran once end to end (its results/ and book/generated/);
-    `python -m mafer` from there runs that copy's code, nodes and kernels included."""
-    root = copy_project(tmp_path_factory.mktemp("pipeline") / "My Projects ü" / "mafer")
-    result = reproduce("--profile", "smoke", "--jobs", "2", cwd=root)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    FIRST_RUN_LOG[root] = result.stderr
-    return root
-
-
-@pytest.fixture(scope="module")
-def smoke_run(smoke_project):
-    return smoke_project / "results"
-
+# (smoke_project, smoke_run and smoke_book: the session fixtures of conftest.py)
 
 def snapshot(folder: Path) -> dict[str, float]:
     return {str(p.relative_to(folder)): p.stat().st_mtime for p in folder.rglob("*")}
@@ -376,7 +357,7 @@ def test_smoke_pipeline_writes_summary_and_every_executed_notebook(smoke_project
     assert recorded["name"] == "smoke" and recorded["notebooks_dir"] == "../../notebooks"
     assert recorded["book_dir"] == "../../book/generated"
     # the final message names what ran and where the results are; the kernels' logs stay quiet
-    log = FIRST_RUN_LOG[smoke_project]
+    log = (smoke_project / "first-run.log").read_text()
     assert "26 notebook node(s) ran" in log and f"summary: {work / 'summary.json'}" in log
     assert "without encryption" not in log and "Traceback" not in log
 
@@ -451,12 +432,10 @@ def test_nodes_depend_on_the_code_they_import(copied_project):
 
 
 @pytest.mark.slow
-def test_the_book_builds_from_the_published_notebooks(smoke_project):
-    result = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", ".", "--path-output", "."],
-                            cwd=smoke_project, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "[mystnb.glue" not in result.stdout + result.stderr  # every glued number was found
-    html = smoke_project / "_build" / "html" / "book"
+def test_the_book_builds_from_the_published_notebooks(smoke_book):
+    book = smoke_book  # conftest.py: the session's smoke run, built with jupyter-book
+    assert "[mystnb.glue" not in (book / "build.log").read_text()  # every glued number was found
+    html = book / "_build" / "html" / "book"
     for page in ("index", "method", "step1", "step2", "results", "reproduce"):
         assert (html / f"{page}.html").is_file()
     for page in graph.book_sources(load_profile("smoke")):
