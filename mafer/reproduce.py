@@ -24,6 +24,7 @@ import yaml
 from mafer.errors import MaferError
 from mafer.yamlfile import read_yaml_mapping
 from mafer.pipeline import PROFILES_DIR, SNAKEFILE
+from mafer.pipeline.cap import apply_cap, cap_names, describe_changes
 
 REQUIRED_KEYS = ("name", "datasets", "folds", "run_folds", "resolutions", "preset", "image_size",
                  "step1", "step2", "embeddings")
@@ -45,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="KEY=VALUE", nargs="+", default=[], action="extend",
                         help="override profile entries, dotted keys for nested ones, values in YAML "
                              "(e.g. base_weights=/w/senet50_ft_weight.pkl step2.common.epochs=5 run_folds=[0,1])")
+    parser.add_argument("--cap", choices=cap_names(),
+                        help="run every node of the profile with less work (a few optimizer steps, test "
+                             "images and folds; nothing else changes) into RESULTS/<profile>-cap-<cap>")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads per node (default: the profile's, else CPU cores / jobs)")
     parser.add_argument("--force", action="store_true", help="rerun every node, changed or not")
@@ -91,7 +95,11 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """The profile with the command line applied, paths made absolute, inputs checked."""
-    config = apply_overrides(load_profile(args.profile), args.config)
+    config = load_profile(args.profile)
+    if getattr(args, "cap", None):
+        config, changes = apply_cap(config, args.cap)
+        print(describe_changes(args.cap, changes), file=sys.stderr)
+    config = apply_overrides(config, args.config)
     if args.data_dir:
         config["data_dir"], config["synthetic"] = args.data_dir, None
     if not config.get("synthetic"):
@@ -183,6 +191,26 @@ def report_failures(workdir: Path, since: float) -> list[dict[str, Any]]:
     return failures
 
 
+def write_node_records(workdir: Path) -> Path:
+    """``nodes.json``: wall time and peak memory of every node, from Snakemake's benchmark files.
+
+    ``{"<rule>/<wildcards>": {"seconds", "max_rss_mb", "cpu_seconds"}}``, read from
+    ``benchmarks/**/*.jsonl`` (the rules' ``benchmark:`` files, one per node, rewritten when a
+    node reruns). Snakemake samples memory every 0.5 s for the first 15 s, then every 30 s.
+    """
+    nodes: dict[str, dict[str, float]] = {}
+    for path in sorted((workdir / "benchmarks").rglob("*.jsonl")):
+        try:
+            record = json.loads(path.read_text().splitlines()[-1])
+        except (OSError, ValueError, IndexError):
+            continue
+        nodes[path.relative_to(workdir / "benchmarks").with_suffix("").as_posix()] = {
+            "seconds": record.get("s"), "max_rss_mb": record.get("max_rss"), "cpu_seconds": record.get("cpu_time")}
+    out = workdir / "nodes.json"
+    out.write_text(json.dumps(nodes, indent=1) + "\n")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     """Merge the profile, run Snakemake, report the outcome (and the failed notebooks)."""
     config = resolve_config(args)
@@ -204,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"mafer reproduce: snakemake failed (exit {rc}); see its log above", file=sys.stderr)
         return 1
     if not args.dry_run:
+        write_node_records(workdir)
         print(f"mafer reproduce: done in {elapsed:.0f} s; summary: {workdir / 'summary.json'}; "
               f"book pages: {config['book_dir']}", file=sys.stderr)
     return 0
