@@ -22,7 +22,9 @@ import pytest
 import yaml
 
 from mafer.datasets import dataset_info
+from mafer.embed import extract_features
 from mafer.errors import MaferError
+from mafer.evaluate import class_interleaved, evaluate_checkpoint
 from mafer.pipeline import cap as cap_module
 from mafer.pipeline import graph
 from mafer.pipeline.cap import TRAIN_WORK_KEYS, apply_cap
@@ -112,6 +114,26 @@ def test_a_cap_that_changes_the_method_is_refused(monkeypatch):
         apply_cap(load_profile("paper"), "bad")
     with pytest.raises(MaferError, match="unknown cap 'nope'"):
         apply_cap(load_profile("paper"), "nope")
+
+
+def test_class_interleaved_takes_every_class_in_turn():
+    targets = [2, 2, 2, 0, 0, 1, 2, 1]
+    assert class_interleaved(targets, 3) == [0, 3, 5]  # the first of each class, in dataset order
+    assert class_interleaved(targets, 5) == [0, 3, 4, 5, 7]  # then the second of classes 0 and 1
+    assert class_interleaved(targets, None) is None and class_interleaved(targets, 8) is None
+    with pytest.raises(MaferError, match="max_images must be at least 1"):
+        class_interleaved(targets, 0)
+
+
+def test_a_capped_evaluation_tests_one_image_per_class_and_says_so(smoke_data, tmp_path, tiny_checkpoint):
+    checkpoint = tiny_checkpoint(tmp_path / "rafdb.pt", "rafdb", image_size=32)
+    result = evaluate_checkpoint("rafdb", smoke_data, checkpoint, resolutions=["native", 8], device="cpu",
+                                 workers=0, max_images=7)
+    assert result["max_images"] == 7
+    for entry in result["resolutions"].values():
+        assert entry["n"] == 7 and [sum(row) for row in entry["confusion_matrix"]] == [1] * 7
+    features, labels = extract_features("rafdb", smoke_data, checkpoint, device="cpu", workers=0, max_images=5)
+    assert features.shape[0] == 5 and sorted(labels.tolist()) == [0, 1, 2, 3, 4]
 
 
 # ------------------------------------------------------------------ the capped paper graph (slow)
