@@ -23,6 +23,7 @@ from mafer.evaluate import (
     check_classes,
     checkpoint_image_size,
     default_workers,
+    limited,
     load_classifier,
     make_loader,
     open_test_data,
@@ -39,10 +40,11 @@ def extract_features(dataset: str, data_dir: str | os.PathLike, checkpoint: str 
                      split: str = "test", fold: int | None = None, folds: int = 10, protocol: str = "image",
                      resolution: str | int = "native", device: str = "auto", image_size: int | None = None,
                      batch_size: int = 64, workers: int | None = None,
-                     skip_bad: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                     skip_bad: bool = False, max_images: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pooled features ``[N, D]`` (float32) and labels ``[N]`` (int64) of ``split`` at ``resolution``.
 
-    With ``skip_bad`` unreadable images are left out (see ``mafer.evaluate.open_test_data``).
+    With ``skip_bad`` unreadable images are left out (see ``mafer.evaluate.open_test_data``);
+    ``max_images`` keeps that many, every class in turn (``mafer.evaluate.class_interleaved``).
     """
     (resolution,) = parse_resolutions([resolution])
     dev = pick_device(device)
@@ -50,7 +52,7 @@ def extract_features(dataset: str, data_dir: str | os.PathLike, checkpoint: str 
     data = open_test_data(dataset, data_dir, split, fold, folds, protocol, skip_bad)
     check_classes(meta, data, checkpoint)
     data.transform = LoweredEvalTransform(dataset, checkpoint_image_size(meta, image_size), resolution)
-    loader = make_loader(data, batch_size, default_workers() if workers is None else workers, dev)
+    loader = make_loader(limited(data, max_images), batch_size, default_workers() if workers is None else workers, dev)
     features, labels = run_model(model, loader, meta["mean_bgr"], dev, features=True)
     return features.numpy().astype(np.float32), labels.numpy().astype(np.int64)
 

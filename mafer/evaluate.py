@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from mafer.datasets import FaceDataset, dataset_info, get_dataset
 from mafer.errors import MaferError
@@ -118,7 +118,32 @@ def open_test_data(dataset: str, data_dir: str | os.PathLike, split: str, fold: 
     return data
 
 
-def make_loader(dataset: FaceDataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
+def class_interleaved(targets: Sequence[int], max_images: int | None) -> list[int] | None:
+    """Indices of at most ``max_images`` items taken from every class in turn (first of each class,
+    then second, ...), in dataset order; None when ``max_images`` is None or covers every item.
+
+    A capped run (``mafer reproduce --cap``) tests this subset, so that every class with an image
+    still appears in the confusion matrix. MaferError when ``max_images`` is below 1.
+    """
+    if max_images is None or max_images >= len(targets):
+        return None
+    if max_images < 1:
+        raise MaferError(f"max_images must be at least 1, got {max_images}")
+    rank, seen = [], {}  # rank[i]: how many items of the same class come before item i
+    for t in map(int, targets):
+        rank.append(seen.get(t, 0))
+        seen[t] = rank[-1] + 1
+    order = sorted(range(len(targets)), key=lambda i: (rank[i], int(targets[i])))
+    return sorted(order[:max_images])
+
+
+def limited(data: FaceDataset, max_images: int | None) -> Dataset:
+    """``data`` itself, or the `class_interleaved` subset of it when ``max_images`` is set."""
+    index = class_interleaved(data.targets, max_images)
+    return data if index is None else Subset(data, index)
+
+
+def make_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
     """An ordered DataLoader over ``dataset`` (its transform already set)."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                       pin_memory=device.type == "cuda", persistent_workers=False)
@@ -185,7 +210,7 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
                         resolutions: Iterable[str | int] = DEFAULT_RESOLUTIONS, device: str = "auto",
                         image_size: int | None = None, batch_size: int = 64, workers: int | None = None,
                         model_label: str | None = None, skip_bad: bool = False,
-                        dump_predictions: str | os.PathLike | None = None) -> dict:
+                        dump_predictions: str | os.PathLike | None = None, max_images: int | None = None) -> dict:
     """Metrics of ``checkpoint`` on ``split`` of ``dataset`` at each test resolution.
 
     Returns ``{"dataset", "checkpoint", "model", "classes", "split", "fold", "folds", "protocol",
@@ -196,6 +221,8 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
     (after one decoding pass) and listed under ``bad_items``; otherwise they raise MaferError.
     With ``dump_predictions`` the per-image predictions and logits go to that CSV
     (``write_predictions``).
+    ``max_images`` (a capped run) tests only that many images, every class in turn (see
+    `class_interleaved`), and is recorded under ``max_images`` (None: every image).
     """
     resolutions = parse_resolutions(resolutions)
     dev = pick_device(device)
@@ -203,7 +230,7 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
     size = checkpoint_image_size(meta, image_size)
     data = open_test_data(dataset, data_dir, split, fold, folds, protocol, skip_bad)
     check_classes(meta, data, checkpoint)
-    loader = make_loader(data, batch_size, default_workers() if workers is None else workers, dev)
+    loader = make_loader(limited(data, max_images), batch_size, default_workers() if workers is None else workers, dev)
     results: dict[str, Any] = {}
     dumped: list[tuple[str | int, Tensor, Tensor]] = []
     for r in resolutions:
@@ -224,7 +251,7 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
         "split": split, "fold": fold, "folds": folds if is_kfold and fold is not None else None,
         "protocol": protocol if is_kfold else None, "image_size": size,
         "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": 0.95, "seed": BOOTSTRAP_SEED},
-        "bad_items": list(data.bad_items), "resolutions": results,
+        "bad_items": list(data.bad_items), "max_images": max_images, "resolutions": results,
     }
 
 

@@ -29,6 +29,7 @@ import yaml
 from mafer.errors import MaferError
 from mafer.yamlfile import read_yaml_mapping
 from mafer.pipeline import PIPELINE_DIR, PROFILES_DIR, SNAKEFILE, cluster
+from mafer.pipeline.cap import apply_cap, cap_names, describe_changes
 
 PROJECT_ROOT = PIPELINE_DIR.parent.parent
 SCHEMA = PIPELINE_DIR / "profile_schema.yaml"
@@ -57,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="KEY=VALUE", nargs="+", default=[], action="extend",
                         help="override profile entries, dotted keys for nested ones, values in YAML "
                              "(e.g. base_weights=/w/senet50_ft_weight.pkl step2.common.epochs=5 run_folds=[0,1])")
+    parser.add_argument("--cap", choices=cap_names(),
+                        help="run every node of the profile with less work (a few optimizer steps, test "
+                             "images and folds; nothing else changes) into RESULTS/<profile>-cap-<cap>")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads per node (default: the profile's, else CPU cores / jobs)")
     parser.add_argument("--force", action="store_true", help="rerun every node, changed or not")
@@ -151,7 +155,11 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """The profile with the command line applied, paths made absolute, inputs checked."""
     profile = load_profile(args.profile)
     check_override_keys(profile, args.config)
-    config = apply_overrides(profile, args.config)
+    config = profile
+    if getattr(args, "cap", None):
+        config, changes = apply_cap(config, args.cap)
+        print(describe_changes(args.cap, changes), file=sys.stderr)
+    config = apply_overrides(config, args.config)
     validate_config(config, args.config)
     if args.data_dir:
         config["data_dir"], config["synthetic"] = args.data_dir, None
@@ -361,6 +369,26 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
+def write_node_records(workdir: Path) -> Path:
+    """``nodes.json``: wall time and peak memory of every node, from Snakemake's benchmark files.
+
+    ``{"<rule>/<wildcards>": {"seconds", "max_rss_mb", "cpu_seconds"}}``, read from
+    ``benchmarks/**/*.jsonl`` (the rules' ``benchmark:`` files, one per node, rewritten when a
+    node reruns). Snakemake samples memory every 0.5 s for the first 15 s, then every 30 s.
+    """
+    nodes: dict[str, dict[str, float]] = {}
+    for path in sorted((workdir / "benchmarks").rglob("*.jsonl")):
+        try:
+            record = json.loads(path.read_text().splitlines()[-1])
+        except (OSError, ValueError, IndexError):
+            continue
+        nodes[path.relative_to(workdir / "benchmarks").with_suffix("").as_posix()] = {
+            "seconds": record.get("s"), "max_rss_mb": record.get("max_rss"), "cpu_seconds": record.get("cpu_time")}
+    out = workdir / "nodes.json"
+    out.write_text(json.dumps(nodes, indent=1) + "\n")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     """Merge the profile, run Snakemake, report the outcome (and the failed notebooks)."""
     config = resolve_config(args)
@@ -434,6 +462,7 @@ def _run(config_file: Path, workdir: Path, args: argparse.Namespace, config: dic
         if state := lock_state(workdir, args):
             print(f"mafer reproduce: {state}", file=sys.stderr)
         return 1
+    write_node_records(workdir)
     print(final_message(workdir, book_dir, _changed(before, _executed_notebooks(workdir)), before, elapsed),
           file=sys.stderr)
     return 0
@@ -455,6 +484,7 @@ def final_message(workdir: Path, book_dir: Path, ran: list[Path], before: dict[P
     lines = [f"mafer reproduce: done in {elapsed:.0f} s: {what}."]
     places = [("summary", workdir / "summary.json"), ("executed notebooks", workdir / "notebooks"),
               ("figures", workdir / "figures"), ("run config", workdir / "config.yaml"),
+              ("time and memory per node", workdir / "nodes.json"),
               ("book pages", book_dir)]
     lines += [f"  {label}: {path}" for label, path in places if path.exists()]
     if book_dir.is_dir():

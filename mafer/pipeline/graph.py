@@ -173,6 +173,15 @@ def finetune_parts(config: Mapping[str, Any], dataset: str) -> list[str]:
     return ["standard"]
 
 
+def train_options(config: Mapping[str, Any], step: str, *keys: str) -> dict[str, Any]:
+    """TrainConfig overrides of a ``step`` ("step1"/"step2") node: the profile's image size, then
+    ``config[step]["common"]``, then the sections ``keys`` (a model slug, a dataset) in order."""
+    options = {"image_size": config["image_size"]}
+    for key in ("common", *keys):
+        options |= config[step].get(key) or {}
+    return options
+
+
 def book_sources(config: Mapping[str, Any]) -> dict[str, str]:
     """Executed notebook (under the results folder) for each fixed page name the book renders."""
     book = config.get("book", {})

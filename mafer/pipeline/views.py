@@ -277,8 +277,13 @@ def effect_verdict(summary: Mapping[str, Mapping[str, Mapping[str, float]]], res
             + " and ".join(names.get(d, d) for d in datasets) + ").")
 
 
-def data_note(profile: str, synthetic: bool) -> str:
-    """The sentence that says where the numbers below come from."""
+def data_note(profile: str, synthetic: bool, cap: str | None = None) -> str:
+    """The sentence that says where the numbers below come from (``cap``: mafer reproduce --cap)."""
+    if cap:
+        return (f"> **A capped run: these numbers mean nothing** (profile `{profile}`, made with "
+                f"`mafer reproduce --cap {cap}`): every node of the profile ran for real, with its network, "
+                "input size, weights and test resolutions, but for a few optimizer steps and a few test "
+                "images. It checks that the whole graph runs, not what it measures.")
     if synthetic:
         return (f"> **These numbers come from synthetic data** (profile `{profile}`): faces drawn by "
                 "`mafer synth` and a tiny network trained for minutes on a CPU. They show whether the "
