@@ -24,6 +24,7 @@ import yaml
 from mafer.errors import MaferError
 from mafer.yamlfile import read_yaml_mapping
 from mafer.pipeline import PROFILES_DIR, SNAKEFILE
+from mafer.pipeline.graph import normalize_seeds
 
 REQUIRED_KEYS = ("name", "datasets", "folds", "run_folds", "resolutions", "preset", "image_size",
                  "step1", "step2", "embeddings")
@@ -92,6 +93,7 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """The profile with the command line applied, paths made absolute, inputs checked."""
     config = apply_overrides(load_profile(args.profile), args.config)
+    config["seeds"] = normalize_seeds(config.get("seeds"), load_profile(args.profile).get("seeds"))
     if args.data_dir:
         config["data_dir"], config["synthetic"] = args.data_dir, None
     if not config.get("synthetic"):
