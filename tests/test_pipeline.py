@@ -271,11 +271,18 @@ def test_dry_run_lists_the_jobs_and_runs_none(tmp_path):
                        "--book-dir", str(tmp_path / "book"))
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout + result.stderr)
-    # base step 1 stands in for VGGFace2; 4 models x (FER2013 + RAF-DB + 2 Oulu folds) fine-tunings
-    assert counts["step1"] == 4 and counts["step2"] == 16 and counts["evaluation"] == 3
+    # base step 1 stands in for VGGFace2; 4 models x (FER2013 + 2 RAF-DB seeds + 2 Oulu folds) fine-tunings
+    assert counts["step1"] == 4 and counts["step2"] == 20 and counts["evaluation"] == 3
     assert counts["synthetic_data"] == counts["results"] == counts["publish_book"] == 1
     assert not (tmp_path / "smoke" / "summary.json").exists()
     assert not (tmp_path / "smoke" / "data").exists()
+    # three step-2 seeds everywhere: 4 models x 3 seeds x (FER2013 + RAF-DB + 2 Oulu folds)
+    result = reproduce("--profile", "smoke", "--dry-run", "--results", str(tmp_path),
+                       "--book-dir", str(tmp_path / "book"), "--config", "seeds=[0,1,2]")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts["step1"] == 4 and counts["step2"] == 48 and counts["evaluation"] == 3
+    assert "runs/step2/cr/oulucasia/fold1/seed17-2/best.pt" in result.stdout + result.stderr
 
 
 # ------------------------------------------------------------------ end to end (slow)
@@ -318,6 +325,32 @@ def test_smoke_pipeline_writes_summary_and_every_executed_notebook(smoke_run):
     published = sorted(p.name for p in (smoke_run / "book" / "generated").glob("*.ipynb"))
     assert published == sorted(graph.book_sources(load_profile("smoke")))
     assert json.loads((smoke_run / "book" / "generated" / "run.json").read_text())["profile"] == "smoke"
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_writes_paired_comparisons_over_two_seeds(smoke_run):
+    work = smoke_run / "smoke"
+    comparisons = json.loads((work / "comparisons.json").read_text())
+    assert list(comparisons) == MODELS[1:]  # every model but base
+    for model in MODELS[1:]:
+        assert sorted(comparisons[model]) == sorted(DATASETS)
+        for dataset in DATASETS:
+            assert list(comparisons[model][dataset]) == ["native", "8", "16"]
+            for entry in comparisons[model][dataset].values():
+                assert set(entry) == {"diff", "ci95", "p", "n_seeds", "n_images", "method"}
+                lo, hi = entry["ci95"]
+                assert -1 <= lo <= entry["diff"] <= hi <= 1 and 0 <= entry["p"] <= 1
+    # RAF-DB: the profile's two step-2 seeds, paired over the same test images
+    rafdb = comparisons["CR"]["rafdb"]["native"]
+    labels = json.loads((work / "eval/rafdb/CR/standard-seed17-18.json").read_text())["labels"]
+    assert (rafdb["n_seeds"], rafdb["n_images"]) == (2, len(labels))
+    assert comparisons["CR"]["oulucasia"]["8"]["n_seeds"] == 1
+    summary = json.loads((work / "summary.json").read_text())
+    runs = [json.loads((work / f"eval/rafdb/CR/standard-seed17-{s}.json").read_text()) for s in (17, 18)]
+    assert summary["CR"]["rafdb"]["8"] == pytest.approx(sum(r["resolutions"]["8"]["accuracy"] for r in runs) / 2,
+                                                         abs=1e-6)
+    accuracies = json.loads((work / "accuracies.json").read_text())
+    assert accuracies["base"]["rafdb"]["native"]["n_seeds"] == 2
 
 
 @pytest.mark.slow
