@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from mafer.aggregate import compare, comparison_sentence, detectable
 from mafer.datasets import get_dataset
 from mafer.errors import MaferError
 from mafer.figures import save_figure
@@ -217,8 +218,6 @@ def write_comparisons(paths: Sequence[str | Path], out_comparisons: str | Path,
                       out_accuracies: str | Path) -> dict:
     """Paired statistics of the evaluation files (`mafer.aggregate.compare`): write the
     comparisons (``comparisons.json``) and the accuracies with intervals; return both."""
-    from mafer.aggregate import compare
-
     paired = compare(paths)
     for key, path in (("comparisons", out_comparisons), ("accuracies", out_accuracies)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -243,8 +242,6 @@ def comparison_verdict(comparisons: Mapping[str, Mapping[str, Mapping[str, Mappi
     """The paper's claim checked on this run, from ``comparisons.json``: one sentence per model
     and dataset at ``resolution`` (`mafer.aggregate.comparison_sentence`: better / worse than
     base, or no difference detectable, with the difference and its 95 % interval)."""
-    from mafer.aggregate import comparison_sentence
-
     sentences = [comparison_sentence(model, dataset, resolution, comparisons[model][dataset][resolution])
                  for model in models for dataset in datasets
                  if resolution in comparisons.get(model, {}).get(dataset, {})]
@@ -255,8 +252,6 @@ def comparison_verdict(comparisons: Mapping[str, Mapping[str, Mapping[str, Mappi
 
 def detectable_summary(comparisons: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]]) -> str:
     """Where this run detects a difference to base (95 % interval excluding 0), in words."""
-    from mafer.aggregate import comparison_sentence, detectable
-
     found = detectable(comparisons)
     if not found:
         return ("No difference to base is detectable in this run: at every resolution, on every dataset, "
