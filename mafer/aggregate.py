@@ -9,6 +9,11 @@ The results table follows the paper's layout: rows = models (base, CR, CR-Simpli
 CR+AffWild2, then any other label), columns = FER2013 acc, RAF-DB overall acc, RAF-DB average
 (per-class) acc, Oulu-CASIA k-fold acc (k: the folds our run averages; the paper's are 10), all
 in percent. ``PAPER_RESULTS`` holds the numbers the paper reports, for side-by-side tables.
+
+Repeated runs (training seeds) of a fold are files of the same group too. `compare` pairs the
+per-image predictions the files hold (``mafer evaluate`` stores them) over the same test images
+and seeds: each model's accuracy with a 95 % interval over seeds x images, and each model's
+difference to base with its interval and p-value (`mafer.stats`); `verdict` says it in words.
 """
 
 from __future__ import annotations
@@ -139,11 +144,13 @@ def summarize_group(files: Sequence[tuple[str, Mapping[str, Any]]]) -> dict:
             raise MaferError(f"{path}: classes {metrics.get('classes')} differ from {first_path}'s "
                              f"{first.get('classes')}; cannot average them")
     folds = [m.get("fold") for _, m in files]
+    seeds = [seed_label(m) for _, m in files]
     seen: dict[Any, str] = {}
-    for (path, _), fold in zip(files, folds):
-        if fold is not None and fold in seen:
-            raise MaferError(f"{path}: fold {fold} appears twice (also in {seen[fold]})")
-        seen[fold] = path
+    for (path, _), fold, seed in zip(files, folds, seeds):
+        if fold is not None and (fold, seed) in seen:
+            raise MaferError(f"{path}: fold {fold}" + ("" if seed is None else f", seed {seed},")
+                             + f" appears twice (also in {seen[fold, seed]})")
+        seen[fold, seed] = path
     keys = list(dict.fromkeys(k for _, m in files for k in m["resolutions"]))
     resolutions = {}
     for key in keys:
@@ -156,7 +163,7 @@ def summarize_group(files: Sequence[tuple[str, Mapping[str, Any]]]) -> dict:
             summary["confusion_matrix"] = np.sum(matrices, axis=0).tolist()
             summary["confusion_matrix_fold_average"] = fold_average(matrices).tolist()
         resolutions[key] = summary
-    return {"files": [p for p, _ in files], "folds": folds, "classes": first.get("classes"),
+    return {"files": [p for p, _ in files], "folds": folds, "seeds": seeds, "classes": first.get("classes"),
             "resolutions": resolutions}
 
 
@@ -171,6 +178,18 @@ def aggregate(paths: Sequence[str | Path], labels: Mapping[str, str] | None = No
     "resolutions": {res: {metric: {"mean", "std", "values"}, "n", "runs", "confusion_matrix",
     "confusion_matrix_fold_average"}}}]}``, models in the paper's order.
     """
+    grouped = group_files(paths, labels)
+    groups = []
+    for (model, dataset, split, protocol), files in grouped.items():
+        groups.append({"model": model, "dataset": dataset, "split": split, "protocol": protocol,
+                       **summarize_group(files)})
+    return {"groups": groups}
+
+
+def group_files(paths: Sequence[str | Path], labels: Mapping[str, str] | None = None
+                ) -> dict[tuple[str, str, str, str], list[tuple[str, dict]]]:
+    """Read metrics files into ``{(model, dataset, split, protocol): [(path, metrics), ...]}``,
+    models in the paper's order."""
     if not paths:
         raise MaferError("aggregate needs at least one metrics file")
     grouped: dict[tuple, list[tuple[str, dict]]] = {}
@@ -179,12 +198,147 @@ def aggregate(paths: Sequence[str | Path], labels: Mapping[str, str] | None = No
         key = (model_label(path, metrics, labels), metrics["dataset"], metrics.get("split", "test"),
                metrics.get("protocol") or "image")
         grouped.setdefault(key, []).append((str(path), metrics))
-    groups = []
-    for key in sorted(grouped, key=lambda k: (_model_order(k[0]), k[1:])):
-        model, dataset, split, protocol = key
-        groups.append({"model": model, "dataset": dataset, "split": split, "protocol": protocol,
-                       **summarize_group(grouped[key])})
-    return {"groups": groups}
+    return {key: grouped[key] for key in sorted(grouped, key=lambda k: (_model_order(k[0]), k[1:]))}
+
+
+def seed_label(metrics: Mapping[str, Any]) -> str | None:
+    """The training seed(s) of a metrics file: ``"<step-1 seed>-<step-2 seed>"`` from the pipeline's
+    ``seeds`` entry, else the checkpoint's ``seed`` (``mafer evaluate``), else None."""
+    seeds = metrics.get("seeds")
+    if isinstance(seeds, Mapping) and seeds:
+        return "-".join(str(seeds[k]) for k in sorted(seeds))
+    return None if metrics.get("seed") is None else str(metrics["seed"])
+
+
+# ---------------------------------------------------------------------------------- paired statistics
+
+DATASET_TITLES = {"fer2013": "FER2013", "rafdb": "RAF-DB", "oulucasia": "Oulu-CASIA", "affwild2": "AffWild2"}
+
+
+def _runs_by_fold(files: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[Any, list[tuple[str, Mapping]]]:
+    """The group's files per fold (None first, then by number), each fold's runs sorted by seed."""
+    by_fold: dict[Any, list[tuple[str, Mapping]]] = {}
+    for path, metrics in files:
+        by_fold.setdefault(metrics.get("fold"), []).append((path, metrics))
+    order = sorted(by_fold, key=lambda f: (f is not None, f if f is not None else 0))
+    return {fold: sorted(by_fold[fold], key=lambda pm: (seed_label(pm[1]) or "", pm[0])) for fold in order}
+
+
+def _predictions(path: str, metrics: Mapping[str, Any], resolution: str) -> tuple[np.ndarray, np.ndarray]:
+    labels = metrics.get("labels")
+    predictions = metrics["resolutions"].get(resolution, {}).get("predictions")
+    if labels is None or predictions is None:
+        raise MaferError(f"{path}: no per-image predictions at resolution {resolution!r}; evaluate the "
+                         "checkpoint again with this version of `mafer evaluate`, which stores them")
+    if len(labels) != len(predictions):
+        raise MaferError(f"{path}: {len(predictions)} predictions at resolution {resolution!r} for "
+                         f"{len(labels)} labels; expected one per test image")
+    return np.asarray(labels), np.asarray(predictions)
+
+
+def correctness(files: Sequence[tuple[str, Mapping[str, Any]]], resolution: str,
+                reference: Sequence[tuple[str, Mapping[str, Any]]] | None = None) -> np.ndarray:
+    """Per-image correctness ``[k, n]`` (float 0/1) of one group's files at ``resolution``.
+
+    Rows are the seeds (sorted by seed label), columns the test images of every fold side by
+    side (folds in order). Every fold must have the same number of seeds. With ``reference``
+    (the files of the model compared with) the folds, seed counts and test labels must match
+    it, image for image; MaferError naming the file otherwise.
+    """
+    runs = _runs_by_fold(files)
+    other = _runs_by_fold(reference) if reference is not None else None
+    if other is not None and list(runs) != list(other):
+        raise MaferError(f"{files[0][0]}: folds {list(runs)} differ from {reference[0][0]}'s {list(other)}; "
+                         "a paired comparison needs the same test images")
+    counts = {fold: len(r) for fold, r in runs.items()}
+    if len(set(counts.values())) > 1:
+        raise MaferError(f"{files[0][0]}: runs per fold differ ({counts}); expected the same seeds on every fold")
+    columns = []
+    for fold, fold_runs in runs.items():
+        if other is not None and len(other[fold]) != len(fold_runs):
+            raise MaferError(f"{fold_runs[0][0]}: {len(fold_runs)} seed(s) against {len(other[fold])} in "
+                             f"{other[fold][0][0]}; a paired comparison needs as many seeds for both models")
+        rows = []
+        for i, (path, metrics) in enumerate(fold_runs):
+            labels, predictions = _predictions(path, metrics, resolution)
+            if other is not None:
+                ref_path, ref_metrics = other[fold][i]
+                ref_labels = np.asarray(ref_metrics.get("labels"))
+                if not np.array_equal(labels, ref_labels):
+                    raise MaferError(f"{path}: its test labels differ from {ref_path}'s; a paired comparison "
+                                     "needs the same test images in the same order")
+            if rows and len(labels) != len(rows[0]):
+                raise MaferError(f"{path}: {len(labels)} test images against {len(rows[0])} in {fold_runs[0][0]}")
+            rows.append((predictions == labels).astype(np.float64))
+        columns.append(np.stack(rows))
+    return np.concatenate(columns, axis=1)
+
+
+def compare(paths: Sequence[str | Path], labels: Mapping[str, str] | None = None, base: str = "base",
+            split: str = "test") -> dict[str, dict]:
+    """Paired statistics over seeds and test images from ``mafer evaluate`` files (with predictions).
+
+    Returns ``{"accuracies": {model: {dataset: {resolution: {"accuracy", "ci95": [lo, hi],
+    "n_seeds", "n_images"}}}}, "comparisons": {model: {dataset: {resolution: {"diff",
+    "ci95": [lo, hi], "p", "n_seeds", "n_images", "method"}}}}}``, all on the 0..1 scale:
+    ``comparisons`` (what ``comparisons.json`` holds) is every model other than ``base`` minus
+    ``base`` on the same images, seeds paired in sorted order (`mafer.stats.paired_difference`);
+    ``accuracies`` is each model's mean accuracy with its two-way bootstrap interval
+    (`mafer.stats.accuracy_interval`). Only the ``split`` split; Oulu-CASIA with the image
+    protocol (the paper's), the subject protocol as dataset ``oulucasia-subject``.
+    """
+    from mafer.stats import accuracy_interval, paired_difference
+
+    groups: dict[str, dict[str, list]] = {}
+    for (model, dataset, group_split, protocol), files in group_files(paths, labels).items():
+        if group_split == split:
+            name = dataset if dataset != "oulucasia" or protocol == "image" else f"{dataset}-{protocol}"
+            groups.setdefault(model, {})[name] = files
+    accuracies: dict[str, dict] = {}
+    comparisons: dict[str, dict] = {}
+    for model, per_dataset in groups.items():
+        for dataset, files in per_dataset.items():
+            resolutions = list(dict.fromkeys(k for _, m in files for k in m["resolutions"]))
+            accuracies.setdefault(model, {})[dataset] = {
+                res: accuracy_interval(correctness(files, res)) for res in resolutions}
+            reference = groups.get(base, {}).get(dataset)
+            if model == base or reference is None:
+                continue
+            shared = [r for r in resolutions if all(r in m["resolutions"] for _, m in reference)]
+            comparisons.setdefault(model, {})[dataset] = {
+                res: paired_difference(correctness(files, res, reference), correctness(reference, res, files))
+                for res in shared}
+    return {"accuracies": accuracies, "comparisons": comparisons}
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:+.1f}"
+
+
+def comparison_sentence(model: str, dataset: str, resolution: str, entry: Mapping[str, Any],
+                        base: str = "base") -> str:
+    """One comparison in words: "CR is better than base at 16 px on RAF-DB: +4.1 points, 95 % interval
+    [+1.2, +7.0] (p = 0.003; 3 seeds x 600 images)", or "no difference detectable ..." when the
+    interval holds 0."""
+    where = f"at {'native resolution' if resolution == 'native' else resolution + ' px'} on " \
+            f"{DATASET_TITLES.get(dataset, dataset)}"
+    lo, hi = entry["ci95"]
+    numbers = (f"{_points(entry['diff'])} points, 95 % interval [{_points(lo)}, {_points(hi)}] "
+               f"(p = {entry['p']:.3g}; {entry['n_seeds']} seed{'s' if entry['n_seeds'] != 1 else ''} "
+               f"x {entry['n_images']} images)")
+    if lo > 0:
+        return f"{model} is better than {base} {where}: {numbers}"
+    if hi < 0:
+        return f"{model} is worse than {base} {where}: {numbers}"
+    return f"no difference detectable between {model} and {base} {where}: {numbers}"
+
+
+def detectable(comparisons: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]]
+               ) -> list[tuple[str, str, str, Mapping[str, Any]]]:
+    """``(model, dataset, resolution, entry)`` of every comparison whose 95 % interval excludes 0."""
+    return [(model, dataset, res, entry) for model, per_dataset in comparisons.items()
+            for dataset, per_res in per_dataset.items() for res, entry in per_res.items()
+            if entry["ci95"][0] > 0 or entry["ci95"][1] < 0]
 
 
 # ---------------------------------------------------------------------------------- tables
@@ -288,6 +442,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", default="native", help="test resolution of the table (default native)")
     parser.add_argument("--split", default="test", help="split of the table (default test)")
     parser.add_argument("--paper", action="store_true", help="add the paper's numbers under each model")
+    parser.add_argument("--comparisons", type=Path,
+                        help="also write each model's paired difference to base per dataset and resolution "
+                             "(interval over seeds x images, p-value) to this JSON file, and print them")
+    parser.add_argument("--base", default="base", help="model the others are compared with (default base)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -304,4 +462,14 @@ def run(args: argparse.Namespace) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     print(markdown, end="")
+    if args.comparisons:
+        paired = compare(args.metrics, parse_labels(args.label), base=args.base, split=args.split)
+        args.comparisons.parent.mkdir(parents=True, exist_ok=True)
+        args.comparisons.write_text(json.dumps(paired["comparisons"], indent=2) + "\n")
+        print()
+        for model, per_dataset in paired["comparisons"].items():
+            for dataset, per_res in per_dataset.items():
+                for res, entry in per_res.items():
+                    print(comparison_sentence(model, dataset, res, entry, args.base))
+        print(f"wrote {args.comparisons}")
     return 0

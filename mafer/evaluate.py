@@ -215,7 +215,11 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
 
     Returns ``{"dataset", "checkpoint", "model", "classes", "split", "fold", "folds", "protocol",
     "image_size", "bootstrap", "resolutions": {"native" | "8" | ...: {"accuracy",
-    "mean_class_accuracy", "macro_f1", "score", "confusion_matrix", "n", "accuracy_ci"}}}``.
+    "mean_class_accuracy", "macro_f1", "score", "confusion_matrix", "n", "accuracy_ci", "predictions"}},
+    "labels", "seed"}``: ``labels`` and each resolution's ``predictions`` are the true and the
+    predicted class index of every test image, in the dataset's fixed order (what the paired
+    comparisons of `mafer.aggregate.compare` pair); ``seed`` is the training seed in the
+    checkpoint's config (None if unrecorded).
     The input size comes from the checkpoint's config unless ``image_size`` is given; the
     mean subtracted is the checkpoint's. With ``skip_bad`` unreadable images are left out
     (after one decoding pass) and listed under ``bad_items``; otherwise they raise MaferError.
@@ -242,6 +246,7 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
         entry = classification_metrics(y_true, y_pred, len(data.classes))
         entry["accuracy_ci"] = list(bootstrap_accuracy_ci(y_true, y_pred, n_resamples=BOOTSTRAP_RESAMPLES,
                                                           seed=BOOTSTRAP_SEED))
+        entry["predictions"] = y_pred.tolist()
         results[str(r)] = entry
     if dump_predictions is not None:
         write_predictions(dump_predictions, data.samples, data.classes, dumped)
@@ -252,6 +257,7 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
         "protocol": protocol if is_kfold else None, "image_size": size,
         "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": 0.95, "seed": BOOTSTRAP_SEED},
         "bad_items": list(data.bad_items), "max_images": max_images, "resolutions": results,
+        "labels": y_true.tolist(), "seed": (meta.get("config") or {}).get("seed"),
     }
 
 

@@ -1,4 +1,5 @@
-"""The paper's figures: confusion matrices, t-SNE / UMAP panels and accuracy against resolution.
+"""The paper's figures: confusion matrices, t-SNE / UMAP panels and accuracy against resolution;
+and the companion's: accuracy with its 95 % band, and each model's difference to base with its interval.
 
 Every function draws with matplotlib's Agg backend (no display needed), uses colour-blind-safe
 colours (seaborn's "colorblind" palette for categories, viridis for matrices), writes
@@ -194,6 +195,82 @@ def plot_accuracy_vs_resolution(results: Mapping[str, Mapping[str, Any]], path: 
     ax.legend(title="Model")
     if title:
         ax.set_title(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def _x_labels(order: Sequence[str]) -> list[str]:
+    return [k if k == "native" else f"{k} px" for k in order]
+
+
+def plot_accuracy_bands(accuracies: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str | Path, *,
+                        title: str | None = None) -> Figure:
+    """Accuracy against test resolution with its 95 % interval as a band, several models on one axis.
+
+    ``accuracies``: ``{model: {resolution: {"accuracy": 0..1, "ci95": [lo, hi]}}}`` (one dataset of
+    `mafer.aggregate.compare`'s ``accuracies``; the interval is over seeds x test images).
+    Resolutions are ordered 8, 16, ... with ``native`` last. Draws percent.
+    """
+    if not accuracies:
+        raise MaferError("plot_accuracy_bands needs at least one model's accuracies")
+    order = _resolution_order(dict.fromkeys(k for per_res in accuracies.values() for k in per_res))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    palette = sns.color_palette("colorblind", len(accuracies))
+    for i, (model, per_res) in enumerate(accuracies.items()):
+        keys = [k for k in order if k in per_res]
+        x = [order.index(k) for k in keys]
+        mean = np.array([per_res[k]["accuracy"] for k in keys]) * 100
+        low, high = (np.array([per_res[k]["ci95"][j] for k in keys]) * 100 for j in (0, 1))
+        ax.plot(x, mean, label=model, color=palette[i], marker=_MARKERS[i % len(_MARKERS)], linewidth=1.5)
+        ax.fill_between(x, low, high, color=palette[i], alpha=0.2, linewidth=0)
+    ax.set_xticks(range(len(order)), _x_labels(order))
+    ax.set_xlabel("Test resolution (shorter side)")
+    ax.set_ylabel("Accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(title="Model (band: 95 % interval)")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def plot_differences(comparisons: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]], path: str | Path, *,
+                     datasets: Sequence[str] | None = None, base: str = "base",
+                     titles: Mapping[str, str] | None = None) -> Figure:
+    """Each model's accuracy minus ``base`` with its 95 % interval at each test resolution, one panel per dataset.
+
+    ``comparisons``: ``{model: {dataset: {resolution: {"diff", "ci95": [lo, hi], ...}}}}`` (0..1, the
+    content of ``comparisons.json``); drawn in percentage points around a zero line. ``datasets``
+    picks and orders the panels (default: every dataset found).
+    """
+    found = list(dict.fromkeys(d for per_dataset in comparisons.values() for d in per_dataset))
+    datasets = [d for d in (datasets or found) if d in found]
+    if not datasets:
+        raise MaferError("plot_differences needs at least one comparison (comparisons.json is empty)")
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.8), squeeze=False, sharey=True)
+    palette = sns.color_palette("colorblind", len(comparisons) + 1)[1:]  # colour 0 is base's in the other plots
+    dodge = 0.1
+    for ax, dataset in zip(axes.flat, datasets):
+        order = _resolution_order(dict.fromkeys(k for m in comparisons.values() for k in m.get(dataset, {})))
+        models = [m for m in comparisons if dataset in comparisons[m]]
+        for i, model in enumerate(models):
+            per_res = comparisons[model][dataset]
+            keys = [k for k in order if k in per_res]
+            x = [order.index(k) + dodge * (i - (len(models) - 1) / 2) for k in keys]
+            diff = np.array([per_res[k]["diff"] for k in keys]) * 100
+            low, high = (np.array([per_res[k]["ci95"][j] for k in keys]) * 100 for j in (0, 1))
+            ax.errorbar(x, diff, yerr=[diff - low, high - diff], label=model,
+                        color=palette[list(comparisons).index(model)], marker=_MARKERS[(i + 1) % len(_MARKERS)],
+                        capsize=3, linestyle="none")
+        ax.axhline(0.0, color="black", linewidth=1)
+        ax.set_xticks(range(len(order)), _x_labels(order))
+        ax.set_xlabel("Test resolution (shorter side)")
+        ax.set_title((titles or {}).get(dataset, dataset))
+        ax.grid(True, alpha=0.3)
+    axes.flat[0].set_ylabel(f"Accuracy minus {base}'s (points)")
+    axes.flat[0].legend(title="Model (bar: 95 % interval)", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
     return fig

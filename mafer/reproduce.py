@@ -30,6 +30,7 @@ from mafer.errors import MaferError
 from mafer.yamlfile import read_yaml_mapping
 from mafer.pipeline import PIPELINE_DIR, PROFILES_DIR, SNAKEFILE, cluster
 from mafer.pipeline.cap import apply_cap, cap_names, describe_changes
+from mafer.pipeline.graph import normalize_seeds
 
 PROJECT_ROOT = PIPELINE_DIR.parent.parent
 SCHEMA = PIPELINE_DIR / "profile_schema.yaml"
@@ -161,6 +162,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         print(describe_changes(args.cap, changes), file=sys.stderr)
     config = apply_overrides(config, args.config)
     validate_config(config, args.config)
+    config["seeds"] = normalize_seeds(config.get("seeds"), load_profile(args.profile).get("seeds"))
     if args.data_dir:
         config["data_dir"], config["synthetic"] = args.data_dir, None
     if not config.get("synthetic"):

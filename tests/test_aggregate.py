@@ -7,6 +7,7 @@ import pytest
 from mafer.aggregate import (
     PAPER_RESULTS,
     aggregate,
+    compare,
     model_label,
     parse_labels,
     results_table,
@@ -128,3 +129,90 @@ def test_cli_writes_summary_csv_and_markdown(tmp_path, three_folds, capsys):
 
     assert main(["aggregate", str(tmp_path / "missing.json"), "--out", str(out)]) == 2
     assert "missing.json: metrics file not found" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- paired comparisons
+
+RAF = ["Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral"]
+
+
+def evaluation_file(path, model, dataset, labels, predictions, *, fold=None, seeds=None, classes=RAF):
+    """A `mafer evaluate` file with per-image predictions ({resolution: [class per image]})."""
+    resolutions = {}
+    for res, pred in predictions.items():
+        acc = sum(p == y for p, y in zip(pred, labels)) / len(labels)
+        resolutions[res] = {"accuracy": acc, "mean_class_accuracy": acc, "macro_f1": acc, "score": acc,
+                            "n": len(labels), "predictions": list(pred)}
+    data = {"dataset": dataset, "checkpoint": f"runs/{model}/best.pt", "model": model, "classes": classes,
+            "split": "test", "fold": fold, "protocol": "image" if dataset == "oulucasia" else None,
+            "labels": list(labels), "seeds": seeds, "seed": None if seeds is None else seeds["step2"],
+            "resolutions": resolutions}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture
+def seeded_runs(tmp_path):
+    """RAF-DB, 2 seeds x 200 images: base right on half the images at native and 8 px; CR right
+    everywhere at native and exactly where base is right at 8 px."""
+    labels = [i % 7 for i in range(200)]
+    wrong = [(y + 1) % 7 for y in labels]
+    half = [y if i % 2 else w for i, (y, w) in enumerate(zip(labels, wrong))]
+    paths = []
+    for seed in (17, 18):
+        seeds = {"step1": 17, "step2": seed}
+        paths.append(evaluation_file(tmp_path / f"eval/rafdb/base/standard-seed17-{seed}.json", "base", "rafdb",
+                                     labels, {"native": half, "8": half}, seeds=seeds))
+        paths.append(evaluation_file(tmp_path / f"eval/rafdb/CR/standard-seed17-{seed}.json", "CR", "rafdb",
+                                     labels, {"native": labels, "8": half}, seeds=seeds))
+    return paths
+
+
+def test_compare_pairs_seeds_and_images(seeded_runs):
+    paired = compare(seeded_runs)
+    (entry_native, entry_8) = paired["comparisons"]["CR"]["rafdb"]["native"], paired["comparisons"]["CR"]["rafdb"]["8"]
+    assert list(paired["comparisons"]) == ["CR"] and list(paired["comparisons"]["CR"]["rafdb"]) == ["native", "8"]
+    assert set(entry_native) == {"diff", "ci95", "p", "n_seeds", "n_images", "method"}
+    assert (entry_native["n_seeds"], entry_native["n_images"]) == (2, 200)
+    # CR right on every image where base is wrong: +50 points, a tight interval away from 0
+    assert entry_native["diff"] == pytest.approx(0.5) and 0.4 < entry_native["ci95"][0] < entry_native["ci95"][1] < 0.6
+    assert entry_native["p"] < 0.001
+    # the same predictions: no difference
+    assert entry_8["diff"] == 0 and entry_8["ci95"][0] <= 0 <= entry_8["ci95"][1] and entry_8["p"] == pytest.approx(1)
+    acc = paired["accuracies"]["base"]["rafdb"]["native"]
+    assert acc["accuracy"] == pytest.approx(0.5) and acc["ci95"][0] < 0.5 < acc["ci95"][1] and acc["n_seeds"] == 2
+    # summary.json's numbers stay the mean over the seeds; the two seeds of one fold are not a duplicate
+    (base_group, _) = aggregate(seeded_runs)["groups"]
+    assert base_group["seeds"] == ["17-17", "17-18"] and base_group["resolutions"]["native"]["runs"] == 2
+
+
+def test_compare_needs_the_same_images_seeds_and_predictions(tmp_path, seeded_runs):
+    labels = [i % 7 for i in range(200)]
+    other = evaluation_file(tmp_path / "x/CR-Simplified.json", "CR-Simplified", "rafdb", labels[::-1],
+                            {"native": labels}, seeds={"step1": 17, "step2": 17})
+    other2 = evaluation_file(tmp_path / "x/CR-Simplified2.json", "CR-Simplified", "rafdb", labels[::-1],
+                             {"native": labels}, seeds={"step1": 17, "step2": 18})
+    with pytest.raises(MaferError, match="CR-Simplified.json: its test labels differ"):
+        compare([*seeded_runs, other, other2])
+    with pytest.raises(MaferError, match="1 seed\\(s\\) against 2"):
+        compare([*seeded_runs, other])
+    data = json.loads(seeded_runs[0].read_text())
+    del data["resolutions"]["8"]["predictions"]
+    seeded_runs[0].write_text(json.dumps(data))
+    with pytest.raises(MaferError, match="standard-seed17-17.json: no per-image predictions at resolution '8'"):
+        compare(seeded_runs)
+    oulu = [evaluation_file(tmp_path / f"o{k}.json", "CR", "oulucasia", labels, {"native": labels}, fold=0,
+                            seeds={"step1": 17, "step2": 17}, classes=OULU) for k in range(2)]
+    with pytest.raises(MaferError, match="fold 0, seed 17-17, appears twice"):
+        aggregate(oulu)
+
+
+def test_cli_writes_and_prints_the_comparisons(tmp_path, seeded_runs, capsys):
+    out = tmp_path / "comparisons.json"
+    assert main(["aggregate", *map(str, seeded_runs), "--out", str(tmp_path / "s.json"), "--comparisons", str(out)]) == 0
+    comparisons = json.loads(out.read_text())
+    assert comparisons == compare(seeded_runs)["comparisons"]
+    printed = capsys.readouterr().out
+    assert "CR is better than base at native resolution on RAF-DB: +50.0 points, 95 % interval [+" in printed
+    assert "no difference detectable between CR and base at 8 px on RAF-DB: +0.0 points" in printed

@@ -141,6 +141,8 @@ def test_constant_classifier_gives_known_metrics(smoke_data, tmp_path, tiny_chec
         assert cm[:, 3].tolist() == counts.tolist() and cm.sum() == cm[:, 3].sum()
         assert entry["accuracy"] == pytest.approx(counts[3] / counts.sum())
         assert entry["mean_class_accuracy"] == pytest.approx(1 / np.count_nonzero(counts))
+        assert entry["predictions"] == [3] * int(counts.sum())  # per image, in the dataset's order
+    assert result["labels"] == list(get_dataset("fer2013", smoke_data, "test").targets)
 
 
 def test_oulucasia_fold(smoke_data, tmp_path, tiny_checkpoint):

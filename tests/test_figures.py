@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from mafer.errors import MaferError
-from mafer.figures import plot_accuracy_vs_resolution, plot_confusion_matrices, plot_embeddings
+from mafer.figures import (
+    plot_accuracy_bands,
+    plot_accuracy_vs_resolution,
+    plot_confusion_matrices,
+    plot_differences,
+    plot_embeddings,
+)
 
 CLASSES = ["Surprise", "Happiness", "Sadness"]
 
@@ -87,3 +93,35 @@ def test_accuracy_vs_resolution_from_evaluate_and_aggregate_outputs(tmp_path):
 def test_accuracy_vs_resolution_rejects_other_json(tmp_path):
     with pytest.raises(MaferError, match="no 'resolutions'"):
         plot_accuracy_vs_resolution({"base": {"accuracy": 0.5}}, tmp_path / "acc")
+
+
+def _diff(d, lo, hi):
+    return {"diff": d, "ci95": [lo, hi], "p": 0.5, "n_seeds": 3, "n_images": 100, "method": "m"}
+
+
+def test_accuracy_bands_and_differences_to_base(tmp_path):
+    accuracies = {model: {"native": {"accuracy": acc, "ci95": [acc - 0.05, acc + 0.04]},
+                          "8": {"accuracy": acc / 2, "ci95": [acc / 2 - 0.1, acc / 2 + 0.1]}}
+                  for model, acc in (("base", 0.6), ("CR", 0.7))}
+    fig = plot_accuracy_bands(accuracies, tmp_path / "bands", title="RAF-DB")
+    assert_written(tmp_path / "bands")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["8 px", "native"]
+    assert list(ax.get_lines()[1].get_ydata()) == pytest.approx([35, 70])
+    band = ax.collections[1].get_paths()[0].vertices[:, 1]  # CR's band: 25..45 at 8 px, 65..74 native
+    assert band.min() == pytest.approx(25) and band.max() == pytest.approx(74)
+
+    comparisons = {"CR": {"rafdb": {"native": _diff(0.1, 0.05, 0.15), "8": _diff(-0.02, -0.06, 0.03)},
+                          "fer2013": {"8": _diff(0.0, -0.01, 0.01)}},
+                   "CR-Simplified": {"rafdb": {"8": _diff(0.04, 0.01, 0.08)}}}
+    fig = plot_differences(comparisons, tmp_path / "diff", datasets=["fer2013", "rafdb", "oulucasia"])
+    assert_written(tmp_path / "diff")
+    assert [ax.get_title() for ax in fig.axes] == ["fer2013", "rafdb"]  # no comparison on Oulu-CASIA: no panel
+    rafdb = fig.axes[1]
+    assert [t.get_text() for t in rafdb.get_xticklabels()] == ["8 px", "native"]
+    zero = [line for line in rafdb.get_lines() if list(line.get_ydata()) == [0, 0]]
+    assert zero, "a zero line"
+    cr = rafdb.containers[0]  # CR's errorbar: points -2 (8 px) and +10 (native) points
+    assert list(cr.lines[0].get_ydata()) == pytest.approx([-2, 10])
+    with pytest.raises(MaferError, match="comparisons.json is empty"):
+        plot_differences({}, tmp_path / "none")

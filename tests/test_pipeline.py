@@ -125,11 +125,14 @@ def test_snakemake_gets_the_profile_cores_gpus_and_extra_options(tmp_path, monke
 def test_step1_and_step2_start_from_the_right_checkpoints(tmp_path):
     demo = load_profile("demo")
     assert graph.step1_init(demo, "base") == []
-    assert graph.step1_init(demo, "cr") == ["runs/step1/base/best.pt"]
-    assert graph.step1_init(demo, "cr_simplified") == ["runs/step1/base/best.pt"]
-    assert graph.step1_init(demo, "cr_affwild2") == ["runs/step1/cr/best.pt"]
-    assert graph.step2_init(demo, "base") == "runs/step1/base/best.pt"
-    assert graph.step2_init(demo, "cr") == "runs/step1/cr/best.pt"
+    assert graph.step1_init(demo, "cr") == ["runs/step1/base/seed17/best.pt"]
+    assert graph.step1_init(demo, "cr_simplified") == ["runs/step1/base/seed17/best.pt"]
+    assert graph.step1_init(demo, "cr_affwild2") == ["runs/step1/cr/seed17/best.pt"]
+    assert graph.step2_init(demo, "base") == "runs/step1/base/seed17/best.pt"
+    assert graph.step2_init(demo, "cr") == "runs/step1/cr/seed17/best.pt"
+    # a step-1 seed's chain starts from the same seed's base
+    assert graph.step1_init(demo, "cr", 3) == ["runs/step1/base/seed3/best.pt"]
+    assert graph.step2_init(demo, "cr_affwild2", 3) == "runs/step1/cr_affwild2/seed3/best.pt"
     paper = dict(load_profile("paper"), base_weights="/w/senet50_ft_weight.pkl")
     assert graph.step1_init(paper, "cr") == ["/w/senet50_ft_weight.pkl"]
     assert graph.step2_init(paper, "base") == "/w/senet50_ft_weight.pkl"
@@ -233,17 +236,46 @@ def test_summary_is_model_dataset_resolution_accuracy():
     assert list(table.columns) == ["8", "16", "native"] and table.loc["base", "8"] == 25.0
 
 
-def test_effect_verdict_says_whether_cr_is_clearly_better_at_low_resolution():
-    run = {"base": {"fer2013": {"native": 0.60, "8": 0.20}, "rafdb": {"native": 0.70, "8": 0.30}},
-           "CR": {"fer2013": {"native": 0.59, "8": 0.30}, "rafdb": {"native": 0.71, "8": 0.36}},
-           "CR-Simplified": {"fer2013": {"native": 0.60, "8": 0.21}, "rafdb": {"native": 0.70, "8": 0.40}}}
-    verdict = views.effect_verdict(run, "8")
-    assert verdict.startswith("CR is clearly better than base (FER2013 +10.0 at 8 px / -1.0 native, "
-                              "RAF-DB +6.0 at 8 px / +1.0 native points)")
-    assert "CR-Simplified is not clearly better" in verdict and "this run shows the paper's" in verdict
-    run["CR"]["rafdb"]["8"] = 0.31  # one point is within noise
-    assert "this run does not show" in views.effect_verdict(run, "8")
-    assert "no CR or CR-Simplified results" in views.effect_verdict({"base": run["base"]}, "8")
+def _entry(diff, lo, hi, p=0.01):
+    return {"diff": diff, "ci95": [lo, hi], "p": p, "n_seeds": 3, "n_images": 600, "method": "m"}
+
+
+def test_verdict_comes_from_the_comparisons_for_both_outcomes():
+    comparisons = {"CR": {"rafdb": {"16": _entry(0.041, 0.012, 0.070, 0.003), "8": _entry(0.005, -0.021, 0.030, 0.7)}},
+                   "CR-Simplified": {"rafdb": {"16": _entry(-0.05, -0.08, -0.02)}}}
+    verdict = views.comparison_verdict(comparisons, "16", datasets=("rafdb",))
+    assert verdict.startswith("CR is better than base at 16 px on RAF-DB: +4.1 points, 95 % interval [+1.2, +7.0] "
+                              "(p = 0.003; 3 seeds x 600 images). CR-Simplified is worse than base at 16 px on RAF-DB")
+    assert views.comparison_verdict(comparisons, "8", datasets=("rafdb",)) == (
+        "No difference detectable between CR and base at 8 px on RAF-DB: +0.5 points, 95 % interval "
+        "[-2.1, +3.0] (p = 0.7; 3 seeds x 600 images).")
+    assert "no paired comparison" in views.comparison_verdict(comparisons, "32")
+    found = views.detectable_summary(comparisons)
+    assert "CR is better than base at 16 px on RAF-DB" in found and "at 8 px" not in found
+    assert views.detectable_summary({"CR": {"rafdb": {"8": comparisons["CR"]["rafdb"]["8"]}}}).startswith(
+        "No difference to base is detectable")
+
+
+def test_seeds_are_a_dimension_of_the_graph(monkeypatch):
+    demo = load_profile("demo")
+    assert graph.seed_runs(demo, "rafdb") == [(17, 17), (17, 18), (17, 19)]
+    assert graph.seed_runs(demo, "oulucasia") == [(17, 17)]
+    assert graph.seed_runs(load_profile("paper"), "fer2013") == [(17, 17)]  # the paper's one run, seed 17
+    assert graph.seed_runs({}, "rafdb") == [(17, 17)]
+    assert graph.run_name("fold3", 17, 18) == "fold3-seed17-18"
+    assert graph.split_run_name("fold3-seed17-18") == ("fold3", {"step1": 17, "step2": 18})
+    assert graph.split_run_name("standard") == ("standard", None)
+    # a plain list on the command line: the step-2 seeds of every dataset, step 1 as the profile says
+    config = resolve_config(parse("--profile", "paper", "--data-dir", ".", "--config", "seeds=[0,1,2]",
+                                  "base_weights=pyproject.toml"))
+    assert config["seeds"] == {"step1": [17], "step2": [0, 1, 2]}
+    assert graph.seed_runs(config, "oulucasia") == [(17, 0), (17, 1), (17, 2)]
+    config = resolve_config(parse("--profile", "smoke", "--config", "seeds.step1=[1,2]", "seeds.step2.rafdb=[5]"))
+    assert graph.seed_runs(config, "rafdb") == [(1, 5), (2, 5)]
+    assert graph.step2_init(config, "cr", 2) == "runs/step1/cr/seed2/best.pt"
+    for bad in ("seeds=[]", "seeds=[1,1]", "seeds=[a]", "seeds={step3: [1]}", "seeds.step1=7.5"):
+        with pytest.raises(MaferError, match="seeds"):
+            resolve_config(parse("--profile", "smoke", "--config", bad))
 
 
 def test_embeddings_round_trip_and_bad_files_are_named(tmp_path):
@@ -274,10 +306,17 @@ def test_dry_run_lists_the_jobs_and_runs_none(tmp_path):
                        "--book-dir", str(tmp_path / "book"))
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout + result.stderr)
-    # base step 1 stands in for VGGFace2; 4 models x (FER2013 + RAF-DB + 2 Oulu folds) fine-tunings
-    assert counts["step1"] == 4 and counts["step2"] == 16 and counts["evaluation"] == 3
+    # base step 1 stands in for VGGFace2; 4 models x (FER2013 + 2 RAF-DB seeds + 2 Oulu folds) fine-tunings
+    assert counts["step1"] == 4 and counts["step2"] == 20 and counts["evaluation"] == 3
     assert counts["synthetic_data"] == counts["results"] == counts["publish_book"] == 1
     assert not (tmp_path / "smoke").exists()  # a dry run makes no results folder
+    # three step-2 seeds everywhere: 4 models x 3 seeds x (FER2013 + RAF-DB + 2 Oulu folds)
+    result = reproduce("--profile", "smoke", "--dry-run", "--results", str(tmp_path),
+                       "--book-dir", str(tmp_path / "book"), "--config", "seeds=[0,1,2]")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts["step1"] == 4 and counts["step2"] == 48 and counts["evaluation"] == 3
+    assert "runs/step2/cr/oulucasia/fold1/seed17-2/best.pt" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("override, message", [
@@ -339,15 +378,19 @@ def test_smoke_pipeline_writes_summary_and_every_executed_notebook(smoke_project
             assert list(accs) == ["native", "8", "16"]
             assert all(0.0 <= a <= 1.0 for a in accs.values())
     # Oulu-CASIA: the mean over the two folds the profile trains
-    folds = [json.loads((work / f"eval/oulucasia/CR/fold{k}.json").read_text()) for k in (0, 1)]
+    folds = [json.loads((work / f"eval/oulucasia/CR/fold{k}-seed17-17.json").read_text()) for k in (0, 1)]
     mean = sum(f["resolutions"]["native"]["accuracy"] for f in folds) / 2
     assert summary["CR"]["oulucasia"]["native"] == pytest.approx(mean, abs=1e-6)
     executed = sorted(p.relative_to(work / "notebooks").as_posix() for p in (work / "notebooks").rglob("*.ipynb"))
-    assert len(executed) == 1 + 4 + 16 + 3 + 1 + 1
-    assert "step2/cr_affwild2/oulucasia-fold1.ipynb" in executed
-    nb = nbformat.read(work / "notebooks/step2/cr_affwild2/oulucasia-fold1.ipynb", 4)
+    assert len(executed) == 1 + 4 + (16 + 4) + 3 + 1 + 1  # the smoke profile fine-tunes on RAF-DB with 2 seeds
+    assert "step2/cr_affwild2/oulucasia-fold1-seed17-17.ipynb" in executed
+    nb = nbformat.read(work / "notebooks/step2/cr_affwild2/oulucasia-fold1-seed17-17.ipynb", 4)
     injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
-    assert "fold = 1" in injected.source and "runs/step1/cr_affwild2/best.pt" in injected.source
+    assert "fold = 1" in injected.source and "runs/step1/cr_affwild2/seed17/best.pt" in injected.source
+    nb = nbformat.read(work / "notebooks/step2/cr/rafdb-standard-seed17-18.ipynb", 4)
+    injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert "seed = 18" in injected.source
+    assert json.loads((work / "runs/step2/cr/rafdb/standard/seed17-18/run_info.json").read_text())["seed"] == 18
     book = smoke_project / "book" / "generated"
     published = sorted(p.name for p in book.glob("*.ipynb"))
     assert published == sorted(graph.book_sources(load_profile("smoke")))
@@ -360,6 +403,32 @@ def test_smoke_pipeline_writes_summary_and_every_executed_notebook(smoke_project
     log = (smoke_project / "first-run.log").read_text()
     assert "26 notebook node(s) ran" in log and f"summary: {work / 'summary.json'}" in log
     assert "without encryption" not in log and "Traceback" not in log
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_writes_paired_comparisons_over_two_seeds(smoke_run):
+    work = smoke_run / "smoke"
+    comparisons = json.loads((work / "comparisons.json").read_text())
+    assert list(comparisons) == MODELS[1:]  # every model but base
+    for model in MODELS[1:]:
+        assert sorted(comparisons[model]) == sorted(DATASETS)
+        for dataset in DATASETS:
+            assert list(comparisons[model][dataset]) == ["native", "8", "16"]
+            for entry in comparisons[model][dataset].values():
+                assert set(entry) == {"diff", "ci95", "p", "n_seeds", "n_images", "method"}
+                lo, hi = entry["ci95"]
+                assert -1 <= lo <= entry["diff"] <= hi <= 1 and 0 <= entry["p"] <= 1
+    # RAF-DB: the profile's two step-2 seeds, paired over the same test images
+    rafdb = comparisons["CR"]["rafdb"]["native"]
+    labels = json.loads((work / "eval/rafdb/CR/standard-seed17-18.json").read_text())["labels"]
+    assert (rafdb["n_seeds"], rafdb["n_images"]) == (2, len(labels))
+    assert comparisons["CR"]["oulucasia"]["8"]["n_seeds"] == 1
+    summary = json.loads((work / "summary.json").read_text())
+    runs = [json.loads((work / f"eval/rafdb/CR/standard-seed17-{s}.json").read_text()) for s in (17, 18)]
+    assert summary["CR"]["rafdb"]["8"] == pytest.approx(sum(r["resolutions"]["8"]["accuracy"] for r in runs) / 2,
+                                                         abs=1e-6)
+    accuracies = json.loads((work / "accuracies.json").read_text())
+    assert accuracies["base"]["rafdb"]["native"]["n_seeds"] == 2
 
 
 @pytest.mark.slow
@@ -389,7 +458,7 @@ def test_targets_and_options_after_double_dash_reach_snakemake(smoke_project, sm
     assert job_counts(dry.stdout + dry.stderr) == {"data_overview": 1}
     real = reproduce("--profile", "smoke", *extra, cwd=smoke_project)
     assert real.returncode == 0, real.stderr
-    assert "1 notebook node(s) ran (data), 25 were up to date" in real.stderr
+    assert "1 notebook node(s) ran (data), 29 were up to date" in real.stderr
 
 
 @pytest.fixture(scope="module")
@@ -421,7 +490,7 @@ def test_nodes_depend_on_the_code_they_import(copied_project):
         counts = job_counts(reproduce("--profile", "smoke", "--dry-run", cwd=copied_project).stdout)
     finally:
         os.utime(device, (old, old))
-    assert counts["step1"] == 4 and counts["step2"] == 16  # training imports device.py
+    assert counts["step1"] == 4 and counts["step2"] == 20  # training imports device.py
     old = _touch(views_py)
     try:
         counts = job_counts(reproduce("--profile", "smoke", "--dry-run", cwd=copied_project).stdout)

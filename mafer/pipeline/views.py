@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from mafer.aggregate import compare, comparison_sentence, detectable
 from mafer.datasets import get_dataset
 from mafer.errors import MaferError
 from mafer.figures import save_figure
@@ -246,35 +247,51 @@ def missing_book_numbers(summary: Mapping[str, Mapping[str, Mapping[str, float]]
     return missing
 
 
-CLEAR_GAIN_POINTS = 3.0  # a step-1 model "clearly better" than base: at least this many points ahead
+
+def write_comparisons(paths: Sequence[str | Path], out_comparisons: str | Path,
+                      out_accuracies: str | Path) -> dict:
+    """Paired statistics of the evaluation files (`mafer.aggregate.compare`): write the
+    comparisons (``comparisons.json``) and the accuracies with intervals; return both."""
+    paired = compare(paths)
+    for key, path in (("comparisons", out_comparisons), ("accuracies", out_accuracies)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(paired[key], indent=2) + "\n")
+    return paired
 
 
-def effect_verdict(summary: Mapping[str, Mapping[str, Mapping[str, float]]], resolution: str,
-                   datasets: Sequence[str] = ("fer2013", "rafdb")) -> str:
-    """One sentence on the paper's claim in this run: are CR and CR-Simplified clearly better
-    than base at ``resolution`` px (at least ``CLEAR_GAIN_POINTS`` points on every one of
-    ``datasets``), and how far are they from base at native resolution."""
-    names = {"fer2013": "FER2013", "rafdb": "RAF-DB", "oulucasia": "Oulu-CASIA"}
-    parts, clear = [], {}
-    for model in ("CR", "CR-Simplified"):
-        gains = {}
-        for dataset in datasets:
-            accs, base = summary.get(model, {}).get(dataset, {}), summary.get("base", {}).get(dataset, {})
-            if resolution in accs and resolution in base and "native" in accs and "native" in base:
-                gains[dataset] = (100 * (accs[resolution] - base[resolution]),
-                                  100 * (accs["native"] - base["native"]))
-        if not gains:
-            continue
-        clear[model] = len(gains) == len(datasets) and all(g >= CLEAR_GAIN_POINTS for g, _ in gains.values())
-        shown = ", ".join(f"{names.get(d, d)} {low:+.1f} at {resolution} px / {native:+.1f} native"
-                          for d, (low, native) in gains.items())
-        parts.append(f"{model} {'is' if clear[model] else 'is not'} clearly better than base ({shown} points)")
-    if not parts:
-        return "This run has no CR or CR-Simplified results to compare with base."
-    shows = clear.get("CR", False)
-    return ("; ".join(parts) + f". So this run {'shows' if shows else 'does not show'} the paper's "
-            f"low-resolution gain (clearly: at least {CLEAR_GAIN_POINTS:.0f} points on "
-            + " and ".join(names.get(d, d) for d in datasets) + ").")
+def interval_table(accuracies: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]],
+                   dataset: str) -> pd.DataFrame:
+    """``mean [lo, hi]`` (percent, 95 % interval over seeds x images) of every model on ``dataset``
+    (rows) at every test resolution (columns, native last)."""
+    table = pd.DataFrame({model: {res: f"{100 * e['accuracy']:.1f} [{100 * e['ci95'][0]:.1f}, "
+                                       f"{100 * e['ci95'][1]:.1f}]" for res, e in per_dataset[dataset].items()}
+                          for model, per_dataset in accuracies.items() if dataset in per_dataset}).T
+    numeric = sorted((c for c in table.columns if c.isdigit()), key=int)
+    return table[numeric + [c for c in table.columns if not c.isdigit()]]
+
+
+def comparison_verdict(comparisons: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]], resolution: str,
+                       datasets: Sequence[str] = ("fer2013", "rafdb"),
+                       models: Sequence[str] = ("CR", "CR-Simplified")) -> str:
+    """The paper's claim checked on this run, from ``comparisons.json``: one sentence per model
+    and dataset at ``resolution`` (`mafer.aggregate.comparison_sentence`: better / worse than
+    base, or no difference detectable, with the difference and its 95 % interval)."""
+    sentences = [comparison_sentence(model, dataset, resolution, comparisons[model][dataset][resolution])
+                 for model in models for dataset in datasets
+                 if resolution in comparisons.get(model, {}).get(dataset, {})]
+    if not sentences:
+        return "This run has no paired comparison with base to report."
+    return ". ".join(s[0].upper() + s[1:] for s in sentences) + "."
+
+
+def detectable_summary(comparisons: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]]) -> str:
+    """Where this run detects a difference to base (95 % interval excluding 0), in words."""
+    found = detectable(comparisons)
+    if not found:
+        return ("No difference to base is detectable in this run: at every resolution, on every dataset, "
+                "the 95 % interval of every model's difference holds 0.")
+    return "Detectable differences (95 % interval excluding 0): " + "; ".join(
+        comparison_sentence(*item) for item in found) + "."
 
 
 def data_note(profile: str, synthetic: bool, cap: str | None = None) -> str:
