@@ -39,7 +39,7 @@ publish: book
 
 gh-pages:
 	$(BIN)/ghp-import --no-jekyll --force --message "book built from $$(git rev-parse --short HEAD)" \
-		$(if $(PUSH),--push,) $(SITE)
+		$(if $(PUSH),--push,) "$(SITE)"
 
 # JupyterLab on the notebooks, offering only the project's kernel (the one they name). As root
 # (containers, cloud VMs) it passes --allow-root; LAB_ARGS adds options, e.g.

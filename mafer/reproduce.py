@@ -154,12 +154,11 @@ def _schema_message(error) -> str:
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """The profile with the command line applied, paths made absolute, inputs checked."""
-    profile = load_profile(args.profile)
-    check_override_keys(profile, args.config)
-    config = profile
+    config = load_profile(args.profile)
     if getattr(args, "cap", None):
         config, changes = apply_cap(config, args.cap)
         print(describe_changes(args.cap, changes), file=sys.stderr)
+    check_override_keys(config, args.config)
     config = apply_overrides(config, args.config)
     validate_config(config, args.config)
     config["seeds"] = normalize_seeds(config.get("seeds"), load_profile(args.profile).get("seeds"))

@@ -52,7 +52,8 @@ def test_notebook_cells_call_mafer_rather_than_hold_logic(path):
         if cell.cell_type != "code":
             continue
         assert not re.search(r"^\s*(def|class)\s", cell.source, re.M), f"{path.name}: logic belongs in mafer"
-        assert len(cell.source.splitlines()) <= 14, f"{path.name}: keep cells short:\n{cell.source}"
+        if "parameters" not in cell.metadata.get("tags", []):  # the parameters cell only declares values
+            assert len(cell.source.splitlines()) <= 14, f"{path.name}: keep cells short:\n{cell.source}"
 
 
 @pytest.mark.slow

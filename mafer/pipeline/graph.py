@@ -224,6 +224,13 @@ def step2_dir(model: str, dataset: str, part: str, s1: int, s2: int) -> str:
     return f"runs/step2/{model}/{dataset}/{part}/seed{s1}-{s2}"
 
 
+def step1_checkpoints(config: Mapping[str, Any]) -> list[str]:
+    """Every checkpoint step 1 trains: each model at each step-1 seed, base only when the profile
+    gives no base weight file."""
+    trained = [m for m in STEP1 if m != "base" or not config.get("base_weights")]
+    return [f"{step1_dir(m, s1)}/best.pt" for m in trained for s1 in step1_seeds(config)]
+
+
 def base_weights(config: Mapping[str, Any], seed: int | None = None) -> str:
     """The base network: the profile's VGGFace2 weight file, else the base step-1 checkpoint of
     step-1 seed ``seed`` (default: the first)."""
