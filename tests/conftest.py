@@ -98,13 +98,18 @@ def smoke_run(smoke_project: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smoke_book(smoke_project: Path) -> Path:
-    """The book built (``jupyter-book build``) from the smoke run's published pages.
+def smoke_book(smoke_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The book built (``jupyter-book build``) from the smoke run's published pages, in a folder
+    of its own (the smoke project stays as the run left it, for the rerun tests).
 
     Returns the book's root folder; the site is ``<root>/_build/html`` and the build's
     output is kept in ``<root>/build.log``."""
+    book = tmp_path_factory.mktemp("bookroot")
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(smoke_project / name, book / name)
+    shutil.copytree(smoke_project / "book", book / "book")
     result = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", ".", "--path-output", "."],
-                            cwd=smoke_project, capture_output=True, text=True, timeout=600)
-    (smoke_project / "build.log").write_text(result.stdout + result.stderr)
+                            cwd=book, capture_output=True, text=True, timeout=600)
+    (book / "build.log").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return smoke_project
+    return book

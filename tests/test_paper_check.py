@@ -194,9 +194,9 @@ def test_capped_paper_graph_fills_every_cell_with_the_papers_settings(paper_chec
         assert (cfg["model"], cfg["image_size"], cfg["max_steps"]) == ("senet50", 224, 1), config_file
         dataset = cfg["dataset"]
         assert cfg["source_size"] in (256, {"fer2013": 48, "rafdb": 100, "affwild2": 112}.get(dataset)), config_file
-    step1 = sorted(p.parent.name for p in (work / "runs" / "step1").glob("*/config.yaml"))
+    step1 = sorted(p.parent.parent.name for p in (work / "runs" / "step1").glob("*/seed17/config.yaml"))
     assert step1 == ["cr", "cr_affwild2", "cr_simplified"]  # base: the VGGFace2 pickle itself
-    cr = yaml.safe_load((work / "runs/step1/cr/config.yaml").read_text())
+    cr = yaml.safe_load((work / "runs/step1/cr/seed17/config.yaml").read_text())
     assert cr["init"].endswith("senet50_ft_weight.pkl") and cr["mode"] == "cr"
     evals = sorted((work / "eval").glob("*/*/*.json"))
     assert len(evals) == 4 * (1 + 1 + 2)
@@ -207,7 +207,7 @@ def test_capped_paper_graph_fills_every_cell_with_the_papers_settings(paper_chec
         info = dataset_info(record["dataset"])
         assert record["classes"] == list(info.classes)
     from mafer.models import load_checkpoint
-    for run, dataset in (("step1/cr", "vggface2"), ("step2/cr/rafdb/standard", "rafdb")):
+    for run, dataset in (("step1/cr/seed17", "vggface2"), ("step2/cr/rafdb/standard/seed17-17", "rafdb")):
         meta = load_checkpoint(work / "runs" / run / "best.pt")
         assert meta["model_name"] == "senet50", run
         assert meta["mean_bgr"] == pytest.approx(list(dataset_info(dataset).mean_bgr)), run

@@ -401,7 +401,7 @@ def test_smoke_pipeline_writes_summary_and_every_executed_notebook(smoke_project
     assert recorded["book_dir"] == "../../book/generated"
     # the final message names what ran and where the results are; the kernels' logs stay quiet
     log = (smoke_project / "first-run.log").read_text()
-    assert "26 notebook node(s) ran" in log and f"summary: {work / 'summary.json'}" in log
+    assert "30 notebook node(s) ran" in log and f"summary: {work / 'summary.json'}" in log
     assert "without encryption" not in log and "Traceback" not in log
 
 
