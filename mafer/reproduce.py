@@ -12,6 +12,7 @@ node copies the notebooks the book renders into ``book/generated/``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -409,13 +410,30 @@ def run(args: argparse.Namespace) -> int:
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         if args.dry_run:
             cmd = snakemake_command(config_file, workdir, args, config) + ["--nolock"]
-            return 0 if subprocess.call(cmd, env=_environment()) == 0 else 1
+            with _kept_as_is(workdir / ".snakemake" / "iocache" / "latest.pkl"):
+                return 0 if subprocess.call(cmd, env=_environment()) == 0 else 1
         workdir.mkdir(parents=True, exist_ok=True)
         if not args.unlock and (state := lock_state(workdir, args)):
             raise MaferError(state)
         return _run(config_file, workdir, args, config, book_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _kept_as_is(path: Path):
+    """Put ``path`` back as it was (or absent) afterwards: a Snakemake dry run stores its file
+    cache there, and a dry run is to leave the results folder untouched."""
+    before = path.read_bytes() if path.is_file() else None
+    stat = path.stat() if before is not None else None
+    try:
+        yield
+    finally:
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(before)
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def _environment() -> dict[str, str]:

@@ -438,7 +438,7 @@ def test_rerun_with_nothing_changed_runs_nothing(smoke_project, smoke_run):
     assert "Nothing to be done" in result.stdout + result.stderr
     result = reproduce("--profile", "smoke", cwd=smoke_project)
     assert result.returncode == 0, result.stderr
-    assert "nothing to do, all 26 notebook node(s) were up to date" in result.stderr
+    assert "nothing to do, all 30 notebook node(s) were up to date" in result.stderr
 
 
 @pytest.mark.slow
