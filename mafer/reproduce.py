@@ -410,7 +410,7 @@ def run(args: argparse.Namespace) -> int:
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         if args.dry_run:
             cmd = snakemake_command(config_file, workdir, args, config) + ["--nolock"]
-            with _kept_as_is(workdir / ".snakemake" / "iocache" / "latest.pkl"):
+            with _kept_as_is(workdir / ".snakemake"):
                 return 0 if subprocess.call(cmd, env=_environment()) == 0 else 1
         workdir.mkdir(parents=True, exist_ok=True)
         if not args.unlock and (state := lock_state(workdir, args)):
@@ -421,19 +421,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _kept_as_is(path: Path):
-    """Put ``path`` back as it was (or absent) afterwards: a Snakemake dry run stores its file
-    cache there, and a dry run is to leave the results folder untouched."""
-    before = path.read_bytes() if path.is_file() else None
-    stat = path.stat() if before is not None else None
+def _kept_as_is(folder: Path):
+    """Put ``folder`` (Snakemake's ``.snakemake``) back as it was afterwards: a dry run stores its
+    file cache and lock folder there, and a dry run is to leave the results folder untouched."""
+    def entries() -> dict[Path, os.stat_result]:
+        return {p: p.stat() for p in [folder, *folder.rglob("*")]} if folder.exists() else {}
+
+    before = entries()
+    saved = {p: p.read_bytes() for p in before if p.is_file()}
     try:
         yield
     finally:
-        if before is None:
-            path.unlink(missing_ok=True)
-        else:
-            path.write_bytes(before)
-            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        for p in sorted(set(entries()) - set(before), key=lambda q: len(q.parts), reverse=True):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        for p, data in saved.items():
+            if p.read_bytes() != data:
+                p.write_bytes(data)
+        for p in sorted(before, key=lambda q: len(q.parts), reverse=True):
+            os.utime(p, ns=(before[p].st_atime_ns, before[p].st_mtime_ns))
 
 
 def _environment() -> dict[str, str]:
