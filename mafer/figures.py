@@ -188,20 +188,27 @@ def plot_accuracy_vs_resolution(results: Mapping[str, Mapping[str, Any]], path: 
         x = [order.index(k) + dodge * (i - (len(curves) - 1) / 2) for k in keys]
         ax.errorbar(x, values * 100, yerr=errors * 100, label=model, color=palette[i],
                     marker=_MARKERS[i % len(_MARKERS)], capsize=3, linewidth=1.5)
-    ax.set_xticks(range(len(order)), [k if k == "native" else f"{k} px" for k in order])
+    return _finish_resolution_axes(fig, ax, order, f"{metric.replace('_', ' ').capitalize()} (%)", "Model",
+                                   title, path)
+
+
+def _x_labels(order: Sequence[str]) -> list[str]:
+    return [k if k == "native" else f"{k} px" for k in order]
+
+
+def _finish_resolution_axes(fig: Figure, ax, order: Sequence[str], ylabel: str, legend_title: str,
+                            title: str | None, path: str | Path) -> Figure:
+    """Resolution ticks (``8 px`` ... ``native``), labels, grid, legend and title; save and return."""
+    ax.set_xticks(range(len(order)), _x_labels(order))
     ax.set_xlabel("Test resolution (shorter side)")
-    ax.set_ylabel(f"{metric.replace('_', ' ').capitalize()} (%)")
+    ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
-    ax.legend(title="Model")
+    ax.legend(title=legend_title)
     if title:
         ax.set_title(title)
     fig.tight_layout()
     save_figure(fig, path)
     return fig
-
-
-def _x_labels(order: Sequence[str]) -> list[str]:
-    return [k if k == "native" else f"{k} px" for k in order]
 
 
 def plot_accuracy_bands(accuracies: Mapping[str, Mapping[str, Mapping[str, Any]]], path: str | Path, *,
@@ -224,16 +231,7 @@ def plot_accuracy_bands(accuracies: Mapping[str, Mapping[str, Mapping[str, Any]]
         low, high = (np.array([per_res[k]["ci95"][j] for k in keys]) * 100 for j in (0, 1))
         ax.plot(x, mean, label=model, color=palette[i], marker=_MARKERS[i % len(_MARKERS)], linewidth=1.5)
         ax.fill_between(x, low, high, color=palette[i], alpha=0.2, linewidth=0)
-    ax.set_xticks(range(len(order)), _x_labels(order))
-    ax.set_xlabel("Test resolution (shorter side)")
-    ax.set_ylabel("Accuracy (%)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(title="Model (band: 95 % interval)")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    save_figure(fig, path)
-    return fig
+    return _finish_resolution_axes(fig, ax, order, "Accuracy (%)", "Model (band: 95 % interval)", title, path)
 
 
 def plot_differences(comparisons: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]], path: str | Path, *,
