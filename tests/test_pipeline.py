@@ -17,11 +17,13 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from mafer.errors import MaferError
+from mafer.models import create_model, load_checkpoint, save_checkpoint
 from mafer.pipeline import graph, views
-from mafer.pipeline.run_notebook import execute
+from mafer.pipeline.run_notebook import execute, node_signature, prepare_run_dir
 from mafer.reproduce import add_arguments, apply_overrides, load_profile, resolve_config, snakemake_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -487,18 +489,18 @@ def _touch(path: Path) -> float:
 
 @pytest.mark.slow
 def test_nodes_depend_on_the_code_they_import(copied_project):
-    device, views_py = copied_project / "mafer" / "device.py", copied_project / "mafer" / "pipeline" / "views.py"
-    old = _touch(device)
-    try:
-        counts = job_counts(reproduce("--profile", "smoke", "--dry-run", cwd=copied_project).stdout)
-    finally:
-        os.utime(device, (old, old))
-    assert counts["step1"] == 4 and counts["step2"] == 20  # training imports device.py
-    old = _touch(views_py)
-    try:
-        counts = job_counts(reproduce("--profile", "smoke", "--dry-run", cwd=copied_project).stdout)
-    finally:
-        os.utime(views_py, (old, old))
+    def dry_run_after_touching(path: Path) -> dict[str, int]:
+        old = _touch(path)
+        try:
+            result = reproduce("--profile", "smoke", "--dry-run", cwd=copied_project)
+        finally:
+            os.utime(path, (old, old))
+        assert result.returncode == 0, result.stderr[-3000:]
+        return job_counts(result.stdout + result.stderr)
+
+    counts = dry_run_after_touching(copied_project / "mafer" / "device.py")
+    assert counts.get("step1") == 4 and counts.get("step2") == 20, counts  # training imports device.py
+    counts = dry_run_after_touching(copied_project / "mafer" / "pipeline" / "views.py")
     assert "step1" not in counts and "step2" not in counts  # a drawing helper is no reason to retrain
     assert counts["data_overview"] == counts["results"] == 1 and counts["evaluation"] == 3
 
@@ -587,6 +589,48 @@ def test_an_interrupt_stops_every_process_frees_the_lock_and_the_next_run_contin
     result = reproduce(*argv, "--", "notebooks/data.ipynb")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (work / "notebooks" / "data.ipynb").is_file()
+
+
+@pytest.mark.slow
+def test_an_interrupted_training_node_resumes_from_its_last_checkpoint(smoke_run, tmp_path):
+    argv = ("--profile", "smoke", "--jobs", "2", "--results", str(tmp_path / "results"),
+            "--book-dir", str(tmp_path / "book"))
+    node = "runs/step1/base/seed17"
+    run = tmp_path / "results" / "smoke" / node
+    log = tmp_path / "interrupted.log"
+    proc = _start(*argv, "--", f"{node}/best.pt", log=log)
+    deadline = time.time() + 600
+    while not (run / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # as soon as the run has a checkpoint, before the notebook ends
+    assert proc.wait(timeout=120) == 128 + signal.SIGINT, log.read_text()[-3000:]
+    result = reproduce(*argv, "--", f"{node}/best.pt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(rf"resuming the interrupted run in {node} from its last.pt \(step \d+\)", result.stderr)
+    # what the session's uninterrupted smoke run of the same node gave, to the bit
+    straight = smoke_run / "smoke" / node
+    for name in ("best.pt", "last.pt"):
+        a, b = load_checkpoint(straight / name), load_checkpoint(run / name)
+        assert all(torch.equal(v, b["model_state_dict"][k]) for k, v in a["model_state_dict"].items()), name
+    assert (straight / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
+
+
+def test_a_training_node_resumes_only_an_interrupted_run_of_itself(tmp_path):
+    run, inputs = tmp_path / "run", [tmp_path / "init.pt"]
+    inputs[0].write_bytes(b"weights")
+    signature = node_signature({"seed": 1}, inputs)
+    assert prepare_run_dir(run, signature) is None and (run / "node-signature.txt").is_file()
+    save_checkpoint(run / "last.pt", create_model("senet_tiny", num_classes=2), model_name="senet_tiny",
+                    class_names=["a", "b"], mean_bgr=[0, 0, 0], extra={"resume": {"step": 3}})
+    assert prepare_run_dir(run, node_signature({"seed": 1}, inputs)) == 3  # the same node: resume
+    for changed_parameters, content in (({"seed": 2}, b"weights"), ({"seed": 1}, b"other weights")):
+        inputs[0].write_bytes(content)
+        assert prepare_run_dir(run, node_signature(changed_parameters, inputs)) is None
+        assert not (run / "last.pt").exists()  # something changed: the old run goes, training starts over
+        save_checkpoint(run / "last.pt", create_model("senet_tiny", num_classes=2), model_name="senet_tiny",
+                        class_names=["a", "b"], mean_bgr=[0, 0, 0], extra={"resume": {"step": 3}})
+    (run / "last.pt").write_bytes(b"cut while written")
+    assert prepare_run_dir(run, node_signature({"seed": 1}, inputs)) is None
 
 
 def test_book_numbers_missing_from_a_run_say_why(monkeypatch):

@@ -107,10 +107,14 @@ def test_interrupted_and_resumed_run_equals_straight_run(stage: str, options: di
     straight = runner(smoke(smoke_data, tmp_path / "straight", max_steps=total, **common))
     interrupted = runner(smoke(smoke_data, tmp_path / "cut", max_steps=cut, **common))
     assert load_checkpoint(interrupted / "last.pt")["extra"]["resume"]["step"] == cut
+    (interrupted / "best.pt").unlink()  # as Snakemake does to a job's declared outputs before a rerun
     resumed = runner(smoke(smoke_data, tmp_path / "cut", max_steps=total, resume=True, **common))
+    for name in ("last.pt", "best.pt"):
+        a, b = load_checkpoint(straight / name), load_checkpoint(resumed / name)
+        for key, value in a["model_state_dict"].items():
+            assert torch.equal(value, b["model_state_dict"][key]), (name, key)
+        assert a["metrics"] == b["metrics"], name
     a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(resumed / "last.pt")
-    for key, value in a["model_state_dict"].items():
-        assert torch.equal(value, b["model_state_dict"][key]), key
     assert a["extra"]["resume"]["step"] == b["extra"]["resume"]["step"] == total
     losses = lambda run: [(r["step"], r["loss"], r["p"]) for r in read_metrics(run) if r["kind"] == "train"]
     assert losses(straight) == losses(resumed)  # same batches, same augmentation draws, same p
@@ -193,6 +197,10 @@ def test_resume_refuses_changed_options_and_existing_runs(smoke_data: Path, tmp_
         run_finetune(smoke(smoke_data, tmp_path / "run", dataset="rafdb", batch_size=4, resume=True))
     with pytest.raises(MaferError, match="nothing to resume"):
         run_finetune(smoke(smoke_data, tmp_path / "empty", dataset="rafdb", resume=True))
+    for name in ("best.pt", ".best.pt.kept"):
+        (tmp_path / "run" / name).unlink()
+    with pytest.raises(MaferError, match="best weights .* are lost"):
+        run_finetune(smoke(smoke_data, tmp_path / "run", dataset="rafdb", max_steps=3, resume=True))
 
 
 # --------------------------------------------------------------------------- the recipe

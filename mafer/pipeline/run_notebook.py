@@ -12,6 +12,7 @@ reproduce`` reads to say which notebook failed and where to look.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -96,10 +97,61 @@ def check_parameters(notebook: Path, parameters: dict) -> None:
                          f"its parameters cell defines {', '.join(declared)}")
 
 
+# In a training node's run folder: the signature of the node that started the run there.
+SIGNATURE_FILE = "node-signature.txt"
+
+
+def node_signature(parameters: dict, inputs: list[Path]) -> str:
+    """sha256 (hex) of what defines a node's results: its parameters, the versions of the
+    packages that change numbers, and the content of its input files (given relative to the
+    results folder, so a moved project keeps its signatures)."""
+    from mafer.pipeline.graph import package_versions
+
+    digest = hashlib.sha256(json.dumps({"parameters": parameters, "versions": package_versions()},
+                                       sort_keys=True).encode())
+    for path in sorted(inputs, key=str):
+        with open(path, "rb") as f:
+            digest.update(f"{path}\0{hashlib.file_digest(f, 'sha256').hexdigest()}\0".encode())
+    return digest.hexdigest()
+
+
+def prepare_run_dir(run_dir: Path, signature: str) -> int | None:
+    """Make ``run_dir`` ready for a training node with ``signature``.
+
+    Returns the step to resume from when the folder holds an interrupted run (``last.pt``) of
+    the very same node; otherwise empties the folder (a node that reruns because something
+    changed trains from scratch, not on top of the run it replaces) and returns None."""
+    from mafer.models import load_checkpoint
+
+    last, record = run_dir / "last.pt", run_dir / SIGNATURE_FILE
+    if last.is_file() and record.is_file() and record.read_text().strip() == signature:
+        try:
+            return int(load_checkpoint(last)["extra"]["resume"]["step"])
+        except (MaferError, KeyError, TypeError, ValueError):  # unreadable (cut while written): start over
+            pass
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    record.write_text(signature + "\n")
+    return None
+
+
 def execute(notebook: Path, output: Path, parameters: dict, *, threads: int, failed_dir: Path,
-            cwd: Path | None = None) -> None:
-    """Run ``notebook`` into ``output`` with ``parameters``; on failure keep the partial copy and raise."""
+            cwd: Path | None = None, run_dir: Path | None = None, inputs: list[Path] = ()) -> None:
+    """Run ``notebook`` into ``output`` with ``parameters``; on failure keep the partial copy and raise.
+
+    ``run_dir``: the run folder of a training node (``inputs``: the node's input files). An
+    interrupted run of the same node there is resumed from its ``last.pt`` (the notebook's
+    ``options`` get ``resume: true``), with the result an uninterrupted run gives; anything
+    else there is removed first."""
     import papermill as pm
+
+    if run_dir is not None:
+        step = prepare_run_dir(run_dir, node_signature(parameters, list(inputs)))
+        if step is not None:
+            print(f"mafer pipeline: resuming the interrupted run in {run_dir} from its last.pt (step {step})",
+                  file=sys.stderr)
+            parameters = parameters | {"options": dict(parameters.get("options") or {}, resume=True)}
 
     # torch, numpy and sklearn in the kernel read these at import: one job = `threads` cores
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -161,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads this job may use")
     parser.add_argument("--failed-dir", type=Path, default=Path("failed"))
     parser.add_argument("--cwd", type=Path, default=None, help="working folder of the kernel")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="a training node's run folder: resume an interrupted run of the same node, else empty it")
+    parser.add_argument("--inputs", type=Path, nargs="*", default=[],
+                        help="the node's input files (with --run-dir: part of the node's signature)")
     args = parser.parse_args(argv)
     try:
         parameters = json.loads(args.parameters)
@@ -169,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         execute(args.notebook, args.output, parameters, threads=args.threads,
-                failed_dir=args.failed_dir, cwd=args.cwd)
+                failed_dir=args.failed_dir, cwd=args.cwd, run_dir=args.run_dir, inputs=args.inputs)
     except MaferError as exc:  # only from reading the arguments; notebook failures exit in execute()
         print(f"run_notebook: error: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +40,15 @@ from mafer.resolution import LoweringCurriculum, lower, sample_resolutions
 from mafer.train import data as train_data
 from mafer.train.config import TrainConfig, resumable_fields
 from mafer.train.distributed import DistEnv, all_reduce_sum, barrier, gather_objects, setup, teardown
+
+BEST_KEPT = ".best.pt.kept"  # second name of best.pt, see Trainer._keep_best
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a filesystem without hard links
+        shutil.copyfile(src, dst)
 
 
 
@@ -408,6 +418,7 @@ class Trainer:
                        | {"best": self.best, "best_metric": self.cfg.best_metric})
         if improved:
             self.save(self.out / "best.pt", metrics)
+            self._keep_best()
         self.save(self.out / "last.pt", metrics)
         if getattr(self, "progress_lines", False):
             shown = ", ".join(f"val {k} {v:.4g}" for k, v in metrics.items() if k in ("loss", "acc"))
@@ -421,6 +432,18 @@ class Trainer:
         if self.device.type == "cuda":
             state["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
+
+    def _keep_best(self) -> None:
+        """Give best.pt a second name (a hard link: no extra disk) that `--resume` restores it from.
+
+        Workflow managers delete a job's declared outputs before they run it again (Snakemake
+        does, and `mafer reproduce` declares best.pt), so an interrupted run resumed by them
+        would otherwise lose the best weights it had already found."""
+        if not self.env.is_main:
+            return
+        kept = self.out / BEST_KEPT
+        kept.unlink(missing_ok=True)
+        _link_or_copy(self.out / "best.pt", kept)
 
     def save(self, path: Path, metrics: dict[str, float]) -> None:
         """Write a checkpoint (rank 0) holding everything `--resume` needs, every rank's RNG included."""
@@ -446,6 +469,14 @@ class Trainer:
             raise MaferError(f"{path}: cannot resume with different options: "
                              + ", ".join(f"{k} (saved {saved.get(k)!r}, now {current[k]!r})" for k in changed))
         resume = ckpt["extra"]["resume"]
+        best, kept = self.out / "best.pt", self.out / BEST_KEPT
+        if resume["best"] is not None and not best.is_file():
+            if not kept.is_file():
+                raise MaferError(f"{best}: missing, and no {BEST_KEPT} to restore it from; the best weights "
+                                 f"of the interrupted run are lost, so it cannot resume exactly: start it again")
+            if self.env.is_main:
+                _link_or_copy(kept, best)
+            barrier(self.env)
         self.model.load_state_dict(ckpt["model_state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer_state_dict"])
         self.scheduler.load_state_dict(ckpt["scheduler_state_dict"])
