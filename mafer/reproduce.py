@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -110,10 +111,15 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
     return config
 
 
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA.read_text())
+
+
 def check_override_keys(profile: dict[str, Any], overrides: list[str]) -> None:
     """MaferError when a ``--config`` key names no entry of the profile or of the schema (a typo
     would otherwise add an entry nothing reads)."""
-    known = set(yaml.safe_load(SCHEMA.read_text())["properties"]) | set(profile)
+    known = set(_schema()["properties"]) | set(profile)
     for item in overrides:
         top = item.partition("=")[0].split(".")[0]
         if top not in known:
@@ -125,9 +131,14 @@ def validate_config(config: dict[str, Any], overrides: list[str] = ()) -> None:
     one-line MaferError naming the entry, what was expected and what was given."""
     import jsonschema
 
-    schema = yaml.safe_load(SCHEMA.read_text())
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(_schema()).iter_errors(config))
     if error is None:
+        from mafer.synth.faces import VARIANTS
+
+        variant = config.get("synthetic_variant", "demo")
+        if variant not in VARIANTS:
+            raise MaferError(f"synthetic_variant: expected one of {', '.join(map(json.dumps, VARIANTS))}, "
+                             f"got {json.dumps(variant)}")
         return
     where = ".".join(str(part) for part in error.absolute_path) or "profile"
     overridden = {item.partition("=")[0].split(".")[0] for item in overrides}
@@ -149,7 +160,7 @@ def _schema_message(error) -> str:
         kinds = expected["type"] if isinstance(expected["type"], list) else [expected["type"]]
         return f"expected {' or '.join(words.get(k, k) for k in kinds)}, got {given}"
     if error.validator in ("anyOf", "oneOf"):
-        return f"got {given}, expected 'native' or a positive whole number of pixels"
+        return f"got {given}, expected {expected.get('description', 'one of the forms the schema allows')}"
     return f"{error.message}"
 
 
@@ -177,9 +188,6 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     elif config.get("base_weights_required"):
         raise MaferError(f"profile {config['name']!r} needs the VGGFace2 weights of SE-ResNet-50: "
                          "--config base_weights=/path/senet50_ft_weight.pkl")
-    bad = [d for d in config["datasets"] if d not in ("fer2013", "rafdb", "oulucasia")]
-    if bad:
-        raise MaferError(f"datasets: unknown {', '.join(bad)}; expected fer2013, rafdb, oulucasia")
     if "oulucasia" in config["datasets"]:
         wrong = [k for k in config["run_folds"] if not 0 <= int(k) < int(config["folds"])]
         if wrong or not config["run_folds"]:

@@ -329,6 +329,10 @@ def test_dry_run_lists_the_jobs_and_runs_none(tmp_path):
     ("resolutions=[native,8,big]", "resolutions.2 (from --config): got \"big\", expected 'native' or a positive"),
     ("image_size=large", 'image_size (from --config): expected an integer, got "large"'),
     ("embedings.methods=[tsne]", "no profile entry 'embedings'"),
+    ("seeds=[1,x]", 'seeds.1 (from --config): expected an integer, got "x"'),
+    ("seeds.step2={rafdb: 3}", "seeds.step2.rafdb (from --config): expected a list, got 3"),
+    ("seeds=seventeen", 'seeds (from --config): got "seventeen", expected a list of step-2 seeds, or a mapping'),
+    ("synthetic_variant=smiling", 'synthetic_variant: expected one of "demo", "resting-face", got "smiling"'),
 ])
 def test_config_overrides_are_checked_against_the_schema(override, message):
     with pytest.raises(MaferError) as err:
