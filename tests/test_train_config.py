@@ -29,7 +29,7 @@ def test_print_config_names_the_source_of_every_value(tmp_path: Path, capsys: py
                         "--dataset", "rafdb")
     assert set(rows) == {f.name for f in dataclasses.fields(C.TrainConfig)}
     assert rows["momentum"] == ("0.9", "default")
-    assert rows["model"] == ("'senet_tiny'", "preset demo")
+    assert rows["arch"] == ("'senet_tiny'", "preset demo")
     assert rows["epochs"] == ("7", f"file {run_yaml}")
     assert rows["lr"] == ("0.5", "flag --lr")
     assert rows["dataset"] == ("'rafdb'", "flag --dataset")
@@ -49,7 +49,7 @@ def test_config_yaml_keeps_values_and_sources(tmp_path: Path) -> None:
     cfg = C.TrainConfig.preset("smoke").resolve()
     cfg.to_yaml(tmp_path / "config.yaml")
     text = (tmp_path / "config.yaml").read_text()
-    assert "model: senet_tiny  # preset smoke" in text
+    assert "arch: senet_tiny  # preset smoke" in text
     assert "lr: 0.01  # recipe (finetune)" in text and "betas: [0.9, 0.999]  # default" in text
     assert C.TrainConfig.from_dict(yaml.safe_load(text)).to_dict() == cfg.to_dict()
 
@@ -62,7 +62,7 @@ def test_help_shows_defaults_and_names_presets_and_recipes(capsys: pytest.Captur
         assert f"{flag} " in text
     assert text.count("(default: the recipe's, below)") >= 3
     assert "SGD momentum (default: 0.9)" in text
-    assert "presets (--preset NAME" in text and "demo model=senet_tiny, image_size=48" in text
+    assert "presets (--preset NAME" in text and "demo   arch=senet_tiny, image_size=48" in text
     assert "finetune: optimizer=adam, lr=0.01, backbone_lr=0.0001" in text
 
 
