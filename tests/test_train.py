@@ -203,6 +203,27 @@ def test_resume_refuses_changed_options_and_existing_runs(smoke_data: Path, tmp_
         run_finetune(smoke(smoke_data, tmp_path / "run", dataset="rafdb", max_steps=3, resume=True))
 
 
+def test_arch_flag_reaches_the_checkpoint_and_a_format_v1_last_pt_resumes(
+        smoke_data: Path, tmp_path: Path, as_format_v1) -> None:
+    out = tmp_path / "cli"
+    argv = ["finetune", "--arch", "senet_tiny", "--image-size", "32", "--batch-size", "8", "--accum-steps", "1",
+            "--epochs", "1", "--workers", "0", "--in-memory", "--no-progress", "--dataset", "rafdb",
+            "--data-dir", str(smoke_data), "--out", str(out), "--device", "cpu"]
+    assert cli_main(argv + ["--max-steps", "2"]) == 0
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["arch"] == ckpt["config"]["arch"] == "senet_tiny"  # the default is senet50: the flag got there
+    assert "arch: senet_tiny  # flag --arch" in (out / "config.yaml").read_text()
+    # a run interrupted before the rename (last.pt with model_name and config "model") resumes
+    as_format_v1(out / "last.pt")
+    assert cli_main(argv + ["--max-steps", "3", "--resume"]) == 0
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["extra"]["resume"]["step"] == 3 and ckpt["arch"] == "senet_tiny" and ckpt["format_version"] == 2
+    # and a changed architecture is still caught by the comparison of the saved options
+    as_format_v1(out / "last.pt")
+    with pytest.raises(MaferError, match="arch \\(saved 'senet_tiny', now 'senet50'\\)"):
+        run_finetune(TrainConfig.from_dict({**ckpt["config"], "arch": "senet50", "max_steps": 4, "resume": True}))
+
+
 # --------------------------------------------------------------------------- the recipe
 def test_finetune_recipe_class_weights_and_two_learning_rates(smoke_data: Path, identity_init: Path,
                                                               tmp_path: Path) -> None:
