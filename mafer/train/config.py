@@ -306,7 +306,8 @@ _LOW = "{low}"
 # weight decay or scheduler of its own)
 _STEP2_OPTIM = dict(optimizer="adam", lr=1e-2, backbone_lr=1e-4, weight_decay=1e-4, class_weighted=True,
                     plateau_factor=0.1, plateau_patience=10, plateau_threshold=1e-3, plateau_min_lr=0.0)
-# step 1 on VGGFace2: SGD with one lr (the backbone's follows --lr), on the low-resolution loss
+# step 1 on VGGFace2: SGD with one lr (the backbone's follows --lr); cr, cr-simplified watch the
+# low-resolution validation loss and keep the best low-resolution accuracy
 _VGGFACE2 = dict(optimizer="sgd", lr=1e-3, backbone_lr=LrTimes(1), weight_decay=5e-4, class_weighted=False,
                  epochs=10, batch_size=32, accum_steps=8, val_per_epoch=1, seed=17, plateau_factor=0.5,
                  plateau_patience=10, plateau_threshold=0.1, plateau_min_lr=1e-7)
