@@ -9,11 +9,11 @@
 # Logs and JSON go to $OUT (default ./gpu_out), each stage under its own time limit, so a run
 # cut short still leaves what it measured. Run from the repository root:
 #   bash benchmarks/gpu_check.sh
-# Sizes for a quick try on a CPU: MODEL=senet_tiny SIZE=32 BATCH=16 STEPS=2 DEVICE=cpu SKIP_BENCH=1
+# Sizes for a quick try on a CPU: ARCH=senet_tiny SIZE=32 BATCH=16 STEPS=2 DEVICE=cpu SKIP_BENCH=1
 # Parts: ENGINE_RUNS="finetune folders" (default both), BENCH_ARGS (e.g. --rows compiled), *_TIMEOUT.
 set -o pipefail
 OUT=${OUT:-gpu_out}
-MODEL=${MODEL:-senet50} SIZE=${SIZE:-224} BATCH=${BATCH:-256} STEPS=${STEPS:-20} DEVICE=${DEVICE:-cuda}
+ARCH=${ARCH:-senet50} SIZE=${SIZE:-224} BATCH=${BATCH:-256} STEPS=${STEPS:-20} DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 PY=${PYTHON:-python3}
@@ -28,7 +28,7 @@ echo "== CUDA tests"
 timeout "${TEST_TIMEOUT:-240}" $PY -m pytest -q -p no:cacheprovider tests/test_batch_augment.py \
     tests/test_io_decode.py tests/test_benchmarks.py tests/test_train.py -k cuda 2>&1 | tee "$OUT/tests.log" | tail -n 15
 
-echo "== training engine at $SIZE px ($MODEL, batch $BATCH, $STEPS steps)"
+echo "== training engine at $SIZE px ($ARCH, batch $BATCH, $STEPS steps)"
 engine_rate() {  # median images/s of the logged training steps after the first (the median skips
                  # the steps that wait for a new epoch's loader workers)
     $PY - "$1" <<'EOF'
@@ -39,7 +39,7 @@ print(f"{sys.argv[1].rsplit('/', 1)[-1]}: {statistics.median(rates or [0]):.1f} 
       f"(median of {len(rates)} logged steps)")
 EOF
 }
-common=(--model "$MODEL" --image-size "$SIZE" --batch-size "$BATCH" --accum-steps 1 --max-steps "$STEPS"
+common=(--arch "$ARCH" --image-size "$SIZE" --batch-size "$BATCH" --accum-steps 1 --max-steps "$STEPS"
         --val-per-epoch 1 --device "$DEVICE" --log-every 2 --no-progress)
 runs=${ENGINE_RUNS:-finetune folders}
 sets=$(echo "$runs" | sed -e 's/finetune/rafdb/' -e 's/folders/vggface2/' -e 's/ /,/g')

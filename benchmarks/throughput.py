@@ -124,7 +124,7 @@ class ModelOnlyTrainer(Trainer):
     """The engine's step from inputs that are already preprocessed (the model-only baseline):
     no lowering, augmentation or preprocessing; the CR teacher sees the student's input."""
 
-    timm_model: str | None = None  # set: train this timm model instead of ``cfg.model``
+    timm_model: str | None = None  # set: train this timm model instead of ``cfg.arch``
 
     def build_networks(self, num_classes: int) -> tuple[nn.Module, nn.Module | None]:
         if self.timm_model is None:
@@ -143,15 +143,15 @@ def step_config(args: argparse.Namespace, stage: str, workdir: Path, compile_: b
     """The run a row times: step 2 (``finetune`` on ``--step2-dataset``) or CR step 1 (``pretrain
     --mode cr`` on ``--cr-dataset``, teacher = a random ``--init``), with the recipe's optimiser
     and loss, one batch of ``--batch-size`` per optimiser step."""
-    common = dict(model=args.model, image_size=args.image_size, batch_size=args.batch_size, accum_steps=1,
+    common = dict(arch=args.arch, image_size=args.image_size, batch_size=args.batch_size, accum_steps=1,
                   device=args.device.split(":")[0], compile=compile_, progress=False, in_memory=True)
     out = workdir / f"{stage}-{'compiled' if compile_ else 'eager'}-{len(list(workdir.iterdir()))}"
     if stage == "finetune":
         return TrainConfig(stage="finetune", dataset=args.step2_dataset, source_size=args.step2_source,
                            out=str(out), **common).resolve()
-    init = workdir / f"init-{args.model}.pt"
+    init = workdir / f"init-{args.arch}.pt"
     if not init.exists():  # the teacher is a frozen copy of --init; random weights time the same
-        torch.save(create_model(args.model, VGGFACE2_CLASSES).state_dict(), init)
+        torch.save(create_model(args.arch, VGGFACE2_CLASSES).state_dict(), init)
     return TrainConfig(stage="pretrain", mode="cr", dataset=args.cr_dataset, source_size=args.cr_source,
                        init=str(init), lower_p=args.lower_p, out=str(out), **common).resolve()
 
@@ -257,7 +257,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available)")
     p.add_argument("--quick", action="store_true",
                    help="CI smoke: senet_tiny (timm: legacy_seresnet18), 64 px, batch 8, 2 iterations")
-    p.add_argument("--model", default=None, help="our model: senet50 (default) or senet_tiny (--quick)")
+    p.add_argument("--arch", default=None, help="our architecture: senet50 (default) or senet_tiny (--quick)")
     p.add_argument("--image-size", type=int, default=None, help="network input size (224; 64 with --quick)")
     p.add_argument("--batch-size", type=int, default=None, help="images per step (256 on CUDA, 16 on CPU, 8 --quick)")
     p.add_argument("--iters", type=int, default=None, help="timed steps per row (30 CUDA, 3 CPU, 2 --quick)")
@@ -286,7 +286,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     cuda = args.device.startswith("cuda")
     quick = args.quick
-    defaults = dict(model="senet_tiny" if quick else "senet50", image_size=64 if quick else 224,
+    defaults = dict(arch="senet_tiny" if quick else "senet50", image_size=64 if quick else 224,
                     timm_model="legacy_seresnet18" if quick else "legacy_seresnet50",
                     batch_size=8 if quick else (256 if cuda else 16), iters=2 if quick else (30 if cuda else 3),
                     warmup=1 if quick else (5 if cuda else 1), paper_seconds=0.3 if quick else 3.0,
@@ -362,7 +362,7 @@ class Table:
 
     def goals(self) -> list[dict[str, Any]]:
         a = self.args
-        on_target = (a.device.startswith("cuda") and a.image_size == 224 and a.model == "senet50"
+        on_target = (a.device.startswith("cuda") and a.image_size == 224 and a.arch == "senet50"
                      and a.timm_model == "legacy_seresnet50")
         rows = []
         for step, key in (("step2", "step2"), ("CR step1", "cr")):
@@ -471,7 +471,7 @@ def run(args: argparse.Namespace) -> Table:
                 return time_steps(step_fn(trainer, batch, labels), warmup=warm[variant], **timing)
 
             table.add(Row(f"ours step2, {variant}",
-                          f"Trainer.train_step: {args.step2_dataset} aug + {args.model} fwd/bwd + Adam", n),
+                          f"Trainer.train_step: {args.step2_dataset} aug + {args.arch} fwd/bwd + Adam", n),
                       lambda: engine_row(step2(), step2_batch))
             table.add(Row(f"ours CR step1, {variant}", f"Trainer.train_step: lowering + {args.cr_dataset} aug + "
                           f"teacher fwd + student fwd/bwd + MSE + CE + SGD", n),
@@ -480,7 +480,7 @@ def run(args: argparse.Namespace) -> Table:
             for key, name in (("timm", timm_model), ("ours", None)):
                 if key == "timm" and name is None:
                     continue
-                shown = name or args.model
+                shown = name or args.arch
                 table.add(Row(f"{key} step2 model-only, {variant}",
                               f"Trainer.train_step, input path skipped: {shown} fwd/bwd + Adam, random input", n),
                           lambda: engine_row(step2(), model_only_input, model_only=True, timm_model=name))

@@ -36,7 +36,7 @@ def _save_tiny_checkpoint(path: Path, dataset: str, constant_class: int | None =
         with torch.no_grad():
             model.classifier.weight.zero_()
             model.classifier.bias.copy_(torch.nn.functional.one_hot(torch.tensor(constant_class), info.num_classes) * 10.0)
-    return save_checkpoint(path, model, model_name="senet_tiny", class_names=info.classes, mean_bgr=info.mean_bgr,
+    return save_checkpoint(path, model, arch="senet_tiny", class_names=info.classes, mean_bgr=info.mean_bgr,
                            config={"dataset": dataset, "image_size": image_size})
 
 
@@ -48,6 +48,27 @@ def tiny_checkpoint():
     predicts ``constant_class``), for tests of what reads checkpoints.
     """
     return _save_tiny_checkpoint
+
+
+def _as_format_v1(path: Path) -> Path:
+    """Rewrite the checkpoint ``path`` as format version 1 wrote it (mafer before the rename to
+    ``arch``): the architecture under ``model_name``, the training option ``model`` in its config."""
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt["format_version"] = 1
+    ckpt["model_name"] = ckpt.pop("arch")
+    if isinstance(ckpt.get("config"), dict) and "arch" in ckpt["config"]:
+        ckpt["config"] = {("model" if k == "arch" else k): v for k, v in ckpt["config"].items()}
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def as_format_v1():
+    """Function ``as_format_v1(path) -> path``: the checkpoint rewritten in format version 1
+    (``model_name`` and config ``model``, before ``arch``), as older mafer versions left it."""
+    return _as_format_v1
 
 
 PROJECT_FILES = ("mafer", "notebooks", "book", "_config.yml", "_toc.yml", "pyproject.toml", "README.md")

@@ -48,7 +48,7 @@ def test_quick_cpu_run_prints_and_writes_the_table(tmp_path: Path) -> None:
         assert f"| {name} |" in stdout
     if table["machine"]["timm"] is not None:
         assert rows["timm step2 model-only, eager"]["images_per_s"] > 0
-    assert table["settings"]["model"] == "senet_tiny" and table["settings"]["image_size"] == 64
+    assert table["settings"]["arch"] == "senet_tiny" and table["settings"]["image_size"] == 64
     # the ratio to the paper-style pipeline uses its per-core rate times the cores
     cores = table["settings"]["cores"]
     expected = rows["ours step2, eager"]["images_per_s"] / (rows["paper-style step2 per core"]["images_per_s"] * cores)

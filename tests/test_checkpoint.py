@@ -37,7 +37,7 @@ def test_round_trip_restores_model_metadata_and_training_state(tmp_path):
     model, optimizer, scheduler = trained_tiny()
     config = {"lr": 1e-4, "data_dir": Path("/data"), "resolutions": (8, 16)}
     path = save_checkpoint(
-        tmp_path / "run" / "best.pt", model, model_name="senet_tiny", class_names=CLASSES,
+        tmp_path / "run" / "best.pt", model, arch="senet_tiny", class_names=CLASSES,
         mean_bgr=(133.05986,) * 3, config=config, metrics={"val_acc": np.float64(0.61)},
         optimizer=optimizer, scheduler=scheduler, extra={"epoch": 3},
     )
@@ -57,7 +57,7 @@ def test_round_trip_restores_model_metadata_and_training_state(tmp_path):
 
     rebuilt, meta = model_from_checkpoint(path)
     assert not rebuilt.training
-    assert meta["model_name"] == "senet_tiny" and meta["class_names"] == CLASSES
+    assert meta["arch"] == "senet_tiny" and meta["class_names"] == CLASSES
     assert meta["mean_bgr"] == [133.05986] * 3 and meta["format"] == "mafer"
     x = torch.randn(2, 3, 48, 48)
     torch.testing.assert_close(rebuilt(x), model.eval()(x))
@@ -65,7 +65,7 @@ def test_round_trip_restores_model_metadata_and_training_state(tmp_path):
 
 def test_rng_state_resumes_the_same_random_stream(tmp_path):
     model, _, _ = trained_tiny()
-    path = save_checkpoint(tmp_path / "c.pt", model, model_name="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0))
+    path = save_checkpoint(tmp_path / "c.pt", model, arch="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0))
     expected = (random.random(), np.random.rand(), torch.rand(1))
     restore_rng_state(load_checkpoint(path)["rng_state"])
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected
@@ -73,7 +73,7 @@ def test_rng_state_resumes_the_same_random_stream(tmp_path):
 
 def test_own_checkpoint_loads_into_a_new_head_for_fine_tuning(tmp_path):
     model, _, _ = trained_tiny()
-    path = save_checkpoint(tmp_path / "c.pt", model, model_name="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0))
+    path = save_checkpoint(tmp_path / "c.pt", model, arch="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0))
     target = create_model("senet_tiny", 6)
     meta = load_pretrained(target, path, head=False)
     assert meta["format"] == "mafer" and meta["num_classes_in_file"] == 7
@@ -84,7 +84,7 @@ def test_own_checkpoint_loads_into_a_new_head_for_fine_tuning(tmp_path):
 
 def test_wrapped_models_save_and_load_plain_names(tmp_path):
     model, _, _ = trained_tiny()
-    path = save_checkpoint(tmp_path / "c.pt", torch.nn.DataParallel(model), model_name="senet_tiny",
+    path = save_checkpoint(tmp_path / "c.pt", torch.nn.DataParallel(model), arch="senet_tiny",
                            class_names=CLASSES, mean_bgr=(0, 0, 0))
     assert "conv1.weight" in load_checkpoint(path)["model_state_dict"]
     target = torch.nn.DataParallel(create_model("senet_tiny", 7))
@@ -94,16 +94,16 @@ def test_wrapped_models_save_and_load_plain_names(tmp_path):
 
 def test_a_failed_save_keeps_the_previous_file(tmp_path):
     model, _, _ = trained_tiny()
-    path = save_checkpoint(tmp_path / "c.pt", model, model_name="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0))
+    path = save_checkpoint(tmp_path / "c.pt", model, arch="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0))
     before = path.read_bytes()
     with pytest.raises(TypeError, match="config"):
-        save_checkpoint(path, model, model_name="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0), config={"f": print})
+        save_checkpoint(path, model, arch="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0), config={"f": print})
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["c.pt"]
 
 
 def test_class_names_must_match_the_classifier(tmp_path):
     with pytest.raises(ValueError, match="class names"):
-        save_checkpoint(tmp_path / "c.pt", create_model("senet_tiny", 7), model_name="senet_tiny", class_names=["a"], mean_bgr=(0, 0, 0))
+        save_checkpoint(tmp_path / "c.pt", create_model("senet_tiny", 7), arch="senet_tiny", class_names=["a"], mean_bgr=(0, 0, 0))
 
 
 def test_missing_and_foreign_files_are_user_errors(tmp_path):
@@ -142,3 +142,34 @@ def test_checkpoint_with_code_is_refused_and_not_run(tmp_path):
     with pytest.raises(MaferError, match="refused"):
         model_from_checkpoint(path)
     assert not marker.exists()
+
+
+def test_format_v1_checkpoints_with_model_name_still_load(tmp_path, as_format_v1):
+    model, _, _ = trained_tiny()
+    path = as_format_v1(save_checkpoint(tmp_path / "old.pt", model, arch="senet_tiny", class_names=CLASSES,
+                                        mean_bgr=(0, 0, 0), config={"model": "senet_tiny", "image_size": 48}))
+    raw = torch.load(path, weights_only=True)
+    assert raw["format_version"] == 1 and raw["model_name"] == "senet_tiny" and "arch" not in raw
+    ckpt = load_checkpoint(path)
+    assert ckpt["arch"] == "senet_tiny" and "model_name" not in ckpt
+    assert ckpt["config"] == {"arch": "senet_tiny", "image_size": 48}
+    rebuilt, meta = model_from_checkpoint(path)
+    assert meta["arch"] == "senet_tiny" and meta["config"]["arch"] == "senet_tiny"
+    x = torch.randn(2, 3, 48, 48)
+    torch.testing.assert_close(rebuilt(x), model.eval()(x))
+    assert load_pretrained(create_model("senet_tiny", 7), path)["arch"] == "senet_tiny"
+
+
+def test_checkpoints_name_the_architecture_arch_and_refuse_an_unknown_one(tmp_path):
+    model, _, _ = trained_tiny()
+    path = save_checkpoint(tmp_path / "c.pt", model, arch="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0))
+    raw = torch.load(path, weights_only=True)
+    assert raw["arch"] == "senet_tiny" and raw["format_version"] == 2 and "model_name" not in raw
+    raw["arch"] = "senet101"
+    torch.save(raw, path)
+    with pytest.raises(MaferError, match="unknown architecture 'senet101'"):
+        model_from_checkpoint(path)
+    newer = tmp_path / "newer.pt"
+    torch.save(dict(raw, format_version=3), newer)
+    with pytest.raises(MaferError, match="newer than this mafer"):
+        load_checkpoint(newer)

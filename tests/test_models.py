@@ -88,8 +88,8 @@ def test_reset_classifier_keeps_the_backbone():
     assert model(x).shape == (2, 6)
 
 
-def test_unknown_model_name_is_a_user_error():
-    with pytest.raises(MaferError, match="senet101"):
+def test_unknown_arch_is_a_user_error():
+    with pytest.raises(MaferError, match="unknown architecture 'senet101'"):
         create_model("senet101", 7)
 
 

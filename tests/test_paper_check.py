@@ -89,7 +89,7 @@ def test_the_cap_changes_only_the_amount_of_work(tmp_path, capsys):
         ours, theirs = dataclasses.asdict(cfg), dataclasses.asdict(paper_nodes[node])
         changed = {k for k in ours if ours[k] != theirs[k]}
         assert changed <= TRAIN_WORK_KEYS, (node, changed)
-        assert (cfg.model, cfg.image_size, cfg.augment) == ("senet50", 224, True), node
+        assert (cfg.arch, cfg.image_size, cfg.augment) == ("senet50", 224, True), node
         assert (cfg.max_steps, cfg.batch_size, cfg.accum_steps) == (1, 2, 1), node
     # what the cap changed is printed, one line per entry, from the profile's value to the cap's
     assert "cap smoke: only the amount of work differs" in printed
@@ -109,8 +109,8 @@ def test_a_cap_reaches_per_model_sections_and_command_line_overrides_win(tmp_pat
 
 
 def test_a_cap_that_changes_the_method_is_refused(monkeypatch):
-    monkeypatch.setitem(cap_module.CAPS, "bad", {"image_size": 32, "train": {"model": "senet_tiny"}})
-    with pytest.raises(MaferError, match="image_size, train.model: not an amount of work"):
+    monkeypatch.setitem(cap_module.CAPS, "bad", {"image_size": 32, "train": {"arch": "senet_tiny"}})
+    with pytest.raises(MaferError, match="image_size, train.arch: not an amount of work"):
         apply_cap(load_profile("paper"), "bad")
     with pytest.raises(MaferError, match="unknown cap 'nope'"):
         apply_cap(load_profile("paper"), "nope")
@@ -191,7 +191,7 @@ def test_capped_paper_graph_fills_every_cell_with_the_papers_settings(paper_chec
     # the run records hold the paper's settings, not the demo's
     for config_file in sorted((work / "runs").rglob("config.yaml")):
         cfg = yaml.safe_load(config_file.read_text())
-        assert (cfg["model"], cfg["image_size"], cfg["max_steps"]) == ("senet50", 224, 1), config_file
+        assert (cfg["arch"], cfg["image_size"], cfg["max_steps"]) == ("senet50", 224, 1), config_file
         dataset = cfg["dataset"]
         assert cfg["source_size"] in (256, {"fer2013": 48, "rafdb": 100, "affwild2": 112}.get(dataset)), config_file
     step1 = sorted(p.parent.parent.name for p in (work / "runs" / "step1").glob("*/seed17/config.yaml"))
@@ -209,7 +209,7 @@ def test_capped_paper_graph_fills_every_cell_with_the_papers_settings(paper_chec
     from mafer.models import load_checkpoint
     for run, dataset in (("step1/cr/seed17", "vggface2"), ("step2/cr/rafdb/standard/seed17-17", "rafdb")):
         meta = load_checkpoint(work / "runs" / run / "best.pt")
-        assert meta["model_name"] == "senet50", run
+        assert meta["arch"] == "senet50", run
         assert meta["mean_bgr"] == pytest.approx(list(dataset_info(dataset).mean_bgr)), run
     # time and peak memory of every node
     nodes = json.loads((work / "nodes.json").read_text())

@@ -621,14 +621,14 @@ def test_a_training_node_resumes_only_an_interrupted_run_of_itself(tmp_path):
     inputs[0].write_bytes(b"weights")
     signature = node_signature({"seed": 1}, inputs)
     assert prepare_run_dir(run, signature) is None and (run / "node-signature.txt").is_file()
-    save_checkpoint(run / "last.pt", create_model("senet_tiny", num_classes=2), model_name="senet_tiny",
+    save_checkpoint(run / "last.pt", create_model("senet_tiny", num_classes=2), arch="senet_tiny",
                     class_names=["a", "b"], mean_bgr=[0, 0, 0], extra={"resume": {"step": 3}})
     assert prepare_run_dir(run, node_signature({"seed": 1}, inputs)) == 3  # the same node: resume
     for changed_parameters, content in (({"seed": 2}, b"weights"), ({"seed": 1}, b"other weights")):
         inputs[0].write_bytes(content)
         assert prepare_run_dir(run, node_signature(changed_parameters, inputs)) is None
         assert not (run / "last.pt").exists()  # something changed: the old run goes, training starts over
-        save_checkpoint(run / "last.pt", create_model("senet_tiny", num_classes=2), model_name="senet_tiny",
+        save_checkpoint(run / "last.pt", create_model("senet_tiny", num_classes=2), arch="senet_tiny",
                         class_names=["a", "b"], mean_bgr=[0, 0, 0], extra={"resume": {"step": 3}})
     (run / "last.pt").write_bytes(b"cut while written")
     assert prepare_run_dir(run, node_signature({"seed": 1}, inputs)) is None

@@ -44,7 +44,7 @@ def test_finetune_writes_the_run_folder(smoke_data: Path, tmp_path: Path) -> Non
     assert {p.name for p in run.iterdir()} >= {"best.pt", "last.pt", "config.yaml", "metrics.jsonl", "run_info.json"}
     ckpt = load_checkpoint(run / "best.pt")
     assert ckpt["class_names"] == list(get_dataset("rafdb", smoke_data).classes)
-    assert ckpt["config"]["stage"] == "finetune" and ckpt["model_name"] == "senet_tiny"
+    assert ckpt["config"]["stage"] == "finetune" and ckpt["arch"] == "senet_tiny"
     assert "acc" in ckpt["metrics"]
     assert yaml.safe_load((run / "config.yaml").read_text())["optimizer"] == "adam"
     info = json.loads((run / "run_info.json").read_text())
@@ -203,11 +203,32 @@ def test_resume_refuses_changed_options_and_existing_runs(smoke_data: Path, tmp_
         run_finetune(smoke(smoke_data, tmp_path / "run", dataset="rafdb", max_steps=3, resume=True))
 
 
+def test_arch_flag_reaches_the_checkpoint_and_a_format_v1_last_pt_resumes(
+        smoke_data: Path, tmp_path: Path, as_format_v1) -> None:
+    out = tmp_path / "cli"
+    argv = ["finetune", "--arch", "senet_tiny", "--image-size", "32", "--batch-size", "8", "--accum-steps", "1",
+            "--epochs", "1", "--workers", "0", "--in-memory", "--no-progress", "--dataset", "rafdb",
+            "--data-dir", str(smoke_data), "--out", str(out), "--device", "cpu"]
+    assert cli_main(argv + ["--max-steps", "2"]) == 0
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["arch"] == ckpt["config"]["arch"] == "senet_tiny"  # the default is senet50: the flag got there
+    assert "arch: senet_tiny  # flag --arch" in (out / "config.yaml").read_text()
+    # a run interrupted before the rename (last.pt with model_name and config "model") resumes
+    as_format_v1(out / "last.pt")
+    assert cli_main(argv + ["--max-steps", "3", "--resume"]) == 0
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["extra"]["resume"]["step"] == 3 and ckpt["arch"] == "senet_tiny" and ckpt["format_version"] == 2
+    # and a changed architecture is still caught by the comparison of the saved options
+    as_format_v1(out / "last.pt")
+    with pytest.raises(MaferError, match="arch \\(saved 'senet_tiny', now 'senet50'\\)"):
+        run_finetune(TrainConfig.from_dict({**ckpt["config"], "arch": "senet50", "max_steps": 4, "resume": True}))
+
+
 # --------------------------------------------------------------------------- the recipe
 def test_finetune_recipe_class_weights_and_two_learning_rates(smoke_data: Path, identity_init: Path,
                                                               tmp_path: Path) -> None:
     cfg = TrainConfig(dataset="rafdb", data_dir=str(smoke_data), out=str(tmp_path / "r"), init=str(identity_init),
-                      model="senet_tiny", image_size=32, device="cpu").resolve()
+                      arch="senet_tiny", image_size=32, device="cpu").resolve()
     assert (cfg.optimizer, cfg.batch_size, cfg.accum_steps, cfg.seed, cfg.val_per_epoch) == ("adam", 16, 4, 17, 2)
     assert (cfg.weight_decay, cfg.monitor, cfg.best_metric, cfg.lower_p) == (1e-4, "acc", "acc", 0.0)
     assert (cfg.plateau_factor, cfg.plateau_patience, cfg.plateau_threshold) == (0.1, 10, 1e-3)
@@ -283,7 +304,7 @@ def test_precedence_defaults_preset_yaml_flags(smoke_data: Path, tmp_path: Path)
     add_config_arguments(parser, "finetune")
     args = parser.parse_args(["--preset", "demo", "--config", str(yaml_file), "--batch-size", "2", "--no-amp"])
     cfg = config_from_args(args, "finetune")
-    assert cfg.model == PRESETS["demo"]["model"]  # preset over default
+    assert cfg.arch == PRESETS["demo"]["arch"]  # preset over default
     assert cfg.lr == 0.5 and cfg.betas == (0.8, 0.99)  # YAML over preset/default
     assert cfg.batch_size == 2 and cfg.amp is False  # flags over YAML
     assert cfg.backbone_lr is None and cfg.resolve().backbone_lr == 1e-4  # untouched: the recipe
@@ -306,7 +327,7 @@ def test_cli_runs_and_reports_errors(smoke_data: Path, tmp_path: Path, capsys: p
 
 def test_init_with_another_architecture_is_refused(smoke_data: Path, tmp_path: Path) -> None:
     wrong = tmp_path / "senet50.pt"
-    save_checkpoint(wrong, create_model("senet50", 7), model_name="senet50", class_names=list("abcdefg"),
+    save_checkpoint(wrong, create_model("senet50", 7), arch="senet50", class_names=list("abcdefg"),
                     mean_bgr=(0.0, 0.0, 0.0))
     with pytest.raises(MaferError, match="senet50.pt"):
         run_finetune(smoke(smoke_data, tmp_path / "r", dataset="rafdb", init=str(wrong)))

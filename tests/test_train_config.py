@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from mafer.cli import main
+from mafer.errors import MaferError
 from mafer.train import config as C
 
 
@@ -29,7 +30,7 @@ def test_print_config_names_the_source_of_every_value(tmp_path: Path, capsys: py
                         "--dataset", "rafdb")
     assert set(rows) == {f.name for f in dataclasses.fields(C.TrainConfig)}
     assert rows["momentum"] == ("0.9", "default")
-    assert rows["model"] == ("'senet_tiny'", "preset demo")
+    assert rows["arch"] == ("'senet_tiny'", "preset demo")
     assert rows["epochs"] == ("7", f"file {run_yaml}")
     assert rows["lr"] == ("0.5", "flag --lr")
     assert rows["dataset"] == ("'rafdb'", "flag --dataset")
@@ -42,14 +43,32 @@ def test_print_config_names_the_source_of_every_value(tmp_path: Path, capsys: py
 
 def test_the_recipe_fills_only_what_was_not_given() -> None:
     cfg = C.TrainConfig(stage="pretrain", dataset="vggface2").updated({"lr": 0.2}, "flag --lr").resolve()
-    assert cfg.sources()["lr"] == "flag --lr" and cfg.sources()["backbone_lr"] == "recipe (pretrain base vggface2)"
+    assert cfg.sources()["lr"] == "flag --lr"
+    # the VGGFace2 row's backbone lr follows --lr; without --init the from-scratch row applies
+    assert (cfg.backbone_lr, cfg.sources()["backbone_lr"]) == (0.2, "recipe (pretrain base vggface2 from scratch)")
+    cfg = C.TrainConfig(stage="pretrain", mode="cr", dataset="affwild2", init="x.pt", val_resolution=16).resolve()
+    assert (cfg.lr, cfg.backbone_lr, cfg.monitor, cfg.best_metric) == (1e-2, 1e-4, "acc_16px", "acc_16px")
+    assert cfg.sources()["monitor"] == "recipe (pretrain cr affwild2)"
+
+
+def test_every_recipe_row_fills_the_same_fields_and_every_stage_has_its_rows() -> None:
+    assert all(set(row) == C.RECIPE_FIELDS for row in C.RECIPES.values())
+    assert C.RECIPE_FIELDS <= {f.name for f in dataclasses.fields(C.TrainConfig)}
+    for mode in C.PRETRAIN_MODES:
+        for dataset in C.PRETRAIN_DATASETS:
+            for init in ("x.pt", None):
+                if mode == "cr" and init is None:
+                    continue  # refused: CR's teacher is the --init network
+                cfg = C.TrainConfig(stage="pretrain", mode=mode, dataset=dataset, init=init).resolve()
+                assert all(getattr(cfg, k) is not None for k in C.RECIPE_FIELDS - {"lower_p"}), (mode, dataset)
+                assert C.recipe_name(cfg) in C.RECIPES
 
 
 def test_config_yaml_keeps_values_and_sources(tmp_path: Path) -> None:
     cfg = C.TrainConfig.preset("smoke").resolve()
     cfg.to_yaml(tmp_path / "config.yaml")
     text = (tmp_path / "config.yaml").read_text()
-    assert "model: senet_tiny  # preset smoke" in text
+    assert "arch: senet_tiny  # preset smoke" in text
     assert "lr: 0.01  # recipe (finetune)" in text and "betas: [0.9, 0.999]  # default" in text
     assert C.TrainConfig.from_dict(yaml.safe_load(text)).to_dict() == cfg.to_dict()
 
@@ -60,10 +79,40 @@ def test_help_shows_defaults_and_names_presets_and_recipes(capsys: pytest.Captur
     text = " ".join(capsys.readouterr().out.split())
     for flag in ("--lr LR", "--epochs EPOCHS", "--batch-size BATCH_SIZE"):
         assert f"{flag} " in text
-    assert text.count("(default: the recipe's, below)") >= 3
     assert "SGD momentum (default: 0.9)" in text
-    assert "presets (--preset NAME" in text and "demo model=senet_tiny, image_size=48" in text
+    # each recipe-filled flag names its value in the recipe table and the presets that set it
+    assert "--lr LR learning rate of the classifier (default: recipe table below: 0.01)" in text
+    assert "(default: recipe table below: 16; presets: smoke 8, demo 16)" in text
+    assert "(default: senet50; presets: smoke senet_tiny, demo senet_tiny)" in text
+    assert "presets (--preset NAME" in text and "demo arch=senet_tiny, image_size=48" in text
     assert "finetune: optimizer=adam, lr=0.01, backbone_lr=0.0001" in text
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: recipe table below: 0.001 (vggface2), 0.05 (vggface2 from scratch), 0.01 (affwild2))" in text
+    assert "(default: recipe table below: lr (vggface2), lr*0.01 (affwild2))" in text
+    assert "loss (base vggface2), loss_8px (cr/cr-simplified vggface2)" in text
+    for row in ("pretrain cr vggface2:", "pretrain base vggface2 from scratch:", "pretrain cr-simplified affwild2:"):
+        assert row in text
+    assert "finetune:" not in text
+
+
+def test_arch_flag_reaches_the_config_and_the_old_model_name_still_works(
+        capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    rows = print_config(capsys, "finetune", "--arch", "senet_tiny")
+    assert rows["arch"] == ("'senet_tiny'", "flag --arch")
+    assert main(["finetune", "--model", "senet_tiny", "--print-config"]) == 0
+    out, err = capsys.readouterr()
+    assert next(line.split(maxsplit=2) for line in out.splitlines() if line.startswith("arch ")) == \
+        ["arch", "'senet_tiny'", "flag --arch"]
+    assert err.strip() == "mafer: --model is deprecated, use --arch"
+    # an old config file (or notebook parameters) with `model:` is read as arch, with a warning
+    old = tmp_path / "old.yaml"
+    old.write_text("model: senet_tiny\n")
+    with pytest.warns(FutureWarning, match="'model' is now called 'arch'"):
+        assert C.TrainConfig.from_yaml(old).arch == "senet_tiny"
+    with pytest.raises(MaferError, match="both 'model'"):
+        C.TrainConfig.from_dict({"model": "senet50", "arch": "senet_tiny"})
 
 
 def test_resumable_fields_come_from_the_field_metadata() -> None:

@@ -1,6 +1,7 @@
 """SE-ResNet-50 (VGGFace2) as the MAFER authors compute it, its preprocessing, and safe weight I/O.
 
-- :func:`create_model` — ``"senet50"`` (the paper's backbone) or ``"senet_tiny"`` (CPU demo);
+- :func:`create_model` — the architecture (``arch``): ``"senet50"`` (the paper's backbone) or
+  ``"senet_tiny"`` (CPU demo);
 - :func:`preprocess` — RGB uint8 -> BGR float minus the dataset mean (the model's input);
 - :func:`load_pretrained` — the authors' checkpoints, the VGGFace2 pickle, the MMdnn model
   and this project's checkpoints, read without executing code from the file;
@@ -15,17 +16,17 @@ from mafer.models.checkpoint import (
     save_checkpoint,
 )
 from mafer.models.preprocess import preprocess
-from mafer.models.senet import SENet, create_model, model_names, unwrap_model
+from mafer.models.senet import SENet, arch_names, create_model, unwrap_model
 from mafer.models.weights import WeightFile, load_pretrained, read_weight_file
 
 __all__ = [
     "SENet",
     "WeightFile",
+    "arch_names",
     "create_model",
     "load_checkpoint",
     "load_pretrained",
     "model_from_checkpoint",
-    "model_names",
     "preprocess",
     "read_weight_file",
     "restore_rng_state",

@@ -3,10 +3,12 @@
 A checkpoint is a ``torch.save`` dict of plain values and tensors only, so that
 ``torch.load(weights_only=True)`` reads it:
 
-``format`` ("mafer-checkpoint"), ``format_version``, ``model_name``, ``num_classes``,
+``format`` ("mafer-checkpoint"), ``format_version``, ``arch`` (the architecture, e.g.
+``senet50``), ``num_classes``,
 ``class_names``, ``mean_bgr``, ``model_state_dict``, ``config`` (the resolved training
 configuration), ``metrics``, ``optimizer_state_dict``, ``scheduler_state_dict``,
-``rng_state``, ``extra``, ``versions``.
+``rng_state``, ``extra``, ``versions``. Version 1 checkpoints (``model_name`` instead of
+``arch``) are read in the current names.
 
 It is written atomically (temporary file + ``os.replace``), so an interrupted save never
 leaves a half-written ``best.pt``.
@@ -32,13 +34,13 @@ from mafer import __version__
 from mafer.datasets.info import VGGFACE2_MEAN_BGR
 from mafer.device import pick_device
 from mafer.errors import MaferError
-from mafer.models.senet import SENet, create_model, model_names, unwrap_model
-from mafer.models.weights import CHECKPOINT_FORMAT, load_weights, read_weight_file
+from mafer.models.senet import SENet, arch_names, create_model, unwrap_model
+from mafer.models.weights import CHECKPOINT_FORMAT, load_weights, read_weight_file, upgrade_own_checkpoint
 
 __all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint", "rng_state", "restore_rng_state"]
 
-FORMAT_VERSION = 1
-_REQUIRED_KEYS = ("model_name", "num_classes", "class_names", "mean_bgr", "model_state_dict")
+FORMAT_VERSION = 2  # 2: the architecture is stored as ``arch`` (1: ``model_name``)
+_REQUIRED_KEYS = ("arch", "num_classes", "class_names", "mean_bgr", "model_state_dict")
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -118,7 +120,7 @@ def save_checkpoint(
     path: str | Path,
     model: nn.Module,
     *,
-    model_name: str,
+    arch: str,
     class_names: Sequence[str],
     mean_bgr: Sequence[float],
     config: Any = None,
@@ -127,7 +129,8 @@ def save_checkpoint(
     scheduler: Any = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint of ``model`` atomically and return its path.
+    """Write a checkpoint of ``model`` (architecture ``arch``, see `create_model`) atomically and
+    return its path.
 
     ``config`` may be a dict, a dataclass or anything with ``to_dict()``; ``optimizer`` and
     ``scheduler`` may be the objects or their state dicts. The current RNG states are saved
@@ -141,7 +144,7 @@ def save_checkpoint(
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": FORMAT_VERSION,
-        "model_name": model_name,
+        "arch": arch,
         "num_classes": num_classes,
         "class_names": [str(c) for c in class_names],
         "mean_bgr": [float(m) for m in mean_bgr],
@@ -166,7 +169,10 @@ def _weights_only_reason(exc: Exception) -> str:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only``, on the CPU)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only``, on the CPU).
+
+    Older format versions come back in the current key names (see `upgrade_own_checkpoint`).
+    """
     path = Path(path)
     if not path.is_file():
         raise MaferError(f"{path}: checkpoint not found")
@@ -186,6 +192,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     if checkpoint.get("format_version", 0) > FORMAT_VERSION:
         raise MaferError(f"{path}: checkpoint format version {checkpoint['format_version']} is newer than this mafer ({FORMAT_VERSION})")
+    checkpoint = upgrade_own_checkpoint(checkpoint)
     missing = [k for k in _REQUIRED_KEYS if k not in checkpoint]
     if missing:
         raise MaferError(f"{path}: checkpoint lacks {missing}")
@@ -196,20 +203,20 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     """Rebuild the model stored in ``path``, in eval mode on ``device`` ("auto" = CUDA if present).
 
     Accepts this project's checkpoints and every format of :func:`mafer.models.load_pretrained`
-    (the external ones all hold ``senet50``). The metadata has ``model_name``,
+    (the external ones all hold ``senet50``). The metadata has ``arch``,
     ``num_classes``, ``class_names`` and ``mean_bgr`` (None where the file does not say),
     ``config``, ``metrics`` and ``format``.
     """
     weights = read_weight_file(path)
     if weights.format == "mafer":
-        model_name, num_classes = weights.meta["model_name"], weights.meta["num_classes"]
-        if model_name not in model_names():
-            raise MaferError(f"{path}: checkpoint of an unknown model {model_name!r}; expected one of {model_names()}")
+        arch, num_classes = weights.meta["arch"], weights.meta["num_classes"]
+        if arch not in arch_names():
+            raise MaferError(f"{path}: checkpoint of an unknown architecture {arch!r}; expected one of {arch_names()}")
     else:
-        model_name, num_classes = "senet50", weights.num_classes
+        arch, num_classes = "senet50", weights.num_classes
         if num_classes is None:
             raise MaferError(f"{path}: the file has no classifier ('{weights.file_key('classifier.weight')}')")
-    model = create_model(model_name, num_classes)
+    model = create_model(arch, num_classes)
     meta = load_weights(model, weights, head=True)
     identities = weights.format in ("vggface2-pickle", "mmdnn-module")
     meta = {
@@ -218,7 +225,7 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
         "config": None,
         "metrics": {k: meta[k] for k in ("epoch", "best_acc") if k in meta},
         **meta,
-        "model_name": model_name,
+        "arch": arch,
         "num_classes": num_classes,
     }
     return model.to(pick_device(device)).eval(), meta

@@ -29,7 +29,7 @@ from torch import nn
 
 from mafer.errors import MaferError
 
-__all__ = ["SENet", "create_model", "model_names", "unwrap_model", "internal_to_mmdnn", "internal_to_vggface2"]
+__all__ = ["SENet", "create_model", "arch_names", "unwrap_model", "internal_to_mmdnn", "internal_to_vggface2"]
 
 BN_EPS = 1e-5
 SE_REDUCTION = 16
@@ -145,7 +145,7 @@ class SENet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-_MODEL_ARGS: dict[str, dict] = {
+_ARCH_ARGS: dict[str, dict] = {
     # The VGGFace2 / MAFER backbone.
     "senet50": dict(layers=(3, 4, 6, 3), widths=(64, 128, 256, 512)),
     # Same family, small enough to train on 2 CPU cores at 48-64 px (512-d feature).
@@ -153,18 +153,22 @@ _MODEL_ARGS: dict[str, dict] = {
 }
 
 
-def model_names() -> list[str]:
-    """Names accepted by :func:`create_model`."""
-    return list(_MODEL_ARGS)
+def arch_names() -> list[str]:
+    """Architecture names accepted by :func:`create_model` (timm's term: ``arch``)."""
+    return list(_ARCH_ARGS)
 
 
-def create_model(name: str, num_classes: int) -> SENet:
-    """Build ``"senet50"`` (the paper's backbone) or ``"senet_tiny"`` with ``num_classes`` outputs."""
-    if name not in _MODEL_ARGS:
-        raise MaferError(f"unknown model {name!r}; expected one of {model_names()}")
+def create_model(arch: str, num_classes: int) -> SENet:
+    """Build the architecture ``arch``: ``"senet50"`` (the paper's backbone) or ``"senet_tiny"``,
+    with ``num_classes`` outputs (like timm's ``create_model``, which takes the architecture name).
+
+    Raises MaferError on an unknown architecture, ValueError when ``num_classes < 1``.
+    """
+    if arch not in _ARCH_ARGS:
+        raise MaferError(f"unknown architecture {arch!r}; expected one of {arch_names()}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    return SENet(num_classes=num_classes, **_MODEL_ARGS[name])
+    return SENet(num_classes=num_classes, **_ARCH_ARGS[arch])
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -51,7 +51,23 @@ _EXPECTED = (
     "pickle (senet50_ft_weight.pkl) or the MMdnn model (senet50_ft_pytorch.pt)"
 )
 _METADATA_KEYS = ("epoch", "best_acc", "train_iter")
-_OWN_METADATA_KEYS = ("model_name", "num_classes", "class_names", "mean_bgr", "config", "metrics", "extra")
+_OWN_METADATA_KEYS = ("arch", "num_classes", "class_names", "mean_bgr", "config", "metrics", "extra")
+
+
+def upgrade_own_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint dict of this project in the current key names (a new dict; tensors shared).
+
+    Format version 1 named the architecture ``model_name`` and stored the training option as
+    ``config["model"]``; both are ``arch`` now (timm's and torchvision's term), so that "model"
+    only names the paper's four experimental models (base, CR, CR-Simplified, CR+AffWild2).
+    """
+    out = dict(checkpoint)
+    if "model_name" in out and "arch" not in out:
+        out["arch"] = out.pop("model_name")
+    config = out.get("config")
+    if isinstance(config, dict) and "model" in config and "arch" not in config:
+        out["config"] = {("arch" if k == "model" else k): v for k, v in config.items()}
+    return out
 
 
 @dataclass
@@ -395,6 +411,7 @@ def _interpret(path: Path, obj: Any) -> WeightFile:
         state = obj["model_state_dict"]
         if obj.get("format") == CHECKPOINT_FORMAT:
             fmt = "mafer"
+            obj = upgrade_own_checkpoint(obj)
             meta.update({k: obj.get(k) for k in _OWN_METADATA_KEYS})
         else:
             fmt = "mafer-authors"
@@ -486,6 +503,6 @@ def load_pretrained(model: nn.Module, path: str | Path, head: bool = True) -> di
     mismatches raise :class:`MaferError` naming the file and the key. The returned dict
     holds ``format``, ``path``, ``head_loaded``, ``num_classes_in_file`` and whatever the
     file records (``epoch``, ``best_acc``, ``train_iter``; for this project's checkpoints
-    also ``model_name``, ``class_names``, ``mean_bgr``, ``config``, ``metrics``, ``extra``).
+    also ``arch``, ``class_names``, ``mean_bgr``, ``config``, ``metrics``, ``extra``).
     """
     return load_weights(model, read_weight_file(path), head=head)

@@ -5,8 +5,14 @@ dataclass), from a YAML file (``--config run.yaml``) and from Python (``TrainCon
 ``TrainConfig.from_dict``). Precedence: defaults < preset < YAML < CLI flags.
 
 Fields left at ``None`` mean "the paper's value for this stage": `resolve` fills them from
-`recipe` (step 2 fine-tuning, step 1 on VGGFace2, or the AffWild2 stage), so one dataclass
-serves every stage and the resolved values end up in the run's ``config.yaml``.
+the row of ``RECIPES`` (a literal table: step 2 fine-tuning, step 1 on VGGFace2, or the AffWild2
+stage) that `recipe_name` picks, so one dataclass serves every stage and the resolved values end
+up in the run's ``config.yaml``. ``--help`` prints ``PRESETS`` and ``RECIPES``; ``--print-config``
+prints every value with the layer it came from.
+
+``arch`` is the network architecture (``senet50``, ``senet_tiny``: timm's and torchvision's
+term); "model" is kept for the paper's four experimental models (base, CR, CR-Simplified,
+CR+AffWild2). The old option name ``model`` is still read, with a deprecation notice.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import sys
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,7 +36,9 @@ from mafer.yamlfile import read_yaml_mapping
 PRETRAIN_MODES = ("base", "cr", "cr-simplified")
 PRETRAIN_DATASETS = ("vggface2", "affwild2")
 FINETUNE_DATASETS = ("fer2013", "rafdb", "oulucasia")
-MODELS = ("senet50", "senet_tiny")
+ARCHS = ("senet50", "senet_tiny")  # `mafer.models.arch_names()`, without importing torch for --help
+# options renamed since a release: old name -> new name (still read from files, dicts and flags)
+RENAMED_OPTIONS = {"model": "arch"}
 
 # Native sizes of the datasets whose images all share one size: they are cached at that size.
 # Datasets with varied sizes are cached at image_size * 256 / 224 (the paper's Resize(256)).
@@ -65,8 +75,9 @@ class TrainConfig:
     fold: int | None = _opt("Oulu-CASIA: 0-based fold to train")
     folds: int = _opt("Oulu-CASIA: number of folds", 10)
     protocol: str = _opt("Oulu-CASIA folds over 'image' (the paper's) or 'subject'", "image", ("image", "subject"))
-    # model and input
-    model: str = _opt("senet50 (the paper's) or senet_tiny (demo)", "senet50", MODELS)
+    # network and input
+    arch: str = _opt("network architecture: senet50 (the paper's SE-ResNet-50) or senet_tiny (demo)", "senet50",
+                     ARCHS)
     image_size: int = _opt("network input size in pixels", 224)
     source_size: int | None = _opt("size the images are cached/decoded at before lowering and augmentation "
                                    "(default: the dataset's native size, else image_size*256/224)")
@@ -76,7 +87,7 @@ class TrainConfig:
     augment: bool = _opt("the paper's training augmentation of the dataset (--no-augment: only the "
                          "evaluation resize/crop, e.g. for minute-long demo runs)", True)
     # schedule
-    epochs: int | None = _opt("number of epochs (the paper does not state them; recipe default)")
+    epochs: int | None = _opt("number of epochs (the paper does not state them)")
     max_steps: int | None = _opt("stop after this many optimizer steps (the schedule still follows --epochs)",
                                  resumable=True)
     batch_size: int | None = _opt("images per process per forward pass")
@@ -145,7 +156,10 @@ class TrainConfig:
         return cls().updated(PRESETS[name], source=f"preset {name}").updated(overrides)
 
     def updated(self, params: Mapping[str, Any], source: str = "parameters") -> "TrainConfig":
-        """A copy with ``params`` applied; unknown keys raise MaferError naming ``source``."""
+        """A copy with ``params`` applied; unknown keys raise MaferError naming ``source``.
+
+        Old option names (``RENAMED_OPTIONS``) are read as the new ones, with a FutureWarning."""
+        params = _renamed(params, source)
         known = {f.name for f in fields(self)}
         unknown = sorted(set(params) - known)
         if unknown:
@@ -213,7 +227,7 @@ class TrainConfig:
                 raise MaferError("mode 'cr' needs --init: the teacher is a frozen copy of that network")
         else:
             _choice("dataset", self.dataset, FINETUNE_DATASETS)
-        _choice("model", self.model, MODELS)
+        _choice("arch", self.arch, ARCHS)
         _choice("protocol", self.protocol, ("image", "subject"))
         _choice("device", self.device, ("auto", "cpu", "cuda"))
 
@@ -250,46 +264,90 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise MaferError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
+def _renamed(params: Mapping[str, Any], source: str) -> Mapping[str, Any]:
+    """``params`` with old option names replaced by the new ones (a FutureWarning for each)."""
+    old = [k for k in params if k in RENAMED_OPTIONS]
+    if not old:
+        return params
+    for key in old:
+        new = RENAMED_OPTIONS[key]
+        if new in params:
+            raise MaferError(f"{source}: both {key!r} (the old name) and {new!r} given; keep only {new!r}")
+        warnings.warn(f"{source}: training option {key!r} is now called {new!r}", FutureWarning, stacklevel=3)
+    return {RENAMED_OPTIONS.get(k, k): v for k, v in params.items()}
+
+
+FROM_SCRATCH = "from scratch"  # suffix of the recipe of a VGGFace2 step 1 without --init
+
+
 def recipe_name(cfg: TrainConfig) -> str:
-    """Which of `recipe`'s tables applies: ``finetune``, ``pretrain MODE vggface2``, ``pretrain MODE affwild2``."""
-    return "finetune" if cfg.stage == "finetune" else f"pretrain {cfg.mode} {cfg.dataset}"
+    """The row of ``RECIPES`` that applies: ``finetune``, ``pretrain MODE DATASET``, or
+    ``pretrain MODE vggface2 from scratch`` (step 1 on VGGFace2 without ``--init``)."""
+    if cfg.stage == "finetune":
+        return "finetune"
+    scratch = f" {FROM_SCRATCH}" if cfg.dataset == "vggface2" and not cfg.init else ""
+    return f"pretrain {cfg.mode} {cfg.dataset}{scratch}"
+
+
+@dataclass(frozen=True)
+class LrTimes:
+    """A recipe value that follows the run's resolved ``lr`` (``--lr`` moves it too)."""
+
+    factor: float
+
+    def __repr__(self) -> str:
+        return "lr" if self.factor == 1 else f"lr*{self.factor:g}"
+
+
+# Validation metric names of the low resolution: "{low}" becomes f"{val_resolution}px" (8px).
+_LOW = "{low}"
+
+# the paper's step-2 optimisation; the AffWild2 stage uses it too (the paper gives that stage no
+# weight decay or scheduler of its own)
+_STEP2_OPTIM = dict(optimizer="adam", lr=1e-2, backbone_lr=1e-4, weight_decay=1e-4, class_weighted=True,
+                    plateau_factor=0.1, plateau_patience=10, plateau_threshold=1e-3, plateau_min_lr=0.0)
+# step 1 on VGGFace2: SGD with one lr (the backbone's follows --lr); cr, cr-simplified watch the
+# low-resolution validation loss and keep the best low-resolution accuracy
+_VGGFACE2 = dict(optimizer="sgd", lr=1e-3, backbone_lr=LrTimes(1), weight_decay=5e-4, class_weighted=False,
+                 epochs=10, batch_size=32, accum_steps=8, val_per_epoch=1, seed=17, plateau_factor=0.5,
+                 plateau_patience=10, plateau_threshold=0.1, plateau_min_lr=1e-7)
+_VGGFACE2_BASE = dict(_VGGFACE2, monitor="loss", best_metric="acc", lower_p=0.0)
+# lower_p None: the curriculum (curriculum_start -> curriculum_stop)
+_VGGFACE2_LOWERED = dict(_VGGFACE2, monitor=f"loss_{_LOW}", best_metric=f"acc_{_LOW}", lower_p=None)
+# the CR+AffWild2 stage: every frame lowered (p = 1) unless mode base
+_AFFWILD2 = dict(_STEP2_OPTIM, backbone_lr=LrTimes(0.01), epochs=5, batch_size=32, accum_steps=4, val_per_epoch=1,
+                 seed=17)
+_AFFWILD2_LOWERED = dict(_AFFWILD2, lower_p=1.0, monitor=f"acc_{_LOW}", best_metric=f"acc_{_LOW}")
+
+# The values of the ``None``-default fields, one row per stage, mode and dataset (see `recipe_name`):
+# the paper's (section 4) where it states them. It states no epoch counts; ours are 30 (step 2),
+# 10 (VGGFace2) and 5 (AffWild2). A VGGFace2 step 1 from random weights (no --init: the demo's
+# stand-in for the VGGFace2 pre-training the paper starts from) uses FROM_SCRATCH_LR, since 1e-3
+# is a fine-tuning lr.
+RECIPES: dict[str, dict[str, Any]] = {
+    "finetune": dict(_STEP2_OPTIM, epochs=30, batch_size=16, accum_steps=4, monitor="acc", best_metric="acc",
+                     lower_p=0.0, val_per_epoch=2, seed=17),
+    "pretrain base vggface2": _VGGFACE2_BASE,
+    "pretrain cr vggface2": _VGGFACE2_LOWERED,
+    "pretrain cr-simplified vggface2": _VGGFACE2_LOWERED,
+    f"pretrain base vggface2 {FROM_SCRATCH}": dict(_VGGFACE2_BASE, lr=FROM_SCRATCH_LR),
+    f"pretrain cr-simplified vggface2 {FROM_SCRATCH}": dict(_VGGFACE2_LOWERED, lr=FROM_SCRATCH_LR),
+    "pretrain base affwild2": dict(_AFFWILD2, lower_p=0.0, monitor="acc", best_metric="acc"),
+    "pretrain cr affwild2": _AFFWILD2_LOWERED,
+    "pretrain cr-simplified affwild2": _AFFWILD2_LOWERED,
+}
 
 
 def recipe(cfg: TrainConfig) -> dict[str, Any]:
-    """The paper's values of the ``None``-default fields for this stage, mode and dataset.
-
-    - step 2 (fer2013, rafdb, oulucasia): Adam, classifier lr 1e-2, backbone 1e-4, wd 1e-4,
-      batch 16 x 4, class-weighted CE, ReduceLROnPlateau(max, 0.1, 10, 0.001) on validation
-      accuracy, validation twice per epoch, best by validation accuracy, seed 17, no lowering.
-    - step 1 on VGGFace2: SGD lr 1e-3 (one lr: backbone_lr defaults to lr), momentum 0.9, wd 5e-4, batch 32 x 8,
-      ReduceLROnPlateau(min, 0.5, 10, 0.1, min lr 1e-7) on the low-resolution validation loss,
-      best by 8-px validation accuracy, lowering probability on a curriculum 0.1 -> 1.0
-      (mode base: full resolution, full-resolution loss and accuracy).
-    - step 1 on AffWild2 (the CR+AffWild2 stage): Adam, lr 1e-2 head / backbone lr x 0.01, batch 32 x 4,
-      class-weighted CE, every frame lowered (p = 1); the paper gives no weight decay or
-      scheduler for it, so step 2's are used, watching the 8-px validation accuracy.
-    Without ``--init`` (base from random weights, the demo's stand-in for the VGGFace2
-    pre-training the paper starts from) the lr is ``FROM_SCRATCH_LR``: 1e-3 is a fine-tuning lr.
-    The paper states no epoch counts; ours are 30 (step 2), 10 (VGGFace2) and 5 (AffWild2).
-    """
-    low = f"{cfg.val_resolution}px"
-    adam = dict(optimizer="adam", lr=1e-2, backbone_lr=1e-4, weight_decay=1e-4, class_weighted=True,
-                plateau_factor=0.1, plateau_patience=10, plateau_threshold=1e-3, plateau_min_lr=0.0)
-    if cfg.stage == "finetune":
-        return dict(adam, epochs=30, batch_size=16, accum_steps=4, monitor="acc", best_metric="acc",
-                    lower_p=0.0, val_per_epoch=2, seed=17)
-    lowered = cfg.mode != "base"
-    if cfg.dataset == "affwild2":
-        lr = 1e-2 if cfg.lr is None else cfg.lr
-        return dict(adam, lr=lr, backbone_lr=lr * 0.01, epochs=5, batch_size=32, accum_steps=4, val_per_epoch=1, seed=17,
-                    lower_p=1.0 if lowered else 0.0,
-                    monitor=f"acc_{low}" if lowered else "acc", best_metric=f"acc_{low}" if lowered else "acc")
-    lr = cfg.lr if cfg.lr is not None else (1e-3 if cfg.init else FROM_SCRATCH_LR)
-    return dict(optimizer="sgd", lr=lr, backbone_lr=lr, weight_decay=5e-4, class_weighted=False,
-                epochs=10, batch_size=32, accum_steps=8, val_per_epoch=1, seed=17,
-                plateau_factor=0.5, plateau_patience=10, plateau_threshold=0.1, plateau_min_lr=1e-7,
-                monitor=f"loss_{low}" if lowered else "loss", best_metric=f"acc_{low}" if lowered else "acc",
-                lower_p=None if lowered else 0.0)
+    """The ``RECIPES`` row of ``cfg`` with its values worked out for ``cfg``: ``LrTimes`` against
+    ``cfg.lr`` (or the row's lr), ``{low}`` in metric names as ``cfg.val_resolution`` pixels."""
+    name = recipe_name(cfg)
+    if name not in RECIPES:
+        raise MaferError(f"no recipe {name!r}; expected one of {', '.join(RECIPES)}")
+    row = RECIPES[name]
+    lr = cfg.lr if cfg.lr is not None else row["lr"]
+    return {k: lr * v.factor if isinstance(v, LrTimes) else
+            v.format(low=f"{cfg.val_resolution}px") if isinstance(v, str) else v for k, v in row.items()}
 
 
 # Named presets: fields set on top of the defaults (the recipe still fills what they leave None).
@@ -297,11 +355,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the paper: SE-ResNet-50 at 224 px with the recipe's values
     "paper": {},
     # seconds on CPU, for tests and the smoke profile (mafer synth --scale smoke)
-    "smoke": dict(model="senet_tiny", image_size=32, batch_size=8, accum_steps=1, epochs=1,
+    "smoke": dict(arch="senet_tiny", image_size=32, batch_size=8, accum_steps=1, epochs=1,
                   max_steps=4, workers=0, log_every=1, progress=False, in_memory=True),
     # one training (step 1 or 2) on `mafer synth --scale demo` data in about a minute on 2 CPU cores
     # (measured on a shared, loaded machine: AffWild2 stage 15 s, RAF-DB 33 s, CR 67 s, base 110 s)
-    "demo": dict(model="senet_tiny", image_size=48, batch_size=16, accum_steps=2, epochs=3,
+    "demo": dict(arch="senet_tiny", image_size=48, batch_size=16, accum_steps=2, epochs=3,
                  workers=0, log_every=5, in_memory=True),
 }
 
@@ -318,12 +376,14 @@ _STAGE_ONLY = {"pretrain": {"fold", "folds", "protocol"}, "finetune": {"mode"}} 
 
 def add_config_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     """One flag per `TrainConfig` field (``--image-size``...), plus ``--config``, ``--preset`` and
-    ``--print-config``; the help epilog lists the presets and this stage's recipes.
+    ``--print-config``; each flag's help says where its default comes from (the field's default,
+    the recipe table's rows, the presets), and the epilog prints ``PRESETS`` and the stage's
+    ``RECIPES``. Old flag names (``RENAMED_OPTIONS``: ``--model``) still work, with a notice.
 
     Every flag defaults to ``None`` so that only the flags actually given override the YAML.
     """
     parser.add_argument("--config", metavar="YAML", help="YAML file of training options (flags override it)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="named preset (table below)")
+    parser.add_argument("--preset", choices=list(PRESETS), help="named preset (table below)")
     parser.add_argument("--print-config", action="store_true",
                         help="print every option, its value and where it came from (default, preset, "
                              "recipe, file, flag), and exit without training")
@@ -334,48 +394,101 @@ def add_config_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     for f in fields(TrainConfig):
         if f.name in _CLI_SKIP or f.name in _STAGE_ONLY[stage]:
             continue
-        flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
         default = getattr(defaults, f.name)
         help_ = f.metadata["help"]
+        presets = _preset_summary(f.name)
         if f.name in RECIPE_FIELDS:
-            help_ += " (default: the recipe's, below)"
-        elif default is not None and kind is not bool and f.name != "dataset":
-            help_ += f" (default: {default if kind is not tuple else ' '.join(map(str, default))})"
-        elif kind is bool and default is not None:
-            help_ += f" (default: {'on' if default else 'off'})"
+            help_ += f" (default: recipe table below: {_recipe_summary(f.name, stage)}{presets and '; ' + presets})"
+        elif default is not None and f.name != "dataset":
+            shown = ("on" if default else "off") if kind is bool else \
+                " ".join(map(str, default)) if kind is tuple else default
+            help_ += f" (default: {shown}{presets and '; ' + presets})"
+        elif presets:
+            help_ += f" ({presets})"
         choices = f.metadata["choices"]
         if f.name == "dataset":
             choices = PRETRAIN_DATASETS if stage == "pretrain" else FINETUNE_DATASETS
+        flag = "--" + f.name.replace("_", "-")
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
         elif kind is tuple:
             parser.add_argument(flag, type=float, nargs=2, default=None, help=help_)
         else:
             parser.add_argument(flag, type=kind, default=None, choices=choices, help=help_)
+            for old in (old for old, new in RENAMED_OPTIONS.items() if new == f.name):
+                parser.add_argument("--" + old.replace("_", "-"), dest=f.name, type=kind, default=None,
+                                    choices=choices, action=_RenamedFlag, help=argparse.SUPPRESS)
 
 
-# the fields `recipe` fills when they are None
-RECIPE_FIELDS = frozenset(recipe(TrainConfig(stage="finetune"))) | {"source_size"}
+class _RenamedFlag(argparse.Action):
+    """The old name of a flag: stores the value under the new name and prints a one-line notice."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"mafer: {option_string} is deprecated, use --{self.dest.replace('_', '-')}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+# the fields the recipe fills when they are None (every row of RECIPES sets the same fields)
+RECIPE_FIELDS = frozenset(RECIPES["finetune"])
+
+
+def _shown(name: str, value: Any) -> str:
+    """A recipe value as ``--help`` shows it (the metric names at the default --val-resolution)."""
+    if name == "lower_p" and value is None:
+        return "curriculum"
+    if isinstance(value, str):
+        return value.format(low=f"{TrainConfig().val_resolution}px")
+    return repr(value) if isinstance(value, LrTimes) else str(value)
+
+
+def _stage_recipes(stage: str) -> list[str]:
+    return [name for name in RECIPES if name.split()[0] == stage]
+
+
+def _recipe_summary(name: str, stage: str) -> str:
+    """``name``'s values over the stage's recipe rows, each with the rows that have it:
+    ``0.001 (vggface2), 0.05 (vggface2 from scratch), 0.01 (affwild2)``."""
+    rows = _stage_recipes(stage)
+    values = {row: _shown(name, RECIPES[row][name]) for row in rows}
+    if len(set(values.values())) == 1:
+        return values[rows[0]]
+    # rows are "pretrain MODE DATASET[ from scratch]": a from-scratch row is named only where it
+    # differs from the row with --init, and a dataset stands for all of its modes
+    modes_of: dict[str, list[str]] = {}
+    where: dict[str, dict[str, list[str]]] = {}
+    for row in rows:
+        _, mode, rest = row.split(maxsplit=2)
+        modes_of.setdefault(rest, []).append(mode)
+        twin = row.removesuffix(f" {FROM_SCRATCH}")
+        if twin == row or values[twin] != values[row]:
+            where.setdefault(values[row], {}).setdefault(rest, []).append(mode)
+    return ", ".join(f"{value} (" + ", ".join(rest if modes == modes_of[rest] else f"{'/'.join(modes)} {rest}"
+                                             for rest, modes in having.items()) + ")"
+                     for value, having in where.items())
+
+
+def _preset_summary(name: str) -> str:
+    """``presets: smoke 8, demo 16`` for the presets that set ``name`` (empty if none does)."""
+    setting = [f"{preset} {values[name]}" for preset, values in PRESETS.items() if name in values]
+    return f"preset{'s' if len(setting) > 1 else ''}: " + ", ".join(setting) if setting else ""
 
 
 def help_epilog(stage: str) -> str:
-    """The presets and the stage's recipes as tables, for ``--help``."""
+    """``PRESETS`` and the stage's rows of ``RECIPES`` as tables, for ``--help``."""
     lines = ["presets (--preset NAME; fields set on top of the defaults, the recipe fills the rest):"]
     for name, values in PRESETS.items():
         lines.append(f"  {name:6s} " + (", ".join(f"{k}={v}" for k, v in values.items()) or "(nothing: the recipe)"))
-    examples = ([TrainConfig(stage="finetune")] if stage == "finetune" else
-                [TrainConfig(stage="pretrain", mode=mode, dataset=dataset, init="X")
-                 for dataset in PRETRAIN_DATASETS for mode in PRETRAIN_MODES])
     lines.append("")
-    lines.append("recipes (values of the options left unset; the paper's, see `mafer.train.config.recipe`):")
-    for cfg in examples:
-        values = recipe(cfg)
-        lines.append(f"  {recipe_name(cfg)}" + (" (with --init; without it lr "
-                                                 f"{FROM_SCRATCH_LR})" if cfg.stage == "pretrain" and
-                                                 cfg.dataset == "vggface2" else "") + ":")
-        lines.append("    " + ", ".join(f"{k}={'curriculum' if k == 'lower_p' and v is None else v}"
-                                        for k, v in values.items()))
+    lines.append("recipes (mafer.train.config.RECIPES: the values of the options left unset, the paper's; "
+                 "--print-config shows which row a run uses)")
+    if stage == "pretrain":
+        lines.append(f"  row by --mode and --dataset; '{FROM_SCRATCH}': VGGFace2 without --init; 8px: the "
+                     "--val-resolution; lr*0.01: the run's lr times 0.01")
+    for row in _stage_recipes(stage):
+        lines.append(f"  {row}:")
+        lines.append("    " + ", ".join(f"{k}={_shown(k, RECIPES[row][k])}" for k in RECIPES["finetune"]))
     return "\n".join(lines)
 
 

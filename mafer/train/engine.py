@@ -133,7 +133,7 @@ def build_networks(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, nn.Mo
     The classifier comes from ``--init`` only in step 1 when its class count matches the data;
     step 2 always starts with a new classifier (the paper's recipe).
     """
-    model = create_model(cfg.model, num_classes)
+    model = create_model(cfg.arch, num_classes)
     if cfg.init:
         weights = read_weight_file(cfg.init)
         keep_head = cfg.stage == "pretrain" and weights.num_classes == num_classes
@@ -452,7 +452,7 @@ class Trainer:
             epoch, step_in_epoch = divmod(self.step, self.steps_per_epoch)
             resume = {"step": self.step, "epoch": epoch, "batch_index": step_in_epoch * self.cfg.accum_steps,
                       "best": self.best, "rng": rng, "world_size": self.env.world_size}
-            save_checkpoint(path, self.model, model_name=self.cfg.model, class_names=self.classes,
+            save_checkpoint(path, self.model, arch=self.cfg.arch, class_names=self.classes,
                         mean_bgr=self.mean_bgr, config=self.cfg.to_dict(),
                         metrics=metrics | {"step": self.step, "epoch": self.step / self.steps_per_epoch},
                         optimizer=self.optimizer, scheduler=self.scheduler, extra={"resume": resume})

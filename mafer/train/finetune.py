@@ -7,7 +7,9 @@ Examples::
     torchrun --nproc-per-node 4 -m mafer finetune ...   # the same run on 4 GPUs (DDP)
 
 The recipe (Adam, backbone lr 1e-4, classifier lr 1e-2, class-weighted CE, batch 16 x 4,
-ReduceLROnPlateau on validation accuracy, seed 17) is the default; every value has a flag.
+ReduceLROnPlateau on validation accuracy, seed 17) is the default (the ``finetune`` row of
+``mafer.train.config.RECIPES``); every value has a flag, ``--help`` names each default and
+``--print-config`` prints every value of a run with where it came from.
 """
 
 from __future__ import annotations
