@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from mafer.aggregate import accuracy_summary, comparison_sentence, detectable
 from mafer.datasets import get_dataset
 from mafer.errors import MaferError
-from mafer.figures import save_figure
+from mafer.figures import plot_embeddings, save_figure
 from mafer.paper_models import BASE, BY_KEY, MODELS
 
 SPLITS = {"fer2013": ("train", "val", "test"), "rafdb": ("train", "val", "test"),
@@ -307,6 +307,18 @@ def data_note(profile: str, synthetic: bool, cap: str | None = None) -> str:
 def accuracy_table(aggregated: Mapping[str, Any], dataset: str) -> pd.DataFrame:
     """Test accuracy (percent, fold mean) of every model on ``dataset`` (rows) at every resolution."""
     return resolution_table(accuracy_summary(aggregated), dataset)
+
+
+def plot_embeddings_file(path: str | Path, fig_path: str | Path, *, title: str | None = None) -> Figure:
+    """Draw an embeddings file (`mafer.embed.load_embeddings`: written by ``mafer embed`` or by
+    notebooks/embeddings.ipynb): every model's projections, coloured by the classes the file
+    names (`mafer.figures.plot_embeddings`). MaferError naming the file if it is not one."""
+    from mafer.embed import load_embeddings
+
+    embeddings = load_embeddings(path)
+    what = " ".join(embeddings.info[k] for k in ("dataset", "split") if k in embeddings.info)
+    return plot_embeddings(embeddings.models, embeddings.classes, fig_path,
+                           title=title or f"{what or Path(path).stem} features")
 
 
 def cluster_scores(features: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
