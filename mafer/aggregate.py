@@ -5,15 +5,29 @@ one fold (or one repeated run): each metric gets its mean, sample standard devia
 (``ddof=1``; ``None`` for a single file) and the per-file values, per test resolution.
 Confusion matrices are summed (counts) and fold-averaged (mean of row-normalised matrices).
 
-The results table follows the paper's layout: rows = models (base, CR, CR-Simplified,
-CR+AffWild2, then any other label), columns = FER2013 acc, RAF-DB overall acc, RAF-DB average
+The results table follows the paper's layout: rows = models (the paper's, in the order of
+`mafer.paper_models.MODELS`, then any other label), columns = FER2013 acc, RAF-DB overall acc, RAF-DB average
 (per-class) acc, Oulu-CASIA k-fold acc (k: the folds our run averages; the paper's are 10), all
 in percent. ``PAPER_RESULTS`` holds the numbers the paper reports, for side-by-side tables.
 
 Repeated runs (training seeds) of a fold are files of the same group too. `compare` pairs the
 per-image predictions the files hold (``mafer evaluate`` stores them) over the same test images
 and seeds: each model's accuracy with a 95 % interval over seeds x images, and each model's
-difference to base with its interval and p-value (`mafer.stats`); `verdict` says it in words.
+difference to base with its interval and p-value (`mafer.stats`); `comparison_sentence` says it
+in words.
+
+This module owns the files the pipeline's results node writes (read them with the functions
+named; every accuracy and difference on the 0..1 scale, resolutions as strings: ``"native"``,
+``"8"``, ...; models by their paper label):
+
+- ``summary.json`` (`write_summary` / `read_summary`): ``{model: {dataset: {resolution:
+  accuracy}}}``, the test accuracy averaged over folds and seeds (Oulu-CASIA: image protocol).
+- ``accuracies.json`` and ``comparisons.json`` (`write_paired`, contents from `compare`):
+  ``{model: {dataset: {resolution: {"accuracy", "ci95": [lo, hi], "n_seeds", "n_images"}}}}`` and
+  ``{model: {dataset: {resolution: {"diff", "ci95": [lo, hi], "p", "n_seeds", "n_images",
+  "method"}}}}`` (every model but base).
+
+``mafer aggregate --out FILE`` writes another file, the full `aggregate` output plus the table.
 """
 
 from __future__ import annotations
@@ -31,8 +45,8 @@ import numpy as np
 
 from mafer.errors import MaferError
 from mafer.metrics import fold_average
+from mafer.paper_models import BASE, LABELS, model_from_path
 
-MODELS: tuple[str, ...] = ("base", "CR", "CR-Simplified", "CR+AffWild2")
 SCALAR_METRICS: tuple[str, ...] = ("accuracy", "mean_class_accuracy", "macro_f1", "score")
 
 # (dataset, metric, protocol, column title); protocol matters for Oulu-CASIA only.
@@ -56,14 +70,6 @@ PAPER_RESULTS: dict[str, dict[str, tuple[float, float | None]]] = {
     "CR+AffWild2": {"FER2013 acc": (73.45, None), "RAF-DB overall acc": (88.07, None),
                     "RAF-DB average acc": (82.40, 0.04), "Oulu-CASIA 10-fold acc": (98.95, 0.15)},
 }
-
-# spellings found in folder names -> canonical model name (longest first when matching)
-_ALIASES = {
-    "cr+affwild2": "CR+AffWild2", "cr-affwild2": "CR+AffWild2", "craffwild2": "CR+AffWild2",
-    "cr-simplified": "CR-Simplified", "crsimplified": "CR-Simplified", "cr-simple": "CR-Simplified",
-    "cr": "CR", "base": "base",
-}
-
 
 # ---------------------------------------------------------------------------------- loading
 
@@ -96,21 +102,14 @@ def parse_labels(items: Iterable[str]) -> dict[str, str]:
     return labels
 
 
-def _canonical_model(text: str) -> str | None:
-    norm = re.sub(r"[\s_]+", "-", text.lower())
-    for alias in sorted(_ALIASES, key=len, reverse=True):
-        if norm == alias or norm.startswith(alias + "-") or norm.endswith("-" + alias):
-            return _ALIASES[alias]
-    return None
-
-
 def model_label(path: str | Path, metrics: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> str:
     """Which model a metrics file belongs to.
 
     In order: the first ``labels`` pattern (glob or substring) matching the metrics file's path
     or its checkpoint path; the file's ``model`` key (``mafer evaluate --model``); a folder of
     the checkpoint path (deepest first), then of the metrics path, named like a paper model
-    (``cr``, ``cr_simplified``, ``CR+AffWild2``, ``base-fold3``, ``rafdb_cr``...).
+    (`mafer.paper_models.model_from_path`: ``cr``, ``cr_simplified``, ``CR+AffWild2``,
+    ``base-fold3``, ``rafdb_cr``...).
     """
     candidates = [str(path), str(metrics.get("checkpoint", ""))]
     for pattern, name in (labels or {}).items():
@@ -118,12 +117,9 @@ def model_label(path: str | Path, metrics: Mapping[str, Any], labels: Mapping[st
             return name
     if metrics.get("model"):
         return str(metrics["model"])
-    checkpoint_dirs = Path(str(metrics.get("checkpoint", ""))).parent.parts
-    metrics_parts = Path(path).with_suffix("").parts
-    for part in [*reversed(checkpoint_dirs), *reversed(metrics_parts)]:
-        found = _canonical_model(part)
-        if found:
-            return found
+    found = model_from_path(str(Path(str(metrics.get("checkpoint", ""))).parent)) or model_from_path(str(path))
+    if found:
+        return found.label
     raise MaferError(f"{path}: cannot tell which model these metrics belong to; pass "
                      f"`--label PATTERN=NAME` to aggregate or `--model NAME` to evaluate")
 
@@ -168,7 +164,7 @@ def summarize_group(files: Sequence[tuple[str, Mapping[str, Any]]]) -> dict:
 
 
 def _model_order(name: str) -> tuple[int, str]:
-    return (MODELS.index(name), "") if name in MODELS else (len(MODELS), name)
+    return (LABELS.index(name), "") if name in LABELS else (len(LABELS), name)
 
 
 def aggregate(paths: Sequence[str | Path], labels: Mapping[str, str] | None = None) -> dict:
@@ -208,6 +204,69 @@ def seed_label(metrics: Mapping[str, Any]) -> str | None:
     if isinstance(seeds, Mapping) and seeds:
         return "-".join(str(seeds[k]) for k in sorted(seeds))
     return None if metrics.get("seed") is None else str(metrics["seed"])
+
+
+# ---------------------------------------------------------------------------------- summary.json
+
+def accuracy_summary(aggregated: Mapping[str, Any], split: str = "test") -> dict[str, dict[str, dict[str, float]]]:
+    """``{model: {dataset: {resolution: accuracy}}}`` (mean over folds and seeds, 0..1, 6 decimals)
+    from `aggregate` output, ``split`` split only; Oulu-CASIA is the image-protocol k-fold mean."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for group in aggregated["groups"]:
+        if group["split"] != split or (group["dataset"] == "oulucasia" and group["protocol"] != "image"):
+            continue
+        summary.setdefault(group["model"], {})[group["dataset"]] = {
+            str(res): round(entry["accuracy"]["mean"], 6) for res, entry in group["resolutions"].items()}
+    return summary
+
+
+def _write_json(path: str | Path, content: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def write_summary(aggregated: Mapping[str, Any], path: str | Path) -> dict:
+    """Write ``summary.json`` (`accuracy_summary` of ``aggregated``) and return its content."""
+    summary = accuracy_summary(aggregated)
+    _write_json(path, summary)
+    return summary
+
+
+def read_summary(path: str | Path) -> dict[str, dict[str, dict[str, float]]]:
+    """Read a ``summary.json`` (`write_summary`); MaferError naming the file and the first entry
+    that is not ``{model: {dataset: {resolution: accuracy in 0..1}}}``."""
+    path = Path(path)
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MaferError(f"{path}: summary not found; expected the summary.json of a finished `mafer reproduce` "
+                         "run") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MaferError(f"{path}: not a JSON summary ({exc})") from None
+    expected = "expected {model: {dataset: {resolution: accuracy in 0..1}}}"
+    if not isinstance(summary, dict):
+        raise MaferError(f"{path}: {expected}, got a {type(summary).__name__}")
+    for model, per_dataset in summary.items():
+        if not isinstance(per_dataset, dict):
+            raise MaferError(f"{path}: entry {model!r}: {expected}")
+        for dataset, per_res in per_dataset.items():
+            if not isinstance(per_res, dict):
+                raise MaferError(f"{path}: entry {model!r}/{dataset!r}: {expected}")
+            for res, acc in per_res.items():
+                if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 1:
+                    raise MaferError(f"{path}: entry {model!r}/{dataset!r}/{res!r} = {acc!r}: {expected}")
+    return summary
+
+
+def write_paired(paths: Sequence[str | Path], comparisons_path: str | Path, accuracies_path: str | Path,
+                 labels: Mapping[str, str] | None = None) -> dict[str, dict]:
+    """`compare` the metrics files ``paths``; write ``comparisons.json`` and ``accuracies.json``
+    (schemas in the module docstring) and return both (``{"comparisons", "accuracies"}``)."""
+    paired = compare(paths, labels)
+    _write_json(comparisons_path, paired["comparisons"])
+    _write_json(accuracies_path, paired["accuracies"])
+    return paired
 
 
 # ---------------------------------------------------------------------------------- paired statistics
@@ -274,7 +333,7 @@ def correctness(files: Sequence[tuple[str, Mapping[str, Any]]], resolution: str,
     return np.concatenate(columns, axis=1)
 
 
-def compare(paths: Sequence[str | Path], labels: Mapping[str, str] | None = None, base: str = "base",
+def compare(paths: Sequence[str | Path], labels: Mapping[str, str] | None = None, base: str = BASE.label,
             split: str = "test") -> dict[str, dict]:
     """Paired statistics over seeds and test images from ``mafer evaluate`` files (with predictions).
 
@@ -316,7 +375,7 @@ def _points(value: float) -> str:
 
 
 def comparison_sentence(model: str, dataset: str, resolution: str, entry: Mapping[str, Any],
-                        base: str = "base") -> str:
+                        base: str = BASE.label) -> str:
     """One comparison in words: "CR is better than base at 16 px on RAF-DB: +4.1 points, 95 % interval
     [+1.2, +7.0] (p = 0.003; 3 seeds x 600 images)", or "no difference detectable ..." when the
     interval holds 0."""
@@ -364,7 +423,7 @@ def results_table(summary: Mapping[str, Any], resolution: str = "native", split:
     columns = list(COLUMNS)
     if any(g["dataset"] == "oulucasia" and g["protocol"] == "subject" for g in groups):
         columns.append(SUBJECT_COLUMN)
-    models = sorted({g["model"] for g in groups} | (set(MODELS) if with_paper else set()), key=_model_order)
+    models = sorted({g["model"] for g in groups} | (set(LABELS) if with_paper else set()), key=_model_order)
     ours_titles = [_title(title, groups, dataset, protocol, split) for dataset, _, protocol, title in columns]
     paper_titles = [title.format(k=PAPER_FOLDS) for *_, title in columns]
     # every row has every title, ours first: where our fold count is not the paper's, the two are
@@ -445,7 +504,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--comparisons", type=Path,
                         help="also write each model's paired difference to base per dataset and resolution "
                              "(interval over seeds x images, p-value) to this JSON file, and print them")
-    parser.add_argument("--base", default="base", help="model the others are compared with (default base)")
+    parser.add_argument("--base", default=BASE.label, help="model the others are compared with (default base)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -454,8 +513,7 @@ def run(args: argparse.Namespace) -> int:
     summary["table"] = {"resolution": str(args.resolution), "split": args.split, "unit": "percent",
                         "rows": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()}
                                  for row in rows]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    _write_json(args.out, summary)
     markdown = to_markdown(rows)
     for path, text in ((args.csv, to_csv(rows)), (args.markdown, markdown)):
         if path:
@@ -464,8 +522,7 @@ def run(args: argparse.Namespace) -> int:
     print(markdown, end="")
     if args.comparisons:
         paired = compare(args.metrics, parse_labels(args.label), base=args.base, split=args.split)
-        args.comparisons.parent.mkdir(parents=True, exist_ok=True)
-        args.comparisons.write_text(json.dumps(paired["comparisons"], indent=2) + "\n")
+        _write_json(args.comparisons, paired["comparisons"])
         print()
         for model, per_dataset in paired["comparisons"].items():
             for dataset, per_res in per_dataset.items():

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from mafer.errors import MaferError  # noqa: E402
 from mafer.metrics import fold_average  # noqa: E402
+from mafer.paper_models import BASE  # noqa: E402
 
 METHOD_TITLES = {"tsne": "t-SNE", "umap": "UMAP"}
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -98,9 +99,9 @@ def plot_embeddings(embeddings: Mapping[str, Any], class_names: Sequence[str], p
                     methods: Sequence[str] = ("tsne", "umap"), title: str | None = None) -> Figure:
     """2-D projections of deep features, one panel per model (and per method), coloured by expression.
 
-    ``embeddings`` maps a model name to ``(points [N, 2], labels [N])`` or to a mapping such as
-    the npz ``mafer embed`` writes (keys ``labels`` and one ``[N, 2]`` array per method); with
-    mappings, each method in ``methods`` gets a row of panels.
+    ``embeddings`` maps a model name to ``(points [N, 2], labels [N])`` or to a mapping with
+    ``labels`` and one ``[N, 2]`` array per method, as in ``mafer.embed.load_embeddings(path).models``;
+    with mappings, each method in ``methods`` gets a row of panels.
     """
     panels = _embedding_panels(embeddings, methods)
     if not panels:
@@ -235,7 +236,7 @@ def plot_accuracy_bands(accuracies: Mapping[str, Mapping[str, Mapping[str, Any]]
 
 
 def plot_differences(comparisons: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]], path: str | Path, *,
-                     datasets: Sequence[str] | None = None, base: str = "base",
+                     datasets: Sequence[str] | None = None, base: str = BASE.label,
                      titles: Mapping[str, str] | None = None) -> Figure:
     """Each model's accuracy minus ``base`` with its 95 % interval at each test resolution, one panel per dataset.
 

@@ -10,9 +10,12 @@ from mafer.aggregate import (
     compare,
     model_label,
     parse_labels,
+    read_summary,
     results_table,
     to_csv,
     to_markdown,
+    write_paired,
+    write_summary,
 )
 from mafer.cli import main
 from mafer.errors import MaferError
@@ -216,3 +219,33 @@ def test_cli_writes_and_prints_the_comparisons(tmp_path, seeded_runs, capsys):
     printed = capsys.readouterr().out
     assert "CR is better than base at native resolution on RAF-DB: +50.0 points, 95 % interval [+" in printed
     assert "no difference detectable between CR and base at 8 px on RAF-DB: +0.0 points" in printed
+
+
+def test_summary_json_round_trip_and_bad_files_are_named(tmp_path, three_folds):
+    aggregated = aggregate(three_folds, {"oulu/cr": "CR"})
+    written = write_summary(aggregated, tmp_path / "out" / "summary.json")
+    assert written == {"CR": {"oulucasia": {"native": pytest.approx(0.95), "8": pytest.approx(0.475)}}}
+    assert read_summary(tmp_path / "out" / "summary.json") == written
+    cases = {"missing.json": (None, "summary not found"),
+             "text.json": ("{oops", "not a JSON summary"),
+             "list.json": ("[1, 2]", r"expected \{model: \{dataset: \{resolution: accuracy in 0..1\}\}\}, got a list"),
+             "flat.json": ('{"CR": 0.5}', "entry 'CR': expected"),
+             "percent.json": ('{"CR": {"rafdb": {"native": 95.0}}}', "entry 'CR'/'rafdb'/'native' = 95.0: expected"),
+             "bool.json": ('{"CR": {"rafdb": {"8": true}}}', "entry 'CR'/'rafdb'/'8' = True: expected")}
+    for name, (text, message) in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        with pytest.raises(MaferError, match=f"{name}: {message}"):
+            read_summary(tmp_path / name)
+
+
+def test_paired_files_hold_what_compare_returns(tmp_path):
+    labels = [0, 1, 1, 0, 1, 0]
+    paths = [evaluation_file(tmp_path / f"eval/rafdb/{model}/standard-seed17-{seed}.json", model, "rafdb", labels,
+                             {"native": labels if model == "CR" else [0, 0, 1, 1, 0, 1]},
+                             seeds={"step1": 17, "step2": seed})
+             for model in ("base", "CR") for seed in (17, 18)]
+    paired = write_paired(paths, tmp_path / "c" / "comparisons.json", tmp_path / "a" / "accuracies.json")
+    assert json.loads((tmp_path / "c" / "comparisons.json").read_text()) == paired["comparisons"]
+    assert json.loads((tmp_path / "a" / "accuracies.json").read_text()) == paired["accuracies"]
+    assert list(paired["comparisons"]) == ["CR"] and paired["comparisons"]["CR"]["rafdb"]["native"]["diff"] > 0

@@ -25,6 +25,8 @@ from mafer.datasets import dataset_info
 from mafer.embed import extract_features
 from mafer.errors import MaferError
 from mafer.evaluate import class_interleaved, evaluate_checkpoint
+from mafer.paper_models import KEYS, LABELS
+from mafer.paper_models import MODELS as PAPER_MODELS
 from mafer.pipeline import cap as cap_module
 from mafer.pipeline import graph
 from mafer.pipeline.cap import TRAIN_WORK_KEYS, apply_cap
@@ -33,7 +35,7 @@ from mafer.train import TrainConfig
 from test_weights import SENET50, mmdnn_state, vggface2_arrays, write_py2_pickle
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ["base", "CR", "CR-Simplified", "CR+AffWild2"]
+MODELS = list(LABELS)
 DATASETS = ["fer2013", "rafdb", "oulucasia"]
 PAPER_RESOLUTIONS = ["native", "8", "16", "24", "32", "48", "64"]
 
@@ -51,21 +53,22 @@ def resolved(tmp_path: Path, *extra: str) -> dict:
 def node_configs(config: dict) -> dict[str, TrainConfig]:
     """The resolved TrainConfig of every training node, built as notebooks/step1 and step2 build it."""
     nodes = {}
-    for model, recipe in graph.STEP1.items():
+    for paper_model in PAPER_MODELS:
+        model = paper_model.key
         init = graph.step1_init(config, model)
         if model == "base" and config.get("base_weights"):
             continue  # the VGGFace2 weights are the base network: no step-1 node
         nodes[f"step1/{model}"] = TrainConfig.preset(
-            config["preset"], stage="pretrain", mode=recipe["mode"], dataset=recipe["dataset"],
+            config["preset"], stage="pretrain", mode=paper_model.step1_mode, dataset=paper_model.step1_dataset,
             data_dir=config["data_dir"], out=f"runs/step1/{model}", init=init[0] if init else None,
             **graph.train_options(config, "step1", model)).resolve()
-    for model in graph.MODELS:
+    for model in KEYS:
         for dataset in config["datasets"]:
             for part in graph.finetune_parts(config, dataset):
                 nodes[f"step2/{model}/{dataset}-{part}"] = TrainConfig.preset(
                     config["preset"], stage="finetune", dataset=dataset, data_dir=config["data_dir"],
                     out=f"runs/step2/{model}/{dataset}/{part}", init=graph.step2_init(config, model),
-                    fold=int(part[4:]) if part.startswith("fold") else None, folds=config["folds"],
+                    fold=graph.parse_part(part), folds=config["folds"],
                     protocol=config["protocol"], **graph.train_options(config, "step2", dataset)).resolve()
     return nodes
 

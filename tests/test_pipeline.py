@@ -20,14 +20,16 @@ import pytest
 import torch
 import yaml
 
+from mafer.aggregate import accuracy_summary
 from mafer.errors import MaferError
 from mafer.models import create_model, load_checkpoint, save_checkpoint
+from mafer.paper_models import LABELS
 from mafer.pipeline import graph, views
 from mafer.pipeline.run_notebook import execute, node_signature, prepare_run_dir
 from mafer.reproduce import add_arguments, apply_overrides, load_profile, resolve_config, snakemake_command
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ["base", "CR", "CR-Simplified", "CR+AffWild2"]
+MODELS = list(LABELS)
 DATASETS = ["fer2013", "rafdb", "oulucasia"]
 
 
@@ -138,9 +140,28 @@ def test_step1_and_step2_start_from_the_right_checkpoints(tmp_path):
     paper = dict(load_profile("paper"), base_weights="/w/senet50_ft_weight.pkl")
     assert graph.step1_init(paper, "cr") == ["/w/senet50_ft_weight.pkl"]
     assert graph.step2_init(paper, "base") == "/w/senet50_ft_weight.pkl"
-    assert graph.STEP1["cr"]["mode"] == "cr" and graph.STEP1["cr_affwild2"]["dataset"] == "affwild2"
+    assert graph.step1_checkpoints(paper) == [f"runs/step1/{m}/seed17/best.pt" for m in ("cr", "cr_simplified",
+                                                                                          "cr_affwild2")]
     assert graph.finetune_parts(demo, "oulucasia") == [f"fold{k}" for k in demo["run_folds"]]
     assert graph.finetune_parts(demo, "rafdb") == ["standard"]
+
+
+@pytest.mark.parametrize("part,fold", [("standard", None), ("fold0", 0), ("fold3", 3), ("fold12", 12)])
+def test_a_graph_part_is_a_fold_number_or_none(part, fold):
+    assert graph.parse_part(part) == fold
+    assert graph.part_name(fold) == part
+
+
+@pytest.mark.parametrize("part", ["fold", "fold-1", "fold03", "foldx", "Fold3", "fold3 ", "fold٣", "std", ""])
+def test_a_bad_graph_part_is_named(part):
+    with pytest.raises(MaferError, match=re.escape(f"graph part {part!r}: expected 'standard' or 'fold<k>'")):
+        graph.parse_part(part)
+
+
+@pytest.mark.parametrize("fold", [-1, 1.0, "3", True])
+def test_a_bad_fold_number_is_named(fold):
+    with pytest.raises(MaferError, match=re.escape(f"fold {fold!r}: expected a fold number")):
+        graph.part_name(fold)
 
 
 def test_code_files_are_the_import_closure_of_what_a_node_runs():
@@ -231,7 +252,7 @@ def test_summary_is_model_dataset_resolution_accuracy():
     aggregated = {"groups": [_group("base", "rafdb", {"native": 0.5, "8": 0.25}),
                              _group("CR", "oulucasia", {"native": 0.9, "8": 0.7}),
                              _group("CR", "oulucasia", {"native": 0.1}, protocol="subject")]}
-    summary = views.accuracy_summary(aggregated)
+    summary = accuracy_summary(aggregated)
     assert summary == {"base": {"rafdb": {"native": 0.5, "8": 0.25}}, "CR": {"oulucasia": {"native": 0.9, "8": 0.7}}}
     assert views.lowest_resolution(["native", 16, "8", 32]) == "8" and views.lowest_resolution(["native"]) == "native"
     table = views.resolution_table({"base": {"rafdb": {"native": 0.5, "16": 0.4, "8": 0.25}}}, "rafdb")
@@ -278,19 +299,6 @@ def test_seeds_are_a_dimension_of_the_graph(monkeypatch):
     for bad in ("seeds=[]", "seeds=[1,1]", "seeds=[a]", "seeds={step3: [1]}", "seeds.step1=7.5"):
         with pytest.raises(MaferError, match="seeds"):
             resolve_config(parse("--profile", "smoke", "--config", bad))
-
-
-def test_embeddings_round_trip_and_bad_files_are_named(tmp_path):
-    rng = np.random.default_rng(0)
-    embeddings = {"base": {"labels": np.arange(5), "tsne": rng.random((5, 2))},
-                  "CR+AffWild2": {"labels": np.arange(5), "tsne": rng.random((5, 2))}}
-    path = views.save_embeddings(tmp_path / "e.npz", embeddings, dataset="rafdb")
-    loaded = views.load_embeddings(path)
-    assert list(loaded) == ["base", "CR+AffWild2"]
-    np.testing.assert_array_equal(loaded["CR+AffWild2"]["tsne"], embeddings["CR+AffWild2"]["tsne"])
-    (tmp_path / "bad.npz").write_text("not an npz")
-    with pytest.raises(MaferError, match="bad.npz: cannot read embeddings"):
-        views.load_embeddings(tmp_path / "bad.npz")
 
 
 def test_metrics_log_lines_that_are_not_json_are_named(tmp_path):

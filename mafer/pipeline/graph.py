@@ -1,4 +1,5 @@
-"""What the Snakefile's nodes depend on: models, their step-1 recipes and initial weights.
+"""What the Snakefile's nodes depend on: the paper's models (`mafer.paper_models`), their
+step-1 inputs and initial weights, run and part names.
 
 Kept out of the Snakefile so that the graph's logic is plain, importable, testable Python.
 """
@@ -14,24 +15,7 @@ from typing import Any, Iterable, Mapping
 
 import mafer
 from mafer.errors import MaferError
-
-# slug used in paths -> the name the paper's tables use
-MODELS: dict[str, str] = {
-    "base": "base",
-    "cr": "CR",
-    "cr_simplified": "CR-Simplified",
-    "cr_affwild2": "CR+AffWild2",
-}
-
-# Step 1 of each model (see PAPER.md): base = plain identity training (stands in for the
-# VGGFace2 weights when there are none), CR = teacher-student from base, CR-Simplified = one
-# network on lowered images from base, CR+AffWild2 = CR further trained on lowered AffWild2 frames.
-STEP1: dict[str, dict[str, str]] = {
-    "base": {"mode": "base", "dataset": "vggface2"},
-    "cr": {"mode": "cr", "dataset": "vggface2"},
-    "cr_simplified": {"mode": "cr-simplified", "dataset": "vggface2"},
-    "cr_affwild2": {"mode": "cr-simplified", "dataset": "affwild2"},
-}
+from mafer.paper_models import BASE, BY_KEY, KEYS
 
 # Modules the notebooks import only to draw and tabulate. A node whose product is a trained
 # network does not depend on them: redrawing a training curve is no reason to retrain.
@@ -227,38 +211,61 @@ def step2_dir(model: str, dataset: str, part: str, s1: int, s2: int) -> str:
 def step1_checkpoints(config: Mapping[str, Any]) -> list[str]:
     """Every checkpoint step 1 trains: each model at each step-1 seed, base only when the profile
     gives no base weight file."""
-    trained = [m for m in STEP1 if m != "base" or not config.get("base_weights")]
+    trained = [m for m in KEYS if m != BASE.key or not config.get("base_weights")]
     return [f"{step1_dir(m, s1)}/best.pt" for m in trained for s1 in step1_seeds(config)]
 
 
 def base_weights(config: Mapping[str, Any], seed: int | None = None) -> str:
     """The base network: the profile's VGGFace2 weight file, else the base step-1 checkpoint of
     step-1 seed ``seed`` (default: the first)."""
-    return config.get("base_weights") or f"{step1_dir('base', step1_seeds(config)[0] if seed is None else seed)}/best.pt"
+    return config.get("base_weights") or f"{step1_dir(BASE.key, step1_seeds(config)[0] if seed is None else seed)}/best.pt"
 
 
 def step1_init(config: Mapping[str, Any], model: str, seed: int | None = None) -> list[str]:
-    """The checkpoint step 1 of ``model`` (step-1 seed ``seed``, default the first) starts from
-    (empty for base, trained from scratch); a seed's chain starts from the same seed's base."""
+    """The checkpoint step 1 of ``model`` (a key, step-1 seed ``seed``, default the first) starts
+    from: its table entry's ``step1_from`` (empty for base, trained from scratch); a seed's chain
+    starts from the same seed's base."""
     seed = step1_seeds(config)[0] if seed is None else seed
-    if model == "base":
+    start = BY_KEY[model].step1_from
+    if start is None:
         return []
-    if model == "cr_affwild2":
-        return [f"{step1_dir('cr', seed)}/best.pt"]
-    return [base_weights(config, seed)]
+    return [base_weights(config, seed) if start == BASE.key else f"{step1_dir(start, seed)}/best.pt"]
 
 
 def step2_init(config: Mapping[str, Any], model: str, seed: int | None = None) -> str:
     """The checkpoint step 2 (fine-tuning) of ``model`` starts from: its step-1 run of seed ``seed``."""
     seed = step1_seeds(config)[0] if seed is None else seed
-    return base_weights(config, seed) if model == "base" else f"{step1_dir(model, seed)}/best.pt"
+    return base_weights(config, seed) if model == BASE.key else f"{step1_dir(model, seed)}/best.pt"
+
+
+STANDARD_PART = "standard"  # the one fine-tuning of a dataset with a fixed test split
+
+
+def part_name(fold: int | None) -> str:
+    """The graph part of a fine-tuning: ``"fold<k>"`` for Oulu-CASIA fold ``k`` (0-based),
+    ``"standard"`` for None. Inverse of `parse_part`."""
+    if fold is None:
+        return STANDARD_PART
+    if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0:
+        raise MaferError(f"fold {fold!r}: expected a fold number 0, 1, 2, ... or None")
+    return f"fold{fold}"
+
+
+def parse_part(part: str) -> int | None:
+    """``"fold3"`` -> 3, ``"standard"`` -> None (what `part_name` writes); MaferError for anything else."""
+    if part == STANDARD_PART:
+        return None
+    digits = part[len("fold"):] if part.startswith("fold") else ""
+    if not (digits.isascii() and digits.isdigit()) or (len(digits) > 1 and digits[0] == "0"):
+        raise MaferError(f"graph part {part!r}: expected {STANDARD_PART!r} or 'fold<k>' with k = 0, 1, 2, ...")
+    return int(digits)
 
 
 def finetune_parts(config: Mapping[str, Any], dataset: str) -> list[str]:
     """One fine-tuning run per Oulu-CASIA fold listed in the profile; one ``standard`` run otherwise."""
     if dataset == "oulucasia":
-        return [f"fold{k}" for k in config["run_folds"]]
-    return ["standard"]
+        return [part_name(k) for k in config["run_folds"]]
+    return [STANDARD_PART]
 
 
 def train_options(config: Mapping[str, Any], step: str, *keys: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """What the companion notebooks show that is not a paper figure: data overviews, training
-curves, the results tables beside the paper's, and ``summary.json``.
+curves, the results tables beside the paper's. The files they read and write belong to
+`mafer.aggregate` (``summary.json``, ``comparisons.json``) and `mafer.embed` (embeddings).
 
 Each notebook cell calls one of these (or a function of `mafer.figures`) so that the
 notebooks stay narrative. Figures are saved as PNG+SVG (`mafer.figures.save_figure`) and
@@ -17,10 +18,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mafer.aggregate import compare, comparison_sentence, detectable
+from mafer.aggregate import accuracy_summary, comparison_sentence, detectable
 from mafer.datasets import get_dataset
 from mafer.errors import MaferError
-from mafer.figures import save_figure
+from mafer.figures import plot_embeddings, save_figure
+from mafer.paper_models import BASE, BY_KEY, MODELS
 
 SPLITS = {"fer2013": ("train", "val", "test"), "rafdb": ("train", "val", "test"),
           "oulucasia": ("train", "val", "test"), "affwild2": ("train", "val"), "vggface2": ("train", "val")}
@@ -157,25 +159,6 @@ def plot_training_curves(run_dir: str | Path, path: str | Path) -> Figure:
     return fig
 
 
-def accuracy_summary(aggregated: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
-    """``{model: {dataset: {resolution: accuracy}}}`` (fold mean, 0..1) from `mafer.aggregate.aggregate`
-    output, test split; Oulu-CASIA is the image-protocol k-fold mean."""
-    summary: dict[str, dict[str, dict[str, float]]] = {}
-    for group in aggregated["groups"]:
-        if group["split"] != "test" or (group["dataset"] == "oulucasia" and group["protocol"] != "image"):
-            continue
-        summary.setdefault(group["model"], {})[group["dataset"]] = {
-            str(res): round(entry["accuracy"]["mean"], 6) for res, entry in group["resolutions"].items()}
-    return summary
-
-
-def write_summary(aggregated: Mapping[str, Any], path: str | Path) -> dict:
-    """Write ``summary.json`` (see `accuracy_summary`) and return its content."""
-    summary = accuracy_summary(aggregated)
-    Path(path).write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
 def resolution_table(summary: Mapping[str, Mapping[str, Mapping[str, float]]], dataset: str) -> pd.DataFrame:
     """Accuracy (percent) of every model on ``dataset`` at every test resolution (native last)."""
     table = pd.DataFrame({model: {res: acc * 100 for res, acc in per_dataset[dataset].items()}
@@ -193,20 +176,19 @@ def lowest_resolution(resolutions: Iterable[str | int]) -> str:
 def glue_accuracies(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> pd.DataFrame:
     """Glue every accuracy (percent, 2 decimals) as ``acc_<model>_<dataset>_<resolution>`` and
     each step-1 model's gain over base as ``gain_<model>_<dataset>_<resolution>``, for the book's
-    prose (``{glue:text}`` roles); model slugs as in `mafer.pipeline.graph.MODELS`. Returns them."""
+    prose (``{glue:text}`` roles); ``<model>`` is the model's key in `mafer.paper_models.MODELS`
+    (``cr_simplified``). Returns them."""
     from myst_nb import glue
 
-    from mafer.pipeline.graph import MODELS
-
-    slug = {label: key for key, label in MODELS.items()}
+    slug = {m.label: m.key for m in MODELS}
     rows = []
     for model, per_dataset in summary.items():
         for dataset, accs in per_dataset.items():
             for res, acc in accs.items():
                 name = f"{slug.get(model, model)}_{dataset}_{res}"
                 glue(f"acc_{name}", f"{100 * acc:.2f}", display=False)
-                base = summary.get("base", {}).get(dataset, {}).get(res)
-                gain = None if base is None or model == "base" else 100 * (acc - base)
+                base = summary.get(BASE.label, {}).get(dataset, {}).get(res)
+                gain = None if base is None or model == BASE.label else 100 * (acc - base)
                 if gain is not None:
                     glue(f"gain_{name}", f"{gain:+.2f}", display=False)
                 rows.append({"model": model, "dataset": dataset, "resolution": res,
@@ -224,12 +206,10 @@ BOOK_DATASETS = ("fer2013", "rafdb", "oulucasia")
 def missing_book_numbers(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, str]:
     """For each ``acc_``/``gain_`` number the book quotes that this run lacks (a profile without a
     dataset or without 8 px), the words the page shows instead, saying why."""
-    from mafer.pipeline.graph import MODELS
-
     datasets = {d for per_dataset in summary.values() for d in per_dataset}
     resolutions = {r for per_dataset in summary.values() for accs in per_dataset.values() for r in accs}
     missing = {}
-    for slug, model in MODELS.items():
+    for slug, model in ((m.key, m.label) for m in MODELS):
         for dataset in BOOK_DATASETS:
             for res in BOOK_RESOLUTIONS:
                 if res in summary.get(model, {}).get(dataset, {}):
@@ -242,7 +222,7 @@ def missing_book_numbers(summary: Mapping[str, Mapping[str, Mapping[str, float]]
                     why = f"n/a: this run has no {model} result here"
                 name = f"{slug}_{dataset}_{res}"
                 missing[f"acc_{name}"] = why
-                if model != "base":
+                if model != BASE.label:
                     missing[f"gain_{name}"] = why
     return missing
 
@@ -258,31 +238,20 @@ def evaluate_runs(checkpoints: Mapping[str, Mapping[str, str]], dataset: str, da
     `mafer.aggregate.compare` pairs. ``options`` go to `mafer.evaluate.evaluate_checkpoint`.
     Returns the files written, in the order evaluated."""
     from mafer.evaluate import evaluate_checkpoint
-    from mafer.pipeline.graph import split_run_name
+    from mafer.pipeline.graph import parse_part, split_run_name
 
     paths = []
     for model, runs in checkpoints.items():
         for run, checkpoint in runs.items():
             part, seeds = split_run_name(run)
-            fold = int(part[4:]) if part.startswith("fold") else None
-            result = evaluate_checkpoint(dataset, data_dir, checkpoint, fold=fold, model_label=model, **options)
+            result = evaluate_checkpoint(dataset, data_dir, checkpoint, fold=parse_part(part), model_label=model,
+                                         **options)
             result["seeds"] = seeds
             path = Path(out_dir) / model / f"{run}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(result, indent=2))
             paths.append(path)
     return paths
-
-
-def write_comparisons(paths: Sequence[str | Path], out_comparisons: str | Path,
-                      out_accuracies: str | Path) -> dict:
-    """Paired statistics of the evaluation files (`mafer.aggregate.compare`): write the
-    comparisons (``comparisons.json``) and the accuracies with intervals; return both."""
-    paired = compare(paths)
-    for key, path in (("comparisons", out_comparisons), ("accuracies", out_accuracies)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(paired[key], indent=2) + "\n")
-    return paired
 
 
 def interval_table(accuracies: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]],
@@ -298,7 +267,7 @@ def interval_table(accuracies: Mapping[str, Mapping[str, Mapping[str, Mapping[st
 
 def comparison_verdict(comparisons: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]], resolution: str,
                        datasets: Sequence[str] = ("fer2013", "rafdb"),
-                       models: Sequence[str] = ("CR", "CR-Simplified")) -> str:
+                       models: Sequence[str] = (BY_KEY["cr"].label, BY_KEY["cr_simplified"].label)) -> str:
     """The paper's claim checked on this run, from ``comparisons.json``: one sentence per model
     and dataset at ``resolution`` (`mafer.aggregate.comparison_sentence`: better / worse than
     base, or no difference detectable, with the difference and its 95 % interval)."""
@@ -340,29 +309,16 @@ def accuracy_table(aggregated: Mapping[str, Any], dataset: str) -> pd.DataFrame:
     return resolution_table(accuracy_summary(aggregated), dataset)
 
 
-def save_embeddings(path: str | Path, embeddings: Mapping[str, Mapping[str, np.ndarray]], **info: str) -> Path:
-    """Write the projections of several models to one npz: ``<model>/labels``, ``<model>/<method>``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {f"{model}/{key}": np.asarray(value) for model, entry in embeddings.items()
-              for key, value in entry.items()}
-    with open(path, "wb") as f:  # a file object keeps np.savez from renaming the file
-        np.savez_compressed(f, models=np.array(list(embeddings)), **arrays,
-                            **{f"info/{k}": np.array(str(v)) for k, v in info.items()})
-    return path
+def plot_embeddings_file(path: str | Path, fig_path: str | Path, *, title: str | None = None) -> Figure:
+    """Draw an embeddings file (`mafer.embed.load_embeddings`: written by ``mafer embed`` or by
+    notebooks/embeddings.ipynb): every model's projections, coloured by the classes the file
+    names (`mafer.figures.plot_embeddings`). MaferError naming the file if it is not one."""
+    from mafer.embed import load_embeddings
 
-
-def load_embeddings(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
-    """Read what `save_embeddings` wrote: ``{model: {"labels": ..., "tsne": ..., "umap": ...}}``."""
-    path = Path(path)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise MaferError(f"{path}: cannot read embeddings ({exc}); expected the npz of notebooks/embeddings.ipynb")
-    if "models" not in data:
-        raise MaferError(f"{path}: no 'models' entry; expected the npz of notebooks/embeddings.ipynb")
-    return {str(model): {key.split("/", 1)[1]: data[key] for key in data.files if key.startswith(f"{model}/")}
-            for model in data["models"]}
+    embeddings = load_embeddings(path)
+    what = " ".join(embeddings.info[k] for k in ("dataset", "split") if k in embeddings.info)
+    return plot_embeddings(embeddings.models, embeddings.classes, fig_path,
+                           title=title or f"{what or Path(path).stem} features")
 
 
 def cluster_scores(features: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
