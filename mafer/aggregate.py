@@ -492,7 +492,8 @@ def to_csv(rows: Sequence[Mapping]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("metrics", nargs="+", type=Path, help="metrics JSON files written by `mafer evaluate`")
-    parser.add_argument("--out", type=Path, required=True, help="summary JSON to write")
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to write: every group (model, dataset, split, protocol) with its "
+                             "accuracies over seeds and folds, and the results table (not the pipeline's summary.json)")
     parser.add_argument("--csv", type=Path, help="also write the results table as CSV")
     parser.add_argument("--markdown", type=Path, help="also write the results table as Markdown")
     parser.add_argument("--label", action="append", default=[], metavar="PATTERN=NAME",
