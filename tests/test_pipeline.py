@@ -601,27 +601,40 @@ def test_an_interrupt_stops_every_process_frees_the_lock_and_the_next_run_contin
 
 
 @pytest.mark.slow
-def test_an_interrupted_training_node_resumes_from_its_last_checkpoint(smoke_run, tmp_path):
-    argv = ("--profile", "smoke", "--jobs", "2", "--results", str(tmp_path / "results"),
-            "--book-dir", str(tmp_path / "book"))
+def test_an_interrupted_training_node_resumes_from_its_last_checkpoint(tmp_path):
     node = "runs/step1/base/seed17"
-    run = tmp_path / "results" / "smoke" / node
+    # a checkpoint every step and more of them than the smoke profile's 3, so that the interrupt
+    # lands in the middle of training
+    options = ("--config", "step1.base={save_every: 1, max_steps: 40, epochs: 50}")
+
+    def argv(name: str) -> tuple[str, ...]:
+        return ("--profile", "smoke", "--jobs", "2", "--results", str(tmp_path / name),
+                "--book-dir", str(tmp_path / f"{name}-book"), *options, "--", f"{node}/best.pt")
+
+    straight = reproduce(*argv("straight"))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    run = tmp_path / "cut" / "smoke" / node
     log = tmp_path / "interrupted.log"
-    proc = _start(*argv, "--", f"{node}/best.pt", log=log)
+    proc = _start(*argv("cut"), log=log)
     deadline = time.time() + 600
     while not (run / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGINT)  # as soon as the run has a checkpoint, before the notebook ends
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=120) == 128 + signal.SIGINT, log.read_text()[-3000:]
-    result = reproduce(*argv, "--", f"{node}/best.pt")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(rf"resuming the interrupted run in {node} from its last.pt \(step \d+\)", result.stderr)
-    # what the session's uninterrupted smoke run of the same node gave, to the bit
-    straight = smoke_run / "smoke" / node
+    assert "FAILED" in log.read_text() and not (run / "best.pt").exists()  # cut short; Snakemake removed best.pt
+    resumed = reproduce(*argv("cut"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    step = re.search(rf"resuming the interrupted run in {node} from its last.pt \(step (\d+)\)", resumed.stderr)
+    assert step and 1 <= int(step.group(1)) < 40, resumed.stderr[-3000:]
+    # what an uninterrupted run of the same node gives, to the bit
+    reference = tmp_path / "straight" / "smoke" / node
     for name in ("best.pt", "last.pt"):
-        a, b = load_checkpoint(straight / name), load_checkpoint(run / name)
+        a, b = load_checkpoint(reference / name), load_checkpoint(run / name)
         assert all(torch.equal(v, b["model_state_dict"][k]) for k, v in a["model_state_dict"].items()), name
-    assert (straight / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
+        assert a["metrics"] == b["metrics"], name
+    trajectory = lambda folder: [(r["kind"], r["step"], r.get("loss"), r.get("val_acc"))
+                                 for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())]
+    assert trajectory(reference) == trajectory(run)
 
 
 def test_a_training_node_resumes_only_an_interrupted_run_of_itself(tmp_path):
