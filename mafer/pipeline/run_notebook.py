@@ -19,6 +19,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 # The environment's own kernel specs win over a user-level `python3` pointing elsewhere.
@@ -101,7 +102,7 @@ def check_parameters(notebook: Path, parameters: dict) -> None:
 SIGNATURE_FILE = "node-signature.txt"
 
 
-def node_signature(parameters: dict, inputs: list[Path]) -> str:
+def node_signature(parameters: dict, inputs: Sequence[Path]) -> str:
     """sha256 (hex) of what defines a node's results: its parameters, the versions of the
     packages that change numbers, and the content of its input files (given relative to the
     results folder, so a moved project keeps its signatures)."""
@@ -137,7 +138,7 @@ def prepare_run_dir(run_dir: Path, signature: str) -> int | None:
 
 
 def execute(notebook: Path, output: Path, parameters: dict, *, threads: int, failed_dir: Path,
-            cwd: Path | None = None, run_dir: Path | None = None, inputs: list[Path] = ()) -> None:
+            cwd: Path | None = None, run_dir: Path | None = None, inputs: Sequence[Path] = ()) -> None:
     """Run ``notebook`` into ``output`` with ``parameters``; on failure keep the partial copy and raise.
 
     ``run_dir``: the run folder of a training node (``inputs``: the node's input files). An
@@ -147,7 +148,7 @@ def execute(notebook: Path, output: Path, parameters: dict, *, threads: int, fai
     import papermill as pm
 
     if run_dir is not None:
-        step = prepare_run_dir(run_dir, node_signature(parameters, list(inputs)))
+        step = prepare_run_dir(run_dir, node_signature(parameters, inputs))
         if step is not None:
             print(f"mafer pipeline: resuming the interrupted run in {run_dir} from its last.pt (step {step})",
                   file=sys.stderr)

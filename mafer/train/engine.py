@@ -51,7 +51,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-
 class FeaturesAndLogits(nn.Module):
     """``x -> (pooled features, logits)`` in one forward, so DDP and torch.compile see both outputs."""
 
