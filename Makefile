@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= demo
 JOBS ?= 2
 
-.PHONY: install test book lab reproduce clean publish gh-pages
+.PHONY: install test test-fast book lab reproduce clean publish gh-pages
 
 install: $(STAMP)
 
@@ -17,8 +17,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name mafer --display-name "Python (mafer)" > /dev/null
 	touch $(STAMP)
 
+# Both cores: tests that share an expensive session fixture (the smoke run, the capped paper
+# graph) stay together on one worker (tests/conftest.py), the rest are shared out.
+PYTEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+# The edit-test loop: every test that trains at most a few steps and starts no service.
+test-fast: install
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not slow"
 
 reproduce: install
 	$(BIN)/mafer reproduce --profile $(PROFILE) --jobs $(JOBS)

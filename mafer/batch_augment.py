@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mafer.errors import MaferError
-from mafer.transforms import AugmentSpec, augment_spec, center_crop_offset
+from mafer.augment_spec import AugmentSpec, augment_spec, center_crop_offset
 
 GEOMETRIC_OPS = ("crop_fraction", "resize", "random_crop", "center_crop", "elastic", "affine", "flip")
 POINTWISE_OPS = ("grayscale", "cutout")

@@ -17,7 +17,6 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from mafer.errors import MaferError  # noqa: E402
@@ -26,6 +25,15 @@ from mafer.paper_models import BASE  # noqa: E402
 
 METHOD_TITLES = {"tsne": "t-SNE", "umap": "UMAP"}
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _colorblind(n: int) -> list:
+    """seaborn's "colorblind" palette, ``n`` RGB tuples."""
+    # seaborn imported where drawn: it imports scipy.stats (seconds), which a training node's
+    # process, importing this module only for its helpers, need not pay
+    import seaborn as sns
+
+    return sns.color_palette("colorblind", n)
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> tuple[Path, Path]:
@@ -55,6 +63,8 @@ def plot_confusion_matrices(matrices: Mapping[str, Any], class_names: Sequence[s
     stack ``[folds, C, C]``; a stack is fold-averaged by row-normalising each fold's matrix and
     averaging them (every fold weighs the same, as in the paper's 10-fold figures).
     """
+    import seaborn as sns  # see _colorblind
+
     if not matrices:
         raise MaferError("plot_confusion_matrices needs at least one model's matrix")
     n_classes = len(class_names)
@@ -110,7 +120,7 @@ def plot_embeddings(embeddings: Mapping[str, Any], class_names: Sequence[str], p
     models = list(dict.fromkeys(model for _, model, *_ in panels))
     fig, axes = plt.subplots(len(row_methods), len(models), squeeze=False,
                              figsize=(4.0 * len(models), 4.0 * len(row_methods)))
-    palette = sns.color_palette("colorblind", len(class_names))
+    palette = _colorblind(len(class_names))
     for method, model, points, labels in panels:
         ax = axes[row_methods.index(method), models.index(model)]
         points, labels = np.asarray(points), np.asarray(labels)
@@ -183,7 +193,7 @@ def plot_accuracy_vs_resolution(results: Mapping[str, Mapping[str, Any]], path: 
     curves = {model: _curve(result, metric, model) for model, result in results.items()}
     order = _resolution_order(dict.fromkeys(k for keys, *_ in curves.values() for k in keys))
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    palette = sns.color_palette("colorblind", len(curves))
+    palette = _colorblind(len(curves))
     dodge = 0.08  # shifts the models sideways so that their error bars do not hide each other
     for i, (model, (keys, values, errors)) in enumerate(curves.items()):
         x = [order.index(k) + dodge * (i - (len(curves) - 1) / 2) for k in keys]
@@ -224,7 +234,7 @@ def plot_accuracy_bands(accuracies: Mapping[str, Mapping[str, Mapping[str, Any]]
         raise MaferError("plot_accuracy_bands needs at least one model's accuracies")
     order = _resolution_order(dict.fromkeys(k for per_res in accuracies.values() for k in per_res))
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    palette = sns.color_palette("colorblind", len(accuracies))
+    palette = _colorblind(len(accuracies))
     for i, (model, per_res) in enumerate(accuracies.items()):
         keys = [k for k in order if k in per_res]
         x = [order.index(k) for k in keys]
@@ -249,7 +259,7 @@ def plot_differences(comparisons: Mapping[str, Mapping[str, Mapping[str, Mapping
     if not datasets:
         raise MaferError("plot_differences needs at least one comparison (comparisons.json is empty)")
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.8), squeeze=False, sharey=True)
-    palette = sns.color_palette("colorblind", len(comparisons) + 1)[1:]  # colour 0 is base's in the other plots
+    palette = _colorblind(len(comparisons) + 1)[1:]  # colour 0 is base's in the other plots
     dodge = 0.1
     for ax, dataset in zip(axes.flat, datasets):
         order = _resolution_order(dict.fromkeys(k for m in comparisons.values() for k in m.get(dataset, {})))

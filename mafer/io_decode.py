@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from mafer.datasets.base import resize_square
 from mafer.errors import MaferError
@@ -55,6 +54,10 @@ def _quiet_deprecation() -> Iterator[None]:
 
 
 def _decode_cpu(data: Tensor, path: str | Path) -> Tensor:
+    # imported here: torchvision's import pulls in torch._dynamo (seconds per process), which
+    # processes that never decode image files (training from cached uint8 arrays) need not pay
+    from torchvision.io import ImageReadMode, decode_image
+
     try:
         with _quiet_deprecation():
             return decode_image(data, mode=ImageReadMode.RGB)
@@ -64,6 +67,8 @@ def _decode_cpu(data: Tensor, path: str | Path) -> Tensor:
 
 def _decode_cuda(data: list[Tensor], paths: Sequence[str | Path], device: torch.device) -> list[Tensor]:
     """nvJPEG decode of the JPEGs in one call; other formats, and a batch that fails, go through the CPU."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
     jpeg_idx = [i for i, d in enumerate(data) if is_jpeg(d)]
     out: list[Tensor | None] = [None] * len(data)
     if jpeg_idx:

@@ -16,15 +16,17 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, TextIO
 
 import yaml
 
@@ -379,24 +381,59 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def write_node_records(workdir: Path) -> Path:
-    """``nodes.json``: wall time and peak memory of every node, from Snakemake's benchmark files.
+# Benchmark name -> executed notebook, where the two differ (rule data_overview writes notebooks/data.ipynb)
+_NOTEBOOK_OF = {"data_overview": "data"}
 
-    ``{"<rule>/<wildcards>": {"seconds", "max_rss_mb", "cpu_seconds"}}``, read from
-    ``benchmarks/**/*.jsonl`` (the rules' ``benchmark:`` files, one per node, rewritten when a
-    node reruns). Snakemake samples memory every 0.5 s for the first 15 s, then every 30 s.
+
+def write_node_records(workdir: Path) -> Path:
+    """``nodes.json``: wall time, its split into start-up and work, and peak memory of every node.
+
+    ``{"<rule>/<wildcards>": {"seconds", "startup_seconds", "work_seconds", "max_rss_mb",
+    "cpu_seconds"}}``. ``seconds``, memory and CPU time are Snakemake's, from the rules'
+    ``benchmark:`` files (``benchmarks/**/*.jsonl``, rewritten when a node reruns; memory sampled
+    every 0.5 s for the first 15 s, then every 30 s). ``work_seconds`` is what the node's
+    notebook spent after its imports cell (`notebook_work_seconds`); ``startup_seconds`` the rest:
+    process, kernel and imports. Nodes without a notebook (the synthetic data, the book's
+    pages) have ``startup_seconds`` null and all their time as work.
     """
-    nodes: dict[str, dict[str, float]] = {}
+    nodes: dict[str, dict[str, float | None]] = {}
     for path in sorted((workdir / "benchmarks").rglob("*.jsonl")):
         try:
             record = json.loads(path.read_text().splitlines()[-1])
         except (OSError, ValueError, IndexError):
             continue
-        nodes[path.relative_to(workdir / "benchmarks").with_suffix("").as_posix()] = {
-            "seconds": record.get("s"), "max_rss_mb": record.get("max_rss"), "cpu_seconds": record.get("cpu_time")}
+        name = path.relative_to(workdir / "benchmarks").with_suffix("").as_posix()
+        seconds = record.get("s")
+        notebook = workdir / "notebooks" / f"{_NOTEBOOK_OF.get(name, name)}.ipynb"
+        work = notebook_work_seconds(notebook) if notebook.is_file() else None
+        if work is None or not isinstance(seconds, (int, float)):
+            startup, work = None, seconds
+        else:
+            work = min(work, seconds)
+            startup = round(seconds - work, 2)
+        nodes[name] = {"seconds": seconds, "startup_seconds": startup, "work_seconds": work,
+                       "max_rss_mb": record.get("max_rss"), "cpu_seconds": record.get("cpu_time")}
     out = workdir / "nodes.json"
     out.write_text(json.dumps(nodes, indent=1) + "\n")
     return out
+
+
+def notebook_work_seconds(notebook: Path) -> float | None:
+    """Seconds an executed notebook spent in its cells after the imports cell (the first code
+    cell after the parameters papermill injected), from papermill's per-cell ``duration``;
+    None when the file holds no such record."""
+    try:
+        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    code = [c for c in cells if c.get("cell_type") == "code"]
+    injected = [i for i, c in enumerate(code) if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
+    if not injected:
+        return None
+    durations = [c.get("metadata", {}).get("papermill", {}).get("duration") for c in code[injected[0] + 2:]]
+    if not durations or any(not isinstance(d, (int, float)) for d in durations):
+        return None
+    return round(sum(durations), 2)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -468,7 +505,10 @@ def _run(config_file: Path, workdir: Path, args: argparse.Namespace, config: dic
     before = _executed_notebooks(workdir)
     start = time.time()
     # its own process group: a signal to ours (Ctrl-C, kill -TERM -PGID) is forwarded once, cleanly
-    proc = subprocess.Popen(cmd, env=_environment(), start_new_session=True, preexec_fn=_stop_with_parent)
+    proc = subprocess.Popen(cmd, env=_environment(), start_new_session=True, preexec_fn=_stop_with_parent,
+                            stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1)
+    relay = threading.Thread(target=relay_progress, args=(proc.stderr, sys.stderr, start), daemon=True)
+    relay.start()
     pid_file = workdir / PID_FILE
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(json.dumps({"pid": os.getpid(), "snakemake": proc.pid,
@@ -476,6 +516,7 @@ def _run(config_file: Path, workdir: Path, args: argparse.Namespace, config: dic
     with _Interrupt(proc) as interrupt:
         rc = interrupt.wait()
     _signal_group(proc.pid, signal.SIGKILL)  # nothing Snakemake started outlives the run
+    relay.join(timeout=10)  # the rest of Snakemake's log; a stray process holding the pipe does not hold us
     pid_file.unlink(missing_ok=True)
     elapsed = time.time() - start
     if interrupt.signum is not None:
@@ -498,6 +539,40 @@ def _run(config_file: Path, workdir: Path, args: argparse.Namespace, config: dic
     print(final_message(workdir, book_dir, _changed(before, _executed_notebooks(workdir)), before, elapsed),
           file=sys.stderr)
     return 0
+
+
+# Snakemake's own count of finished jobs ("4 of 33 steps (12%) done")
+_STEPS_DONE = re.compile(r"^(\d+) of (\d+) steps \(\d+%\) done")
+
+
+def relay_progress(lines: Iterable[str], out: TextIO, start: float, clock: Callable[[], float] = time.time) -> None:
+    """Copy Snakemake's log ``lines`` to ``out`` and, after each of its "N of M steps done" lines,
+    add ``mafer reproduce: N/M nodes done, <elapsed> elapsed, about <left> left``.
+
+    The time left is the mean time per finished node so far times the nodes left (nodes run
+    side by side count as they finish). Written line by line, so it shows with or without a
+    terminal (a CI log, ``| tee``, a SLURM job's output)."""
+    for line in lines:
+        out.write(line)
+        if match := _STEPS_DONE.match(line.strip()):
+            done, total = int(match.group(1)), int(match.group(2))
+            elapsed = max(clock() - start, 0.0)
+            left = elapsed / done * (total - done) if done else float("nan")
+            out.write(f"mafer reproduce: {done}/{total} nodes done, {_duration(elapsed)} elapsed, "
+                      f"about {_duration(left)} left\n")
+        out.flush()
+
+
+def _duration(seconds: float) -> str:
+    """``"42 s"``, ``"3 min 05 s"``, ``"1 h 02 min"``."""
+    if seconds != seconds:  # nan: nothing to estimate from yet
+        return "?"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def _changed(before: dict[Path, float], after: dict[Path, float]) -> list[Path]:

@@ -11,6 +11,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Tests that share one expensive session fixture run on one pytest-xdist worker (`make test`
+# runs `pytest -n 2 --dist loadgroup`), so the fixture is built once, not once per worker, and
+# the tests that rerun the smoke project take their turns on it.
+SHARED_FIXTURE_GROUPS = {"smoke_project": "smoke", "smoke_run": "smoke", "smoke_book": "smoke",
+                         "copied_project": "smoke", "paper_check": "paper"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        groups = {SHARED_FIXTURE_GROUPS[f] for f in getattr(item, "fixturenames", ()) if f in SHARED_FIXTURE_GROUPS}
+        if len(groups) > 1:
+            raise pytest.UsageError(f"{item.nodeid} uses fixtures of the groups {sorted(groups)}; "
+                                    "one worker cannot hold both")
+        if groups and item.get_closest_marker("slow") is None:  # `make test-fast` would run the whole graph
+            raise pytest.UsageError(f"{item.nodeid} uses the session's {sorted(groups)[0]} run; mark it slow")
+        if groups:
+            item.add_marker(pytest.mark.xdist_group(groups.pop()))
+
 
 @pytest.fixture(scope="session")
 def smoke_data(tmp_path_factory: pytest.TempPathFactory) -> Path:

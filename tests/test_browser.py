@@ -184,6 +184,7 @@ def test_every_page_loads_cleanly_under_a_sub_path_and_search_works_offline(site
 
 # ------------------------------------------------------------------ publishing
 
+@pytest.mark.slow
 def test_make_gh_pages_puts_the_site_on_the_gh_pages_branch(smoke_book, tmp_path):
     repo = tmp_path / "clone"
     repo.mkdir()

@@ -152,12 +152,12 @@ def write_vggface2_pickle(path: Path) -> Path:
 def paper_check(smoke_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("paper_check")
     weights = write_vggface2_pickle(root / "senet50_ft_weight.pkl")
-    # one node at a time with both cores: the training and evaluation nodes ask for the profile's
-    # GPU, so they run one after another anyway
+    # two nodes at a time, one core each: no GPU here, so the nodes' GPU request (the profile's
+    # gpus_per_job: 1, which serialises them on a one-GPU machine) is dropped
     result = subprocess.run(
         [sys.executable, "-m", "mafer", "reproduce", "--profile", "paper", "--cap", "smoke",
-         "--data-dir", str(smoke_data), "--config", f"base_weights={weights}", "--results", str(root / "results"),
-         "--book-dir", str(root / "book"), "--jobs", "1"],
+         "--data-dir", str(smoke_data), "--config", f"base_weights={weights}", "gpus_per_job=0",
+         "--results", str(root / "results"), "--book-dir", str(root / "book"), "--jobs", "2"],
         cwd=ROOT, capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     yield root, result.stderr

@@ -4,6 +4,7 @@ smoke profile end to end: every notebook, summary.json, reruns, failures and the
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -373,6 +374,42 @@ def test_a_stale_lock_is_explained_with_the_command_that_removes_it(tmp_path):
     assert result.returncode == 2 and "in use by another" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_progress_lines_follow_snakemakes_count_without_a_terminal():
+    from mafer.reproduce import relay_progress
+
+    out = io.StringIO()  # what a CI log or a pipe gets: no terminal
+    clock = iter([30.0, 100.0])
+    relay_progress(["Building DAG of jobs...\n", "1 of 4 steps (25%) done\n", "rule step1:\n",
+                    "2 of 4 steps (50%) done\n"], out, start=0.0, clock=lambda: next(clock))
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "Building DAG of jobs..."  # Snakemake's own lines pass through unchanged
+    assert lines[2] == "mafer reproduce: 1/4 nodes done, 30 s elapsed, about 1 min 30 s left"
+    assert lines[-1] == "mafer reproduce: 2/4 nodes done, 1 min 40 s elapsed, about 1 min 40 s left"
+
+
+def test_node_records_split_wall_time_into_startup_and_work(tmp_path):
+    from mafer.reproduce import write_node_records
+
+    bench = tmp_path / "benchmarks" / "step2" / "cr"
+    bench.mkdir(parents=True)
+    (bench / "rafdb-standard-seed17-17.jsonl").write_text(json.dumps({"s": 20.0, "max_rss": 900.0, "cpu_time": 30.0}))
+    (tmp_path / "benchmarks" / "publish_book.jsonl").write_text(json.dumps({"s": 0.5, "max_rss": 20.0, "cpu_time": 0.4}))
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"], "papermill": {"duration": 0.01}}),
+        nbformat.v4.new_code_cell("x = 2", metadata={"tags": ["injected-parameters"], "papermill": {"duration": 0.01}}),
+        nbformat.v4.new_code_cell("import torch", metadata={"papermill": {"duration": 4.0}}),
+        nbformat.v4.new_markdown_cell("Training"),
+        nbformat.v4.new_code_cell("train()", metadata={"papermill": {"duration": 12.0}}),
+        nbformat.v4.new_code_cell("plot()", metadata={"papermill": {"duration": 1.5}}),
+    ])
+    (tmp_path / "notebooks" / "step2" / "cr").mkdir(parents=True)
+    nbformat.write(nb, tmp_path / "notebooks" / "step2" / "cr" / "rafdb-standard-seed17-17.ipynb")
+    nodes = json.loads(write_node_records(tmp_path).read_text())
+    assert nodes["step2/cr/rafdb-standard-seed17-17"] == {
+        "seconds": 20.0, "startup_seconds": 6.5, "work_seconds": 13.5, "max_rss_mb": 900.0, "cpu_seconds": 30.0}
+    assert nodes["publish_book"]["startup_seconds"] is None and nodes["publish_book"]["work_seconds"] == 0.5
+
+
 # ------------------------------------------------------------------ end to end (slow)
 # (smoke_project, smoke_run and smoke_book: the session fixtures of conftest.py)
 
@@ -417,6 +454,19 @@ def test_smoke_pipeline_writes_summary_and_every_executed_notebook(smoke_project
     log = (smoke_project / "first-run.log").read_text()
     assert "30 notebook node(s) ran" in log and f"summary: {work / 'summary.json'}" in log
     assert "without encryption" not in log and "Traceback" not in log
+    # a progress line per finished node, without a terminal (the fixture captures the output)
+    progress = re.findall(r"^mafer reproduce: (\d+)/(\d+) nodes done, .+ elapsed, about .+ left$", log, re.M)
+    assert [int(done) for done, _ in progress] == list(range(1, 34)) and {total for _, total in progress} == {"33"}
+    # every node's wall time, split into start-up (process, kernel, imports) and work
+    nodes = json.loads((work / "nodes.json").read_text())
+    assert len(nodes) == 32  # Snakemake's 33 steps count the target rule `all` too
+    for name, node in nodes.items():
+        assert node["seconds"] > 0 and node["work_seconds"] > 0, name
+        if name in ("synthetic_data", "publish_book"):  # no notebook: no kernel to start
+            assert node["startup_seconds"] is None, name
+        else:
+            assert node["startup_seconds"] > 0, name
+            assert node["startup_seconds"] + node["work_seconds"] == pytest.approx(node["seconds"], abs=0.02), name
 
 
 @pytest.mark.slow

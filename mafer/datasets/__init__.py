@@ -6,22 +6,32 @@ torchvision-like ``FaceDataset`` (root, split, transform) yielding uint8 RGB ``[
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from mafer.datasets.affwild2 import AffWild2
-from mafer.datasets.base import FaceDataset, decode_image, resolve_root
-from mafer.datasets.fer2013 import FER2013
 from mafer.datasets.info import DATASETS, DatasetInfo, dataset_info
-from mafer.datasets.oulucasia import OuluCASIA
-from mafer.datasets.rafdb import RAFDB
-from mafer.datasets.vggface2 import VGGFace2
 from mafer.errors import MaferError
 
-READERS: dict[str, type[FaceDataset]] = {
-    "fer2013": FER2013, "rafdb": RAFDB, "oulucasia": OuluCASIA, "affwild2": AffWild2, "vggface2": VGGFace2,
-}
+if TYPE_CHECKING:
+    from mafer.datasets.base import FaceDataset
+
+# The readers (and torch, OpenCV, Pillow with them) are imported on first use (PEP 562): the
+# dataset facts in `mafer.datasets.info` are read by processes that never open an image
+# (`mafer reproduce`, `mafer synth`, the pipeline's planning), which need not pay for torch.
+_LAZY = {"FaceDataset": "base", "decode_image": "base", "resolve_root": "base", "AffWild2": "affwild2",
+         "FER2013": "fer2013", "OuluCASIA": "oulucasia", "RAFDB": "rafdb", "VGGFace2": "vggface2"}
+_READER_NAMES = {"fer2013": "FER2013", "rafdb": "RAFDB", "oulucasia": "OuluCASIA", "affwild2": "AffWild2",
+                 "vggface2": "VGGFace2"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"mafer.datasets.{_LAZY[name]}"), name)
+    if name == "READERS":  # dataset name -> reader class
+        return {key: __getattr__(cls) for key, cls in _READER_NAMES.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_dataset(name: str, data_dir: str | os.PathLike, split: str = "train", *, fold: int | None = None,
@@ -38,9 +48,9 @@ def get_dataset(name: str, data_dir: str | os.PathLike, split: str = "train", *,
     paper's, why in ``variant_note``.
     """
     dataset_info(name)  # MaferError for unknown names
-    reader = READERS[name]
+    reader = __getattr__(_READER_NAMES[name])
     kwargs = dict(options)
-    if reader is OuluCASIA:
+    if name == "oulucasia":
         kwargs.update(fold=fold, folds=folds, protocol=protocol)
     elif fold is not None:
         raise MaferError(f"{name}: has fixed splits; fold={fold} applies to oulucasia only")
@@ -48,6 +58,8 @@ def get_dataset(name: str, data_dir: str | os.PathLike, split: str = "train", *,
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise MaferError(f"{name}: unknown option(s) {', '.join(unknown)}; expected {', '.join(sorted(accepted)) or 'none'}")
+    from mafer.datasets.base import resolve_root
+
     return reader(resolve_root(data_dir, name), split, transform=transform, skip_bad=skip_bad, **kwargs)
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, StratifiedKFold, train_test_split
 from torch import Tensor
 
 from mafer.datasets.base import SPLIT_SEED, FaceDataset, decode_image, list_dirs, list_images
@@ -71,6 +70,9 @@ def fold_indices(targets: np.ndarray, groups: np.ndarray | None, folds: int, fol
     stratified group folds and validation is 15 % of the training subjects, so no subject is
     in two of train / val / test.
     """
+    # imported here: every process that reads any dataset imports this module, only Oulu-CASIA's need folds
+    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, StratifiedKFold, train_test_split
+
     index = np.arange(len(targets))
     with warnings.catch_warnings():  # sklearn warns when a class has fewer members than folds
         warnings.simplefilter("ignore", UserWarning)

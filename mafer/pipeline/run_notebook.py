@@ -122,10 +122,10 @@ def prepare_run_dir(run_dir: Path, signature: str) -> int | None:
     Returns the step to resume from when the folder holds an interrupted run (``last.pt``) of
     the very same node; otherwise empties the folder (a node that reruns because something
     changed trains from scratch, not on top of the run it replaces) and returns None."""
-    from mafer.models import load_checkpoint
-
     last, record = run_dir / "last.pt", run_dir / SIGNATURE_FILE
     if last.is_file() and record.is_file() and record.read_text().strip() == signature:
+        from mafer.models import load_checkpoint  # torch: only a node that may resume pays its import
+
         try:
             return int(load_checkpoint(last)["extra"]["resume"]["step"])
         except (MaferError, KeyError, TypeError, ValueError):  # unreadable (cut while written): start over
