@@ -130,3 +130,30 @@ def test_quick_cuda_run(tmp_path: Path) -> None:
     _, table = run_quick(tmp_path, "cuda")
     assert table["machine"]["gpu"]
     assert all(row["error"] is None for row in table["rows"]), [r["error"] for r in table["rows"]]
+
+
+def test_nodes_table_compares_two_runs_per_kind_of_node(tmp_path: Path) -> None:
+    def node(wall: float, startup: float | None) -> dict:
+        return {"seconds": wall, "startup_seconds": startup, "work_seconds": wall - (startup or 0.0),
+                "max_rss_mb": 500.0, "cpu_seconds": wall}
+
+    runs = []
+    for name, scale in (("before", 2.0), ("after", 1.0)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "nodes.json").write_text(json.dumps({
+            "step2/cr/rafdb-standard-seed17-17": node(10.0 * scale, 6.0 * scale),
+            "step2/base/rafdb-standard-seed17-18": node(12.0 * scale, 8.0 * scale),
+            "evaluation/rafdb": node(20.0, 5.0),
+            "synthetic_data": node(3.0, None),
+        }))
+        runs.append(str(folder / "nodes.json"))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "nodes.py"), *runs], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in proc.stdout.splitlines() if line.startswith("| ")}
+    # kind, nodes, then start-up / work / wall before and after: the means over the kind's nodes
+    assert rows["step2 rafdb"] == ["step2 rafdb", "2", "14.0", "8.0", "22.0", "7.0", "4.0", "11.0"]
+    assert rows["synthetic_data"][2] == "-"  # no notebook, no kernel: no start-up to split off
+    assert "summed node wall time: 67 s -> 45 s (-33%)" in proc.stdout

@@ -374,6 +374,28 @@ def test_a_stale_lock_is_explained_with_the_command_that_removes_it(tmp_path):
     assert result.returncode == 2 and "in use by another" in result.stderr and "Traceback" not in result.stderr
 
 
+def _imported_by(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has imported after running ``code``."""
+    probe = f"import sys\n{code}\nprint(' '.join(m for m in {modules!r} if sys.modules.get(m) is not None))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.split()
+
+
+def test_every_node_pays_only_for_the_libraries_it_uses():
+    """Start-up is most of a small node's time: the launcher, the wrapper and a training notebook's
+    imports leave out what they do not use (each was seconds per node)."""
+    heavy = ("torch", "torchvision", "sklearn", "scipy", "seaborn", "umap", "rfc3987_syntax")
+    # `mafer reproduce` and the wrapper around every node: no numeric library at all
+    assert _imported_by("import mafer.cli, mafer.reproduce\nmafer.reproduce.validate_config("
+                        "mafer.reproduce.load_profile('smoke'))", heavy) == []
+    assert _imported_by("import mafer.pipeline.run_notebook, papermill", heavy) == []
+    # a training notebook's imports (step2.ipynb's): torch, nothing of the evaluation's or figures' libraries
+    training = ("from mafer.models import load_checkpoint\nfrom mafer.pipeline import views\n"
+                "from mafer.train import TrainConfig, run_finetune, run_pretrain\nimport mafer.train.engine")
+    assert _imported_by(training, heavy) == ["torch"]
+
+
 def test_progress_lines_follow_snakemakes_count_without_a_terminal():
     from mafer.reproduce import relay_progress
 
