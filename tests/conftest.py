@@ -18,6 +18,7 @@ SHARED_FIXTURE_GROUPS = {"smoke_project": "smoke", "smoke_run": "smoke", "smoke_
                          "copied_project": "smoke", "paper_check": "paper"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         groups = {SHARED_FIXTURE_GROUPS[f] for f in getattr(item, "fixturenames", ()) if f in SHARED_FIXTURE_GROUPS}

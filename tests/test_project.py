@@ -85,3 +85,46 @@ def test_yaml_files_users_write_fail_with_the_file_named(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert read_yaml_mapping(empty, "config") == {}
+
+
+def test_tests_sharing_the_smoke_run_stay_on_one_xdist_worker(tmp_path):
+    """`make test` runs two workers; the session's smoke run must be built once and its tests
+    take their turns on it (a pytest or pytest-xdist upgrade once split such groups silently)."""
+    (tmp_path / "conftest.py").write_text(f"""
+import importlib.util
+import pytest
+
+spec = importlib.util.spec_from_file_location("project_conftest", {str(ROOT / "tests" / "conftest.py")!r})
+project = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(project)
+pytest_collection_modifyitems = project.pytest_collection_modifyitems
+
+
+@pytest.fixture(scope="session")
+def smoke_run():
+    return None
+""")
+    (tmp_path / "test_groups.py").write_text("""
+import os
+import time
+import pytest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("i", range(6))
+def test_shared(smoke_run, i, tmp_path_factory):
+    time.sleep(0.2)
+    (tmp_path_factory.getbasetemp().parent.parent / f"shared-{i}").write_text(os.environ["PYTEST_XDIST_WORKER"])
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_free(i):
+    time.sleep(0.2)
+""")
+    (tmp_path / "base").mkdir()
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider",
+                             "--basetemp", str(tmp_path / "base" / "t")], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    workers = {(tmp_path / "base" / f"shared-{i}").read_text() for i in range(6)}
+    assert len(workers) == 1, workers
