@@ -40,8 +40,11 @@ PROJECT_ROOT = PIPELINE_DIR.parent.parent
 SCHEMA = PIPELINE_DIR / "profile_schema.yaml"
 # seconds Snakemake gets to stop its jobs after an interrupt before the rest is killed
 STOP_GRACE_S = 30
-# what `mafer reproduce` records about the run in progress (to tell a live lock from a stale one)
+# who runs in a results folder: the pid of the `mafer reproduce` that holds RUN_LOCK (for messages)
 PID_FILE = ".snakemake/mafer-reproduce.json"
+# held (flock) by the `mafer reproduce` running in a results folder, for as long as it runs; the
+# kernel releases it when that process ends, however it ends, so it never goes stale
+RUN_LOCK = ".snakemake/mafer-reproduce.lock"
 
 REQUIRED_KEYS = ("name", "datasets", "folds", "run_folds", "resolutions", "preset", "image_size",
                  "step1", "step2", "embeddings")
@@ -286,31 +289,48 @@ def _relative_to(path: str | None, workdir: Path) -> str | None:
 
 
 def lock_state(workdir: Path, args: argparse.Namespace) -> str | None:
-    """None when ``workdir`` holds no Snakemake lock; else a sentence saying whose lock it is."""
+    """None when ``workdir`` holds no Snakemake lock; else the sentence that explains it. Asked
+    while holding `RUN_LOCK`: no other `mafer reproduce` runs there, so the lock is a leftover."""
     locks = workdir / ".snakemake" / "locks"
     if not locks.is_dir() or not any(locks.iterdir()):
         return None
-    try:
-        owner = json.loads((workdir / PID_FILE).read_text())
-    except (OSError, ValueError):
-        owner = {}
-    pid = owner.get("pid")
-    if pid and _alive(int(pid)):
-        return (f"{workdir} is in use by another `mafer reproduce` (pid {pid}, started {owner.get('started')}); "
-                f"wait for it, or stop it with: kill {pid}")
+    pid = _owner(workdir).get("pid")
     return (f"{workdir} is locked by an earlier run that did not end cleanly (killed or crashed"
             f"{f', pid {pid}' if pid else ''}); if no other Snakemake runs there, remove the lock with: "
             f"{_command_line(args)}")
 
 
-def _alive(pid: int) -> bool:
+def _owner(workdir: Path) -> dict[str, Any]:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        owner = json.loads((workdir / PID_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+@contextlib.contextmanager
+def run_lock(workdir: Path):
+    """Hold ``workdir``'s `RUN_LOCK` (an exclusive ``flock``) for the block: one `mafer reproduce`
+    (run or ``--unlock``) per results folder at a time. MaferError at once, changing nothing,
+    when another one holds it."""
+    import fcntl
+
+    path = workdir / RUN_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _owner(workdir)
+            pid = owner.get("pid")
+            who = f" (pid {pid}, started {owner.get('started')})" if pid else ""
+            raise MaferError(f"{workdir} is in use by another `mafer reproduce`{who}; wait for it"
+                             f"{f', or stop it with: kill {pid}' if pid else ''} (--unlock is for a run that is gone)"
+                             ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _command_line(args: argparse.Namespace | None = None) -> str:
@@ -458,9 +478,10 @@ def run(args: argparse.Namespace) -> int:
             with _kept_as_is(workdir / ".snakemake"):
                 return 0 if subprocess.call(cmd, env=_environment()) == 0 else 1
         workdir.mkdir(parents=True, exist_ok=True)
-        if not args.unlock and (state := lock_state(workdir, args)):
-            raise MaferError(state)
-        return _run(config_file, workdir, args, config, book_dir)
+        with run_lock(workdir):
+            if not args.unlock and (state := lock_state(workdir, args)):
+                raise MaferError(state)
+            return _run(config_file, workdir, args, config, book_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

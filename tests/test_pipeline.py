@@ -368,10 +368,30 @@ def test_a_stale_lock_is_explained_with_the_command_that_removes_it(tmp_path):
     (work / ".snakemake" / "mafer-reproduce.json").write_text(json.dumps({"pid": 2 ** 22 + 7, "started": "x"}))
     stale = lock_state(work, args)
     assert "did not end cleanly" in stale and f"mafer reproduce --profile smoke --results {tmp_path} --unlock" in stale
-    (work / ".snakemake" / "mafer-reproduce.json").write_text(json.dumps({"pid": os.getpid(), "started": "x"}))
-    assert f"in use by another `mafer reproduce` (pid {os.getpid()}" in lock_state(work, args)
+
+
+def test_a_live_run_is_never_disturbed_by_a_second_run_or_an_unlock(tmp_path):
+    """Two `mafer reproduce` on one results folder, or `--unlock` typed while one runs: the
+    second is refused at once with the first's pid, and the first's files stay as they were."""
+    from mafer.reproduce import run_lock
+
+    work = tmp_path / "smoke"
+    (work / ".snakemake" / "locks").mkdir(parents=True)
+    (work / ".snakemake" / "locks" / "0.input.lock").write_text("")  # the live run's Snakemake lock
+    owner = work / ".snakemake" / "mafer-reproduce.json"
+    owner.write_text(json.dumps({"pid": os.getpid(), "started": "2026-12-03 10:00:00"}))
+    with run_lock(work):  # the first run holds the folder
+        before = snapshot(work)
+        for extra in ((), ("--unlock",)):
+            result = reproduce("--profile", "smoke", "--results", str(tmp_path), *extra)
+            assert result.returncode == 2, result.stderr
+            assert (f"in use by another `mafer reproduce` (pid {os.getpid()}, started 2026-12-03 10:00:00); "
+                    f"wait for it, or stop it with: kill {os.getpid()}") in result.stderr
+            assert "Traceback" not in result.stderr
+            assert snapshot(work) == before  # its PID file and Snakemake's lock untouched
+    # once the first is gone (its flock goes with its process), the leftover lock is explained
     result = reproduce("--profile", "smoke", "--results", str(tmp_path))
-    assert result.returncode == 2 and "in use by another" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "did not end cleanly" in result.stderr
 
 
 def _imported_by(code: str, modules: tuple[str, ...]) -> list[str]:
