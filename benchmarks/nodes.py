@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mafer.reproduce import notebook_work_seconds  # noqa: E402
+from mafer.reproduce import node_notebook, notebook_work_seconds  # noqa: E402
 
 
 def kind(name: str) -> str:
@@ -38,7 +38,7 @@ def per_kind(nodes: dict[str, dict], results: Path) -> dict[str, dict[str, float
     for name, node in nodes.items():
         wall, startup = node["seconds"], node.get("startup_seconds")
         if "startup_seconds" not in node:  # an older record: split it from the notebook
-            notebook = results / "notebooks" / f"{'data' if name == 'data_overview' else name}.ipynb"
+            notebook = node_notebook(results, name)
             work = notebook_work_seconds(notebook) if notebook.is_file() else None
             startup = None if work is None else wall - min(work, wall)
         row = table.setdefault(kind(name), {"wall": [], "startup": []})

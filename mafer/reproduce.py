@@ -405,6 +405,11 @@ def _signal_group(pgid: int, sig: int) -> None:
 _NOTEBOOK_OF = {"data_overview": "data"}
 
 
+def node_notebook(workdir: Path, name: str) -> Path:
+    """The executed notebook of node ``name`` (its benchmark name, ``step2/cr/rafdb-standard-seed17-17``)."""
+    return workdir / "notebooks" / f"{_NOTEBOOK_OF.get(name, name)}.ipynb"
+
+
 def write_node_records(workdir: Path) -> Path:
     """``nodes.json``: wall time, its split into start-up and work, and peak memory of every node.
 
@@ -424,7 +429,7 @@ def write_node_records(workdir: Path) -> Path:
             continue
         name = path.relative_to(workdir / "benchmarks").with_suffix("").as_posix()
         seconds = record.get("s")
-        notebook = workdir / "notebooks" / f"{_NOTEBOOK_OF.get(name, name)}.ipynb"
+        notebook = node_notebook(workdir, name)
         work = notebook_work_seconds(notebook) if notebook.is_file() else None
         if work is None or not isinstance(seconds, (int, float)):
             startup, work = None, seconds
