@@ -1,8 +1,9 @@
 """Per-dataset training and evaluation transforms of the paper, on uint8 RGB tensors (CPU or GPU).
 
-The numbers live in one ``AugmentSpec`` per dataset (``mafer.augment_spec``), so that the per-image pipeline here and the batched one in ``mafer.batch_augment`` read the same
-op list. The paper's sizes are for 224 px; at another ``image_size`` every pixel quantity is
-scaled by ``s = image_size / 224``.
+The numbers live in one ``AugmentSpec`` per dataset (``mafer.augment_spec``), so that the
+per-image pipeline here and the batched one in ``mafer.batch_augment`` read the same op list.
+The paper's sizes are for 224 px; at another ``image_size`` every pixel quantity is scaled by
+``s = image_size / 224``.
 
 Choices where the paper's table is not explicit (the authors used albumentations):
 

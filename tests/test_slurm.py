@@ -1,6 +1,6 @@
 """`mafer reproduce --executor slurm`: the cluster options, the per-rule resource requests, the
-one-line errors, and (slow) nodes of the smoke profile run through a real one-node SLURM cluster that
-this module starts (Debian's slurm-wlm and munge; installed with apt-get when missing and
+one-line errors, and (slow) nodes of the smoke profile run through a real one-node SLURM cluster
+that this module starts (Debian's slurm-wlm and munge; installed with apt-get when missing and
 possible, else skipped outside CI) and stops, by PID, at the end."""
 
 from __future__ import annotations

@@ -20,10 +20,12 @@ if TYPE_CHECKING:
 # The readers (and torch, OpenCV, Pillow with them) are imported on first use (PEP 562): the
 # dataset facts in `mafer.datasets.info` are read by processes that never open an image
 # (`mafer reproduce`, `mafer synth`, the pipeline's planning), which need not pay for torch.
-_LAZY = {"FaceDataset": "base", "decode_image": "base", "resolve_root": "base", "AffWild2": "affwild2",
-         "FER2013": "fer2013", "OuluCASIA": "oulucasia", "RAFDB": "rafdb", "VGGFace2": "vggface2"}
+# dataset name (also its reader's module) -> reader class name
 _READER_NAMES = {"fer2013": "FER2013", "rafdb": "RAFDB", "oulucasia": "OuluCASIA", "affwild2": "AffWild2",
                  "vggface2": "VGGFace2"}
+# public name -> the module of mafer.datasets that defines it
+_LAZY = {"FaceDataset": "base", "decode_image": "base", "resolve_root": "base",
+         **{cls: module for module, cls in _READER_NAMES.items()}}
 
 
 def __getattr__(name: str) -> Any:
