@@ -1,9 +1,16 @@
-"""Batched image decoding: JPEG files to one uint8 RGB batch ``[N, 3, S, S]``.
+"""Image decoding, the one place where image files become pixels: `decode_file` (one file, by
+Pillow, for the dataset readers and ``mafer predict``) and `decode_images` (JPEG files to one
+uint8 RGB batch ``[N, 3, S, S]``).
+
+Every image comes out as a viewer shows it, as uint8 RGB (see `to_rgb`): 16-bit and 32-bit
+gray are scaled to 0..255, not clamped; alpha is composed onto white; palette, CMYK and
+bilevel images are converted. An image over Pillow's decompression-bomb limit is refused with
+its size (`max_pixels`).
 
 On CUDA the JPEGs of a batch are decoded together by nvJPEG
 (``torchvision.io.decode_jpeg(list, device="cuda")``), which keeps the CPU free for
-reading files; elsewhere, and for files that are not JPEG, each image is decoded on the
-CPU with ``torchvision.io.decode_image``. With ``size`` each image is squashed to
+reading files; elsewhere JPEGs are decoded one by one on the CPU by
+``torchvision.io.decode_jpeg`` and other formats by `decode_file`. With ``size`` each image is squashed to
 ``size x size`` like the authors' ``A.Resize(size, size)``, by ``mafer.datasets.base.resize_square``
 as ``FaceDataset.load_uint8(size)`` does, so that the images stack into one batch: OpenCV itself
 for images on the CPU; for images decoded on the GPU, bilinear ``F.interpolate`` there, within
@@ -12,18 +19,128 @@ one gray level of OpenCV.
 
 from __future__ import annotations
 
+import io
+import os
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
-from mafer.datasets.base import resize_square
 from mafer.errors import MaferError
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
+BACKGROUND = (255, 255, 255)  # what transparent pixels are composed onto: white, as browsers show them
+
+
+def max_pixels() -> int | None:
+    """Largest image (width x height) that is decoded: twice ``PIL.Image.MAX_IMAGE_PIXELS``.
+
+    That is where Pillow itself refuses a file as a decompression bomb (about 179 megapixels by
+    default; a program that sets ``Image.MAX_IMAGE_PIXELS`` moves it, ``None`` lifts it).
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    return None if limit is None else 2 * int(limit)
+
+
+def _too_large(name: str | Path, pixels: int, size: tuple[int, int] | None = None) -> MaferError:
+    dims = f"{size[0]} x {size[1]} = " if size else ""
+    return MaferError(
+        f"{name}: image of {dims}{pixels:,} pixels ({pixels / 1e6:.0f} megapixels) is over the "
+        f"{max_pixels() / 1e6:.0f}-megapixel limit against decompression bombs; crop the face "
+        "or scale the image down first (the network sees at most a few hundred pixels a side)")
+
+
+def _bomb_pixels(exc: Exception) -> int:
+    """Pixel count in Pillow's DecompressionBombError message (0 when it is not there)."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    return int(found.group(1)) if found else 0
+
+
+def _to_8bit_gray(img: Image.Image) -> Image.Image:
+    """A 16-bit (``I;16*``), 32-bit (``I``) or float (``F``) gray image as 8-bit ``L``, scaled."""
+    values = np.asarray(img)
+    if img.mode == "F":
+        # float images hold 0..1 (scientific tools) or 0..255 (Pillow's own convention)
+        scale = 255.0 if values.size and np.nanmax(values) <= 1.0 else 1.0
+        return Image.fromarray(np.clip(np.nan_to_num(values) * scale + 0.5, 0, 255).astype(np.uint8), "L")
+    # I;16 holds 0..65535; Pillow also gives 16-bit PGM (and older Pillow 16-bit PNG) as I
+    wide = np.clip(values.astype(np.int64), 0, 65535)
+    return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow image as 8-bit ``RGB``, as an image viewer shows it.
+
+    16-bit gray (``I;16``, as PNG and TIFF store it) and 32-bit gray (``I``, 16-bit PGM) are
+    scaled from 0..65535 to 0..255 (rounded), not clamped at 255 as ``Image.convert`` does;
+    float gray (``F``) is scaled from 0..1 when all its values lie there, else clamped to 0..255.
+    Transparency (an alpha band, a palette's or a tRNS colour) is composed onto white
+    (`BACKGROUND`), so a transparent pixel never shows the colour hidden under it. Palette,
+    CMYK (plain formula, no ICC profile), bilevel and other modes go through ``Image.convert``.
+    """
+    if img.mode.startswith("I") or img.mode == "F":
+        img = _to_8bit_gray(img)
+    if img.mode in ("RGBa", "La"):  # premultiplied alpha: un-premultiply first
+        img = img.convert("RGBA")
+    if "A" in img.getbands() or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUND + (255,)), rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def decode_file(source: str | os.PathLike | bytes | bytearray | memoryview, orient: bool = False,
+                name: str | os.PathLike | None = None) -> Tensor:
+    """Decode one image file (a path, or its bytes) into a uint8 RGB tensor ``[3, H, W]`` (0..255).
+
+    Pillow reads every format it knows; the pixels are `to_rgb`'s (gray repeated to 3 channels,
+    16-bit scaled, alpha composed onto white). With ``orient`` the EXIF orientation tag is
+    applied first, so a photo a phone stored sideways comes out upright; dataset readers leave
+    it off because the released face crops carry no orientation and the GPU decoder ignores it too.
+    Raises MaferError naming the file (``name``, default the path) when it is missing, unreadable,
+    truncated, or larger than `max_pixels`.
+    """
+    name = name if name is not None else (source if isinstance(source, (str, os.PathLike)) else "image")
+    opened = source if isinstance(source, (str, os.PathLike)) else io.BytesIO(bytes(source))
+    try:
+        with warnings.catch_warnings():
+            # under max_pixels Pillow only warns: these images are read, so the warning says nothing
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(opened) as img:
+                img.load()  # forces the full decode: truncated files fail here, not later
+                if orient:
+                    img = ImageOps.exif_transpose(img)
+                rgb = to_rgb(img)
+    except FileNotFoundError:
+        raise MaferError(f"{name}: file not found; expected an image file") from None
+    except Image.DecompressionBombError as exc:
+        raise _too_large(name, _bomb_pixels(exc)) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise MaferError(f"{name}: cannot decode image ({exc}); expected a readable, complete image file") from None
+    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
+
+
+def check_size(data: Tensor, name: str | Path) -> None:
+    """Refuse encoded image bytes over `max_pixels` before a decoder allocates them (reads the header only)."""
+    limit = max_pixels()
+    if limit is None:
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
+                size = img.size
+    except Image.DecompressionBombError as exc:
+        raise _too_large(name, _bomb_pixels(exc)) from None
+    except Exception:  # noqa: BLE001 - not an image Pillow knows: the decoder names the problem
+        return
+    if size[0] * size[1] > limit:
+        raise _too_large(name, size[0] * size[1], size)
 
 
 def read_bytes(paths: Sequence[str | Path]) -> list[Tensor]:
@@ -54,15 +171,19 @@ def _quiet_deprecation() -> Iterator[None]:
 
 
 def _decode_cpu(data: Tensor, path: str | Path) -> Tensor:
+    """JPEGs by torchvision (libjpeg-turbo, fast), everything else and what it cannot read by `decode_file`."""
+    if not is_jpeg(data):
+        return decode_file(data.numpy(), name=path)
+    check_size(data, path)
     # imported here: torchvision's import pulls in torch._dynamo (seconds per process), which
     # processes that never decode image files (training from cached uint8 arrays) need not pay
-    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.io import ImageReadMode, decode_jpeg
 
     try:
         with _quiet_deprecation():
-            return decode_image(data, mode=ImageReadMode.RGB)
-    except RuntimeError as exc:
-        raise MaferError(f"{path}: not a readable image ({exc}); expected a JPEG or PNG file") from exc
+            return decode_jpeg(data, mode=ImageReadMode.RGB)
+    except RuntimeError:
+        return decode_file(data.numpy(), name=path)  # Pillow reads more JPEG variants, or names the fault
 
 
 def _decode_cuda(data: list[Tensor], paths: Sequence[str | Path], device: torch.device) -> list[Tensor]:
@@ -70,6 +191,8 @@ def _decode_cuda(data: list[Tensor], paths: Sequence[str | Path], device: torch.
     from torchvision.io import ImageReadMode, decode_jpeg
 
     jpeg_idx = [i for i, d in enumerate(data) if is_jpeg(d)]
+    for i in jpeg_idx:
+        check_size(data[i], paths[i])
     out: list[Tensor | None] = [None] * len(data)
     if jpeg_idx:
         try:
@@ -93,6 +216,8 @@ def resize_to_batch(images: list[Tensor], size: int | None) -> Tensor:
     within one gray level of it on the GPU. With ``size=None`` all images must already share
     one shape.
     """
+    from mafer.datasets.base import resize_square  # here: the readers import this module
+
     if not images:
         raise MaferError("no images to decode: the list of files is empty")
     if size is None:
@@ -115,8 +240,10 @@ def decode_images(paths: Sequence[str | Path], size: int | None = None,
     """Decode image files into one uint8 RGB batch ``[N, 3, S, S]`` on ``device``.
 
     JPEGs are decoded by nvJPEG when ``device`` is CUDA (one call for the whole list);
-    otherwise, and for PNGs, on the CPU. Gray images come back with 3 equal channels.
-    A missing, empty or corrupt file raises ``MaferError`` naming it.
+    otherwise on the CPU (JPEGs by torchvision, other formats by `decode_file`). Pixels are as
+    `to_rgb` describes: gray images come back with 3 equal channels, 16-bit ones scaled, alpha
+    composed onto white. A missing, empty, corrupt or over-large (`max_pixels`) file raises
+    ``MaferError`` naming it.
     """
     return decode_bytes(read_bytes(paths), size, device, names=paths)
 

@@ -1,7 +1,9 @@
 """Expression probabilities for face images (``mafer predict``).
 
 Each face crop, of any size, gray or colour, is turned upright by its EXIF orientation (as a
-phone stores photos) and decoded to uint8 RGB (CMYK, palette, alpha converted), goes through the eval
+phone stores photos) and decoded to uint8 RGB as a viewer shows it (`mafer.io_decode.decode_file`:
+16-bit scaled, alpha composed onto white, CMYK and palette converted; an image over the
+decompression-bomb limit refused with its size), goes through the eval
 transform of the dataset the checkpoint was fine-tuned on (at the checkpoint's input size),
 is preprocessed with the checkpoint's mean and classified; the softmax gives the probabilities.
 Folders are searched recursively for image files and processed in batches.
@@ -18,9 +20,10 @@ from typing import Iterable, Sequence
 import torch
 
 from mafer.datasets import DATASETS
-from mafer.datasets.base import IMAGE_EXTENSIONS, decode_image
+from mafer.datasets.base import IMAGE_EXTENSIONS
 from mafer.errors import MaferError
 from mafer.evaluate import checkpoint_image_size, load_classifier
+from mafer.io_decode import decode_file
 from mafer.models import preprocess
 from mafer.device import pick_device
 from mafer.transforms import eval_transform
@@ -82,7 +85,7 @@ class Predictor:
         results = []
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
-            probs = self.probabilities([decode_image(p, orient=True) for p in chunk])
+            probs = self.probabilities([decode_file(p, orient=True) for p in chunk])
             for path, row in zip(chunk, probs.tolist()):
                 results.append({"path": str(path), "probabilities": dict(zip(self.classes, row)),
                                 "prediction": self.classes[max(range(len(row)), key=row.__getitem__)]})

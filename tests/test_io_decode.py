@@ -12,7 +12,7 @@ from PIL import Image
 
 from mafer.datasets.base import decode_image, resize_square
 from mafer.errors import MaferError
-from mafer.io_decode import decode_bytes, decode_images, is_jpeg, read_bytes
+from mafer.io_decode import decode_bytes, decode_file, decode_images, is_jpeg, read_bytes
 
 
 def _write(path: Path, array: np.ndarray, fmt: str) -> Path:
@@ -113,3 +113,77 @@ def test_cuda_decode_matches_cpu(tmp_path: Path, files: list[Path]) -> None:
     assert (gpu.cpu().int() - cpu.int()).abs().float().mean() < 3.0
     with pytest.raises(MaferError, match="bad.jpg"):
         decode_images([files[0], bad], size=40, device="cuda")
+
+
+# ------------------------------------------------------------- bit depths, alpha, huge images
+
+def _gradient16(h: int = 24, w: int = 32) -> np.ndarray:
+    return (np.arange(h * w).reshape(h, w) * (65535 // (h * w - 1))).astype(np.uint16)
+
+
+def _scaled(a16: np.ndarray) -> np.ndarray:
+    return np.round(a16 / 257).astype(np.uint8)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "PPM"])
+def test_16bit_gray_is_scaled_not_clamped(tmp_path: Path, fmt: str) -> None:
+    """Pillow opens these as I;16 (PNG, TIFF) or I (16-bit PGM); convert("L") would clamp to 255."""
+    a16 = _gradient16()
+    path = tmp_path / f"face.{fmt.lower()}"
+    Image.fromarray(a16).save(path, format=fmt)
+    expected = torch.from_numpy(_scaled(a16)).expand(3, -1, -1)
+    assert torch.equal(decode_file(path), expected)
+    assert torch.equal(decode_images([path])[0], expected)  # the batched (training) path too
+    assert decode_file(path).float().mean() < 140  # a clamped gradient would be almost all white
+
+
+def test_float_gray_is_scaled_from_0_to_1(tmp_path: Path) -> None:
+    values = np.linspace(0, 1, 24 * 32, dtype=np.float32).reshape(24, 32)
+    Image.fromarray(values).save(tmp_path / "f.tiff")
+    out = decode_file(tmp_path / "f.tiff")
+    assert out[0, 0, 0] == 0 and out[0, -1, -1] == 255 and 120 <= out[0].float().mean() <= 135
+
+
+def test_alpha_is_composed_onto_white(tmp_path: Path) -> None:
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., :3] = (10, 200, 30)  # the colour under the transparency, which a viewer never shows
+    rgba[:, :4, 3] = 0
+    rgba[:, 4:, 3] = 255
+    rgba[0, 4:, 3] = 128
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    out = decode_file(tmp_path / "a.png")
+    assert (out[:, :, :4] == 255).all()  # transparent: the white background
+    assert out[:, 1, 4:].T.tolist() == [[10, 200, 30]] * 4  # opaque: the colour
+    half = np.array([10, 200, 30]) * 128 / 255 + 255 * 127 / 255  # half transparent: mixed
+    assert np.abs(out[:, 0, 5].numpy() - half).max() <= 1
+    # gray with alpha, and a palette whose entry 0 is transparent, the same way
+    Image.fromarray(np.dstack([np.full((8, 8), 40, np.uint8), rgba[..., 3]]), "LA").save(tmp_path / "la.png")
+    assert (decode_file(tmp_path / "la.png")[:, :, :4] == 255).all()
+    assert (decode_file(tmp_path / "la.png")[:, 1:, 4:] == 40).all()
+    pal = Image.fromarray(np.eye(8, dtype=np.uint8)).convert("P")
+    pal.save(tmp_path / "p.png", transparency=0)
+    out = decode_file(tmp_path / "p.png")
+    assert (out[:, np.eye(8, dtype=bool) == 0] == 255).all() and (out[:, np.eye(8, dtype=bool)] == 1).all()
+    # the batched path decodes PNGs the same way
+    assert torch.equal(decode_images([tmp_path / "a.png"])[0], decode_file(tmp_path / "a.png"))
+
+
+def test_decompression_bomb_is_refused_in_one_line_with_its_size(tmp_path: Path, files: list[Path],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow's limit scaled down so that the test images play a 180-megapixel photo."""
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # refused over 1000 pixels, warned over 500
+    Image.fromarray(np.zeros((40, 30), np.uint8)).save(tmp_path / "big.png")  # 1200 pixels
+    for call in (lambda: decode_file(tmp_path / "big.png"), lambda: decode_images([tmp_path / "big.png"]),
+                 lambda: decode_images([files[0]])):  # a.jpg: 40 x 40, through torchvision's JPEG path
+        with pytest.raises(MaferError) as info:
+            call()
+        message = str(info.value)
+        assert "\n" not in message and "megapixel limit" in message
+        assert ("big.png" in message and "1,200 pixels" in message) or ("a.jpg" in message and "1,600" in message)
+    small = tmp_path / "small.png"  # between the warning and the limit: read, without Pillow's warning
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(small)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert decode_file(small).shape == (3, 20, 30)

@@ -120,3 +120,28 @@ def test_other_colour_modes_become_rgb(checkpoint, tmp_path, mode):
     image.save(path)
     (result,) = predict_images([path], checkpoint, device="cpu")
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_16bit_gray_face_is_seen_as_its_8bit_version(checkpoint, tmp_path):
+    """A 16-bit PNG was clamped to 255 (a white image); it must classify like the 8-bit face it scales to."""
+    rng = np.random.default_rng(3)
+    face8 = rng.integers(0, 256, (48, 48), dtype=np.uint8)
+    Image.fromarray(face8).save(tmp_path / "face8.png")
+    Image.fromarray(face8.astype(np.uint16) * 257).save(tmp_path / "face16.png")
+    assert Image.open(tmp_path / "face16.png").mode == "I;16"
+    Image.fromarray(np.full((48, 48), 255, np.uint8)).save(tmp_path / "white.png")
+    results = predict_images([tmp_path / "face8.png", tmp_path / "face16.png", tmp_path / "white.png"],
+                             checkpoint, device="cpu")
+    probs = [list(r["probabilities"].values()) for r in results]
+    assert probs[1] == pytest.approx(probs[0], abs=1e-6)
+    assert probs[2] != pytest.approx(probs[0], abs=1e-6)
+
+
+def test_huge_photo_is_refused_in_one_line(checkpoint, tmp_path, capsys, monkeypatch):
+    """Pillow's decompression-bomb limit scaled down: a 64 x 48 image plays a 180-megapixel photo."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "photo.jpg")
+    rc = main(["predict", str(tmp_path / "photo.jpg"), "--checkpoint", str(checkpoint), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "photo.jpg" in err and "3,072 pixels" in err and "Traceback" not in err
