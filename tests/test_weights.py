@@ -366,3 +366,84 @@ def test_compiled_model_checkpoints_load_like_wrapped_ones(tmp_path, prefix):
     model = create_model("senet_tiny", 7)
     load_pretrained(model, save_authors({f"{prefix}{k}": v for k, v in state.items()}, tmp_path / "c.pth"))
     assert torch.equal(model.classifier.weight, state["classifier_1.weight"].flatten(1))
+
+
+# ---------------------------------------------------------------------------------------
+# Other frameworks' files: Lightning checkpoints, any common prefix, safetensors
+# ---------------------------------------------------------------------------------------
+class AttributeDict(dict):
+    """Stands in for Lightning's hyper-parameter dict: a dict subclass that weights_only refuses."""
+
+
+def internal_state(num_classes=7, seed=0):
+    torch.manual_seed(seed)
+    return create_model("senet_tiny", num_classes).state_dict()
+
+
+def lightning_checkpoint(state, prefix="model."):
+    return {"epoch": 3, "global_step": 120, "pytorch-lightning_version": "2.4.0",
+            "state_dict": {f"{prefix}{k}": v for k, v in state.items()},
+            "optimizer_states": [{"state": {}, "param_groups": [{"lr": 0.01, "params": [0, 1]}]}],
+            "lr_schedulers": [], "callbacks": {}, "hparams_name": "kwargs",
+            "hyper_parameters": AttributeDict(lr=0.01, num_classes=7)}
+
+
+def test_lightning_checkpoint_loads_and_names_the_stripped_prefix(tmp_path, capsys):
+    state = internal_state()
+    path = tmp_path / "epoch=3-step=120.ckpt"
+    torch.save(lightning_checkpoint(state), path)
+    weights = read_weight_file(path)
+    assert (weights.format, weights.num_classes, weights.meta["stripped_prefix"]) == ("lightning", 7, "model.")
+    assert weights.meta["epoch"] == 3 and weights.meta["global_step"] == 120
+    assert "prefix 'model.'" in capsys.readouterr().err
+    model = create_model("senet_tiny", 7)
+    load_pretrained(model, path)
+    assert torch.equal(model.classifier.weight, state["classifier.weight"])
+
+
+@pytest.mark.parametrize("prefix,naming", [("model.", "internal"), ("net.", "mmdnn"), ("backbone.body.", "internal"),
+                                           ("module.model.", "internal"), ("model.module.", "mmdnn"),
+                                           ("encoder.", "vggface2")])
+def test_a_state_dict_under_any_single_prefix_loads(tmp_path, capsys, prefix, naming):
+    """The issue's case: ``model.classifier.weight`` is there, so the file has a classifier."""
+    if naming == "internal":
+        state, classifier = internal_state(), "classifier.weight"
+    elif naming == "mmdnn":
+        state, classifier = mmdnn_state(*TINY, num_classes=7), "classifier_1.weight"
+    else:
+        state = {k: torch.from_numpy(v) for k, v in vggface2_arrays(mmdnn_state(*TINY, num_classes=7)).items()}
+        classifier = "fc.weight"
+    path = tmp_path / "weights.pt"
+    torch.save({f"{prefix}{k}": v for k, v in state.items()}, path)
+    weights = read_weight_file(path)
+    assert weights.num_classes == 7 and weights.naming == naming
+    assert weights.meta["stripped_prefix"] == prefix.removeprefix("module.").replace("module.", "")
+    model = create_model("senet_tiny", 7)
+    load_pretrained(model, path)
+    assert torch.equal(model.classifier.weight, state[classifier].reshape(7, -1))
+
+
+def test_names_under_several_prefixes_are_refused_naming_them(tmp_path):
+    state = {f"model.{k}": v for k, v in internal_state().items()}
+    state["criterion.weight"] = torch.ones(7)
+    torch.save({"state_dict": state, "pytorch-lightning_version": "2.4.0"}, tmp_path / "mixed.ckpt")
+    with pytest.raises(MaferError, match=r"mixed.ckpt: .*under the prefix 'model\.'.*'criterion\.' \(1\)"):
+        read_weight_file(tmp_path / "mixed.ckpt")
+
+
+def test_safetensors_files_are_read_through_safetensors(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    state = internal_state()
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    weights = read_weight_file(tmp_path / "model.safetensors")
+    assert (weights.format, weights.num_classes) == ("safetensors", 7)
+    mmdnn = mmdnn_state(*TINY, num_classes=7)
+    save_file({f"model.{k}": v.contiguous() for k, v in mmdnn.items()}, tmp_path / "authors.safetensors")
+    model = create_model("senet_tiny", 7)
+    load_pretrained(model, tmp_path / "authors.safetensors")
+    assert torch.equal(model.classifier.weight, mmdnn["classifier_1.weight"].flatten(1))
+    damaged = tmp_path / "cut.safetensors"
+    damaged.write_bytes((tmp_path / "model.safetensors").read_bytes()[:1000])
+    with pytest.raises(MaferError, match="cut.safetensors: damaged safetensors file"):
+        read_weight_file(damaged)

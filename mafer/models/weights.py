@@ -11,7 +11,19 @@ Formats recognised by :func:`read_weight_file` (and so by :func:`load_pretrained
 ``mmdnn-module``       ``senet50_ft_pytorch.pt``: a whole pickled ``MainModel.KitModel``
                        (``pickled-module`` for a pickled module of another class)
 ``state-dict``         a bare ``torch.save`` of a state dict in any of the three namings
+``lightning``          a PyTorch Lightning checkpoint (``state_dict``, ``epoch``,
+                       ``global_step``, ``pytorch-lightning_version`` ...); other dicts with a
+                       ``state_dict`` entry are read as ``state-dict``
+``safetensors``        a ``.safetensors`` file (read by the ``safetensors`` library, which
+                       holds tensors only and runs no code), in any of the three namings
 =====================  ==================================================================
+
+Names. Wrappers' prefixes (``module.`` of DataParallel/DDP, ``_orig_mod.`` of
+``torch.compile``) are removed, and so is any other single prefix that all names share before
+this project's, the authors' or VGGFace2's names (``model.`` of a LightningModule that holds
+the network as ``self.model``, ``backbone.``, ``net.`` ...): `WeightFile.meta` gives it as
+``stripped_prefix``, and a note on stderr says so. Names under several prefixes are refused
+with a message that names them.
 
 Safety. A checkpoint from the internet is untrusted input, and unpickling it naively can
 run arbitrary code. Torch files are first read with ``torch.load(weights_only=True)``.
@@ -28,9 +40,11 @@ from __future__ import annotations
 import codecs
 import collections
 import io
+import json
 import pickle
 import re
 import struct
+import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +62,10 @@ __all__ = ["CHECKPOINT_FORMAT", "WeightFile", "read_weight_file", "load_pretrain
 CHECKPOINT_FORMAT = "mafer-checkpoint"  # value of the "format" key in this project's checkpoints
 _EXPECTED = (
     "expected a checkpoint of this project, a MAFER authors' checkpoint, the VGGFace2 "
-    "pickle (senet50_ft_weight.pkl) or the MMdnn model (senet50_ft_pytorch.pt)"
+    "pickle (senet50_ft_weight.pkl), the MMdnn model (senet50_ft_pytorch.pt), or a state dict "
+    "of these networks (torch.save, Lightning checkpoint or .safetensors)"
 )
-_METADATA_KEYS = ("epoch", "best_acc", "train_iter")
+_METADATA_KEYS = ("epoch", "best_acc", "train_iter", "global_step")
 _OWN_METADATA_KEYS = ("arch", "num_classes", "class_names", "mean_bgr", "config", "metrics", "extra")
 
 
@@ -60,13 +75,18 @@ def upgrade_own_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
     Format version 1 named the architecture ``model_name`` and stored the training option as
     ``config["model"]``; both are ``arch`` now (timm's and torchvision's term), so that "model"
     only names the paper's four experimental models (base, CR, CR-Simplified, CR+AffWild2).
+    Versions 1 and 2 numbered the Oulu-CASIA ``config["fold"]`` from 0; it counts from 1 now, as
+    the authors' ``best_model_ckp_fold_<k>.pt`` files do.
     """
     out = dict(checkpoint)
     if "model_name" in out and "arch" not in out:
         out["arch"] = out.pop("model_name")
     config = out.get("config")
     if isinstance(config, dict) and "model" in config and "arch" not in config:
-        out["config"] = {("arch" if k == "model" else k): v for k, v in config.items()}
+        out["config"] = config = {("arch" if k == "model" else k): v for k, v in config.items()}
+    if (isinstance(config, dict) and out.get("format_version", 0) < 3 and isinstance(config.get("fold"), int)
+            and not isinstance(config["fold"], bool)):
+        out["config"] = {**config, "fold": config["fold"] + 1}
     return out
 
 
@@ -120,6 +140,17 @@ class _Inert:
 
     def __setstate__(self, state: Any) -> None:
         self._state = state
+
+    # a pickled dict or list subclass (Lightning's AttributeDict of hyper-parameters) is filled
+    # item by item after it is created: keep the items as data
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.__dict__.setdefault("_items", {})[key] = value
+
+    def append(self, value: Any) -> None:
+        self.__dict__.setdefault("_list", []).append(value)
+
+    def extend(self, values: Any) -> None:
+        self.__dict__.setdefault("_list", []).extend(values)
 
 
 @dataclass(frozen=True)
@@ -325,6 +356,28 @@ def _load_pickle(path: Path) -> Any:
         return _RestrictedUnpickler(f).load()
 
 
+def _is_safetensors(path: Path) -> bool:
+    """Named ``.safetensors``, or starting as one: the 8-byte little-endian length of a JSON header."""
+    if path.suffix.lower() == ".safetensors":
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return 2 <= struct.unpack("<Q", head[:8])[0] <= path.stat().st_size - 8
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and the header's ``__metadata__`` of a safetensors file, read by the safetensors library."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {key: f.get_tensor(key) for key in f.keys()}, dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
+        raise MaferError(f"{path}: damaged safetensors file ({exc}); {_EXPECTED}") from None
+
+
 def _read_object(path: Path) -> Any:
     """Unpickle ``path`` safely, whatever the container (torch zip, legacy torch, pickle)."""
     torch_file = zipfile.is_zipfile(path) or _is_legacy_torch(path)
@@ -385,6 +438,12 @@ def _naming(keys: list[str]) -> str | None:
     return None
 
 
+def _anchored(keys: list[str]) -> bool:
+    """The names are one of the three namings from the root: the first convolution is there unprefixed."""
+    naming = _naming(keys)
+    return naming is not None and _TO_FILE_NAME[naming]("conv1.weight") in keys
+
+
 # nn.DataParallel / DistributedDataParallel save every key under "module.", a torch.compile'd
 # model under "_orig_mod."; a compiled DDP model (or the reverse) stacks both
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -401,9 +460,48 @@ def _strip_wrapper_prefix(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _interpret(path: Path, obj: Any) -> WeightFile:
+def _strip_common_prefix(path: Path, state: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """``state`` with the prefix that all its names share before a known naming removed, and that prefix.
+
+    Wrapper prefixes go first (`_strip_wrapper_prefix`); then the shortest shared dotted prefix
+    after which the names are anchored (`_anchored`). Names under several prefixes, one of which
+    holds the network, are refused with a message naming the prefixes.
+    """
+    state = _strip_wrapper_prefix(state)
+    keys = list(state)
+    if not keys or _anchored(keys):
+        return state, ""
+    shared = keys[0].split(".")[:-1]
+    for key in keys[1:]:
+        parts = key.split(".")[:-1]
+        n = 0
+        while n < min(len(shared), len(parts)) and shared[n] == parts[n]:
+            n += 1
+        shared = shared[:n]
+    for n in range(1, len(shared) + 1):
+        prefix = ".".join(shared[:n]) + "."
+        stripped = _strip_wrapper_prefix({k[len(prefix):]: v for k, v in state.items()})
+        if _anchored(list(stripped)):
+            return stripped, prefix
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(key.split(".")[0] + "." if "." in key else key, []).append(key)
+    holding = [p for p, names in groups.items()
+               if p.endswith(".") and _anchored(list(_strip_wrapper_prefix({k[len(p):]: None for k in names})))]
+    if holding:
+        others = ", ".join(f"'{p}' ({len(groups[p])})" for p in groups if p not in holding)
+        raise MaferError(
+            f"{path}: the network's parameters are under the prefix '{holding[0]}' ({len(groups[holding[0]])} names), "
+            f"but other entries are not: {others}; save that part alone (e.g. torch.save(module.model.state_dict()))")
+    return state, ""
+
+
+def _interpret(path: Path, obj: Any, fmt_hint: str | None = None) -> WeightFile:
     meta: dict[str, Any] = {}
-    if isinstance(obj, _Inert):
+    if fmt_hint == "safetensors":
+        fmt, (state, header) = "safetensors", obj
+        meta.update({"safetensors_metadata": header} if header else {})
+    elif isinstance(obj, _Inert):
         fmt = "mmdnn-module" if obj._pickled_name.endswith(".KitModel") else "pickled-module"
         state = _module_tensors(obj)
         meta["module_class"] = obj._pickled_name
@@ -416,13 +514,22 @@ def _interpret(path: Path, obj: Any) -> WeightFile:
         else:
             fmt = "mafer-authors"
         meta.update({k: _plain_value(obj[k]) for k in _METADATA_KEYS if k in obj})
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        # PyTorch Lightning, and many other trainers, keep the weights under "state_dict"
+        state = obj["state_dict"]
+        fmt = "lightning" if any("lightning_version" in str(k) for k in obj) else "state-dict"
+        meta.update({k: _plain_value(obj[k]) for k in _METADATA_KEYS if k in obj})
     elif isinstance(obj, dict) and obj and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in obj.values()):
         fmt, state = "state-dict", obj
     else:
         raise MaferError(f"{path}: unknown content ({type(obj).__name__}); {_EXPECTED}")
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise MaferError(f"{path}: 'model_state_dict' is not a dict of named tensors; {_EXPECTED}")
-    state = _strip_wrapper_prefix(state)
+    state, prefix = _strip_common_prefix(path, state)
+    if prefix:
+        meta["stripped_prefix"] = prefix
+        print(f"mafer: {path}: read the parameters under the prefix '{prefix}' as the network's "
+              f"('{prefix}conv1...' -> 'conv1...')", file=sys.stderr)
     naming = _naming(list(state))
     if naming is None:
         raise MaferError(f"{path}: parameter names {list(state)[:3]}... are not SE-ResNet names; {_EXPECTED}")
@@ -439,6 +546,8 @@ def read_weight_file(path: str | Path) -> WeightFile:
         raise MaferError(f"{path}: weight file not found")
     if path.stat().st_size == 0:
         raise MaferError(f"{path}: the file is empty; {_EXPECTED}")
+    if _is_safetensors(path):
+        return _interpret(path, _read_safetensors(path), "safetensors")
     return _interpret(path, _read_object(path))
 
 
