@@ -36,6 +36,7 @@ from mafer.evaluate import (
     LoweredEvalTransform,
     add_data_arguments,
     check_classes,
+    check_fold_rule,
     checkpoint_image_size,
     default_workers,
     limited,
@@ -53,11 +54,14 @@ MIN_POINTS = 4  # below this neither t-SNE's perplexity nor UMAP's neighbourhood
 
 
 def extract_features(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.PathLike,
-                     split: str = "test", fold: int | None = None, folds: int = 10, protocol: str = "image",
+                     split: str = "test", fold: int | None = None, folds: int = 10, protocol: str | None = None,
                      resolution: str | int = "native", device: str = "auto", image_size: int | None = None,
-                     batch_size: int = 64, workers: int | None = None,
-                     skip_bad: bool = False, max_images: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     batch_size: int = 64, workers: int | None = None, skip_bad: bool = False,
+                     max_images: int | None = None,
+                     order: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pooled features ``[N, D]`` (float32) and labels ``[N]`` (int64) of ``split`` at ``resolution``.
+
+    Oulu-CASIA's ``fold`` / ``folds`` / ``protocol`` / ``order`` as in `mafer.evaluate.evaluate_checkpoint`.
 
     With ``skip_bad`` unreadable images are left out (see ``mafer.evaluate.open_test_data``);
     ``max_images`` keeps that many, every class in turn (``mafer.evaluate.class_interleaved``).
@@ -65,7 +69,9 @@ def extract_features(dataset: str, data_dir: str | os.PathLike, checkpoint: str 
     (resolution,) = parse_resolutions([resolution])
     dev = pick_device(device)
     model, meta = load_classifier(checkpoint, dev, dataset)
-    data = open_test_data(dataset, data_dir, split, fold, folds, protocol, skip_bad)
+    if dataset == "oulucasia":
+        protocol = check_fold_rule(meta, checkpoint, fold, folds, protocol)
+    data = open_test_data(dataset, data_dir, split, fold, folds, protocol or "image", skip_bad, order)
     check_classes(meta, data, checkpoint)
     data.transform = LoweredEvalTransform(dataset, checkpoint_image_size(meta, image_size), resolution)
     loader = make_loader(limited(data, max_images), batch_size, default_workers() if workers is None else workers, dev)
@@ -237,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
                                         fold=args.fold, folds=args.folds, protocol=args.protocol,
                                         resolution=args.resolution, device=args.device,
                                         image_size=args.image_size, batch_size=args.batch_size, workers=args.workers,
-                                        skip_bad=args.skip_bad)
+                                        skip_bad=args.skip_bad, order=args.order)
     found = model_from_path(str(args.checkpoint))
     model = args.model or (found.label if found else args.checkpoint.stem)
     save_embeddings(args.out, project_all({model: (features, labels)}, methods, args.seed, keep_features=True),

@@ -7,3 +7,7 @@ class MaferError(Exception):
     The message must name the file (and line, where there is one) and say what was
     expected. The CLI prints it without a traceback and exits with status 2.
     """
+
+
+class MaferWarning(UserWarning):
+    """Something the user should know about a result that is not an error (the CLI prints it as one line)."""

@@ -18,6 +18,7 @@ import argparse
 import csv
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -26,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from mafer.datasets import FaceDataset, dataset_info, get_dataset
+from mafer.datasets.info import OULU_PROTOCOLS
 from mafer.errors import MaferError
 from mafer.metrics import bootstrap_accuracy_ci, classification_metrics
 from mafer.models import model_from_checkpoint, preprocess
@@ -102,6 +104,73 @@ def checkpoint_image_size(meta: dict, image_size: int | None = None) -> int:
     return int((meta.get("config") or {}).get("image_size") or 224)
 
 
+AUTHORS_FORMAT = "mafer-authors"  # `mafer.models.weights`' name for the authors' released checkpoints
+AUTHORS_FOLDS = 10  # their main_oulu.py's KFold(n_splits=10)
+FOLD_IN_NAME = re.compile(r"fold[_-]?(\d+)", re.IGNORECASE)
+
+
+def fold_in_name(name: str) -> int | None:
+    """The fold a file or folder name gives: ``best_model_ckp_fold_3.pt`` or ``fold3`` -> 3; None without one."""
+    found = FOLD_IN_NAME.findall(name)
+    return int(found[-1]) if found else None
+
+
+def check_fold_rule(meta: dict, checkpoint: str | os.PathLike, fold: int | None, folds: int,
+                    protocol: str | None) -> str:
+    """The Oulu-CASIA protocol to test ``checkpoint`` with: ``protocol``, or (None) the one it was trained with.
+
+    A network trained on fold k of one fold rule has the rest of the images in its training
+    part, so testing it on another rule, or another fold, tests it partly on its training images
+    and inflates its accuracy. This project's checkpoints record ``fold``, ``folds`` and
+    ``protocol`` in their config; the authors' (format ``mafer-authors``) were trained under
+    protocol ``authors`` with 10 folds, fold k named in the file (``best_model_ckp_fold_<k>.pt``).
+    MaferError naming the checkpoint when ``fold``, ``folds`` or ``protocol`` differ from those.
+    """
+    if meta.get("format") == AUTHORS_FORMAT:
+        recorded: dict[str, Any] = {"protocol": "authors", "folds": AUTHORS_FOLDS}
+        named = fold_in_name(Path(checkpoint).name)
+        if named is not None:
+            recorded["fold"] = named
+    else:
+        config = meta.get("config") or {}
+        recorded = {k: config[k] for k in ("protocol", "folds", "fold") if config.get(k) is not None}
+    asked = {"fold": fold, "folds": folds, "protocol": protocol or recorded.get("protocol", "image")}
+    wrong = [f"{k} {recorded[k]} (asked: {asked[k]})" for k in recorded if asked[k] != recorded[k]]
+    if wrong:
+        raise MaferError(f"{checkpoint}: trained on Oulu-CASIA {', '.join(wrong)}; tested on another fold it would "
+                         "be tested on its own training images; expected --protocol, --folds and --fold as trained")
+    return asked["protocol"]
+
+
+def fold_checkpoints(folder: str | os.PathLike) -> dict[int, Path]:
+    """``{fold: checkpoint}`` (folds ascending) in a folder of Oulu-CASIA fold checkpoints.
+
+    Files whose name gives the fold (the authors' ``best_model_ckp_fold_<k>.pt``, or any
+    ``*fold<k>.pt``) and sub-folders ``fold<k>/`` holding a ``best.pt`` directly (``mafer finetune
+    --fold k --out DIR/fold<k>``) or one level down (the pipeline's ``fold<k>/seed<a>-<b>/best.pt``).
+    MaferError when the folder holds none, or several for one fold.
+    """
+    folder = Path(folder)
+    found: dict[int, list[Path]] = {}
+    for entry in sorted(folder.iterdir()):
+        k = fold_in_name(entry.name if entry.is_dir() else entry.stem)
+        if k is None:
+            continue
+        if entry.is_dir():
+            found.setdefault(k, []).extend(sorted(entry.glob("best.pt")) + sorted(entry.glob("*/best.pt")))
+        elif entry.suffix in (".pt", ".pth"):
+            found.setdefault(k, []).append(entry)
+    found = {k: paths for k, paths in found.items() if paths}
+    if not found:
+        raise MaferError(f"{folder}: no fold checkpoints; expected the authors' best_model_ckp_fold_<k>.pt files or "
+                         "fold<k>/best.pt (mafer finetune --fold k)")
+    for k, paths in found.items():
+        if len(paths) > 1:
+            raise MaferError(f"{folder}: {len(paths)} checkpoints for fold {k} ({', '.join(str(p) for p in paths[:3])}); "
+                             "expected one per fold (point --checkpoint at a folder with one seed's runs)")
+    return {k: found[k][0] for k in sorted(found)}
+
+
 def check_classes(meta: dict, dataset: FaceDataset, checkpoint: str | os.PathLike) -> None:
     """MaferError when the checkpoint predicts other classes (or another order) than ``dataset`` has."""
     if list(meta["class_names"]) != list(dataset.classes):
@@ -110,9 +179,12 @@ def check_classes(meta: dict, dataset: FaceDataset, checkpoint: str | os.PathLik
 
 
 def open_test_data(dataset: str, data_dir: str | os.PathLike, split: str, fold: int | None, folds: int,
-                   protocol: str, skip_bad: bool = False) -> FaceDataset:
-    """The split to evaluate; with ``skip_bad`` every image is decoded once and unreadable ones dropped."""
-    data = get_dataset(dataset, data_dir, split, fold=fold, folds=folds, protocol=protocol, skip_bad=skip_bad)
+                   protocol: str, skip_bad: bool = False, order: str | os.PathLike | None = None) -> FaceDataset:
+    """The split to evaluate; with ``skip_bad`` every image is decoded once and unreadable ones dropped.
+    ``order``: Oulu-CASIA protocol ``authors`` only, the authors' database file (see `mafer.datasets.OuluCASIA`)."""
+    options = {} if order is None else {"order": order}
+    data = get_dataset(dataset, data_dir, split, fold=fold, folds=folds, protocol=protocol, skip_bad=skip_bad,
+                       **options)
     if skip_bad:
         data.verify()
     return data
@@ -176,16 +248,20 @@ def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
-PREDICTION_COLUMNS = ("resolution", "index", "item", "label", "prediction")
+PREDICTION_COLUMNS = ("fold", "resolution", "index", "item", "label", "prediction")
+# one checkpoint's test: (Oulu-CASIA fold or None, test items, [(resolution, logits [N, C], labels [N])])
+Tested = tuple[int | None, Sequence[str], Sequence[tuple[str | int, Tensor, Tensor]]]
 
 
-def write_predictions(path: str | os.PathLike, items: Sequence[str], classes: Sequence[str],
-                      per_resolution: Sequence[tuple[str | int, Tensor, Tensor]]) -> Path:
-    """Write one CSV row per image and resolution: ``resolution, index, item, label, prediction,
-    logit_<class>...`` (``item`` = the image file, or ``file.csv:line`` for FER2013; ``label`` and
-    ``prediction`` are class indices in ``classes`` order; logits as float32 printed with ``repr``).
+def write_predictions(path: str | os.PathLike, classes: Sequence[str], tested: Sequence[Tested]) -> Path:
+    """Write one CSV row per checkpoint, test image and resolution: ``fold, resolution, index, item,
+    label, prediction, logit_<class>...``.
 
-    ``per_resolution`` holds ``(resolution, logits [N, C], labels [N])`` in dataset order.
+    ``fold`` is the Oulu-CASIA fold (1..folds) whose checkpoint and test part the row belongs to,
+    empty for a fixed test split; ``index`` the image's position in that test part; ``item`` the
+    image file, or ``file.csv:line`` for FER2013; ``label`` and ``prediction`` class indices in
+    ``classes`` order; logits float32 printed with ``repr``. ``tested`` holds, per checkpoint,
+    ``(fold, items, [(resolution, logits [N, C], labels [N]), ...])`` in dataset order.
     MaferError when the file cannot be written.
     """
     path = Path(path)
@@ -194,11 +270,13 @@ def write_predictions(path: str | os.PathLike, items: Sequence[str], classes: Se
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(list(PREDICTION_COLUMNS) + [f"logit_{name}" for name in classes])
-            for resolution, logits, labels in per_resolution:
-                predictions = logits.argmax(1).tolist()
-                for i, (item, label, pred, row) in enumerate(zip(items, labels.tolist(), predictions,
-                                                                 logits.tolist())):
-                    writer.writerow([resolution, i, item, label, pred] + [repr(float(v)) for v in row])
+            for fold, items, per_resolution in tested:
+                for resolution, logits, labels in per_resolution:
+                    predictions = logits.argmax(1).tolist()
+                    for i, (item, label, pred, row) in enumerate(zip(items, labels.tolist(), predictions,
+                                                                     logits.tolist())):
+                        writer.writerow(["" if fold is None else fold, resolution, i, item, label, pred]
+                                        + [repr(float(v)) for v in row])
     except OSError as exc:
         raise MaferError(f"{path}: cannot write the predictions ({exc.strerror or exc}); "
                          "expected a writable file path for --dump-predictions") from None
@@ -206,15 +284,21 @@ def write_predictions(path: str | os.PathLike, items: Sequence[str], classes: Se
 
 
 def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.PathLike,
-                        split: str = "test", fold: int | None = None, folds: int = 10, protocol: str = "image",
+                        split: str = "test", fold: int | None = None, folds: int = 10, protocol: str | None = None,
                         resolutions: Iterable[str | int] = DEFAULT_RESOLUTIONS, device: str = "auto",
                         image_size: int | None = None, batch_size: int = 64, workers: int | None = None,
                         model_label: str | None = None, skip_bad: bool = False,
-                        dump_predictions: str | os.PathLike | None = None, max_images: int | None = None) -> dict:
+                        dump_predictions: str | os.PathLike | None = None, max_images: int | None = None,
+                        order: str | os.PathLike | None = None) -> dict:
     """Metrics of ``checkpoint`` on ``split`` of ``dataset`` at each test resolution.
 
+    Oulu-CASIA: ``fold`` (1..folds) of ``folds`` under ``protocol`` (None: the one the checkpoint
+    was trained with, ``authors`` for the authors' files, else ``image``; ``order``: see
+    `mafer.datasets.OuluCASIA`); MaferError when the checkpoint records another fold rule than the
+    one asked for (see `check_fold_rule`), since its test part would hold its training images.
+
     Returns ``{"dataset", "checkpoint", "model", "classes", "split", "fold", "folds", "protocol",
-    "image_size", "bootstrap", "resolutions": {"native" | "8" | ...: {"accuracy",
+    "fold_order", "image_size", "bootstrap", "resolutions": {"native" | "8" | ...: {"accuracy",
     "mean_class_accuracy", "macro_f1", "score", "confusion_matrix", "n", "accuracy_ci", "predictions"}},
     "labels", "seed"}``: ``labels`` and each resolution's ``predictions`` are the true and the
     predicted class index of every test image, in the dataset's fixed order (what the paired
@@ -228,11 +312,26 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
     ``max_images`` (a capped run) tests only that many images, every class in turn (see
     `class_interleaved`), and is recorded under ``max_images`` (None: every image).
     """
-    resolutions = parse_resolutions(resolutions)
-    dev = pick_device(device)
+    result, tested = _evaluate(dataset, data_dir, checkpoint, split, fold, folds, protocol, parse_resolutions(resolutions),
+                               pick_device(device), image_size, batch_size, workers, model_label, skip_bad, max_images,
+                               order, keep_logits=dump_predictions is not None)
+    if dump_predictions is not None:
+        write_predictions(dump_predictions, result["classes"], [tested])
+    return result
+
+
+def _evaluate(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.PathLike, split: str,
+              fold: int | None, folds: int, protocol: str | None, resolutions: list[str | int], dev: torch.device,
+              image_size: int | None, batch_size: int, workers: int | None, model_label: str | None,
+              skip_bad: bool, max_images: int | None, order: str | os.PathLike | None,
+              keep_logits: bool) -> tuple[dict, Tested]:
+    """`evaluate_checkpoint`'s result and, with ``keep_logits``, the logits `write_predictions` writes."""
     model, meta = load_classifier(checkpoint, dev, dataset)
+    is_kfold = dataset == "oulucasia"
+    if is_kfold:
+        protocol = check_fold_rule(meta, checkpoint, fold, folds, protocol)
     size = checkpoint_image_size(meta, image_size)
-    data = open_test_data(dataset, data_dir, split, fold, folds, protocol, skip_bad)
+    data = open_test_data(dataset, data_dir, split, fold, folds, protocol or "image", skip_bad, order)
     check_classes(meta, data, checkpoint)
     loader = make_loader(limited(data, max_images), batch_size, default_workers() if workers is None else workers, dev)
     results: dict[str, Any] = {}
@@ -240,7 +339,7 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
     for r in resolutions:
         data.transform = LoweredEvalTransform(dataset, size, r)
         logits, labels = run_model(model, loader, meta["mean_bgr"], dev)
-        if dump_predictions is not None:
+        if keep_logits:
             dumped.append((r, logits, labels))
         y_true, y_pred = labels.numpy(), logits.argmax(1).numpy()
         entry = classification_metrics(y_true, y_pred, len(data.classes))
@@ -248,17 +347,66 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
                                                           seed=BOOTSTRAP_SEED))
         entry["predictions"] = y_pred.tolist()
         results[str(r)] = entry
-    if dump_predictions is not None:
-        write_predictions(dump_predictions, data.samples, data.classes, dumped)
-    is_kfold = dataset == "oulucasia"
-    return {
+    result = {
         "dataset": dataset, "checkpoint": str(checkpoint), "model": model_label, "classes": list(data.classes),
         "split": split, "fold": fold, "folds": folds if is_kfold and fold is not None else None,
-        "protocol": protocol if is_kfold else None, "image_size": size,
-        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": 0.95, "seed": BOOTSTRAP_SEED},
+        "protocol": protocol if is_kfold else None,
+        "fold_order": getattr(data, "fold_order", None) if is_kfold and fold is not None else None,
+        "image_size": size, "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": 0.95, "seed": BOOTSTRAP_SEED},
         "bad_items": list(data.bad_items), "max_images": max_images, "resolutions": results,
         "labels": y_true.tolist(), "seed": (meta.get("config") or {}).get("seed"),
     }
+    return result, (fold, list(data.samples), dumped)
+
+
+def evaluate_folds(data_dir: str | os.PathLike, folder: str | os.PathLike, *, folds: int = AUTHORS_FOLDS,
+                   protocol: str | None = None, order: str | os.PathLike | None = None,
+                   resolutions: Iterable[str | int] = DEFAULT_RESOLUTIONS, device: str = "auto",
+                   image_size: int | None = None, batch_size: int = 64, workers: int | None = None,
+                   model_label: str | None = None, skip_bad: bool = False,
+                   dump_predictions: str | os.PathLike | None = None, max_images: int | None = None) -> dict:
+    """Each Oulu-CASIA fold checkpoint of ``folder`` (`fold_checkpoints`) tested on its own test fold.
+
+    Returns `evaluate_checkpoint`'s keys for the whole folder (``checkpoint``: the folder,
+    ``fold``: None, ``folds_tested``: the fold numbers found), ``per_fold``: each checkpoint's own
+    `evaluate_checkpoint` result, and per resolution the fold means of ``accuracy``,
+    ``mean_class_accuracy``, ``macro_f1`` and ``score`` (``<metric>_std``: sample standard deviation
+    over folds, None for one fold), ``confusion_matrix`` (counts, summed) and
+    ``confusion_matrix_fold_average`` (the mean of the row-normalised matrices: the paper's and the
+    authors' figure), ``n`` (images, all folds) and ``folds`` (how many). With ``dump_predictions``
+    every fold's rows go to one CSV with their ``fold`` (`write_predictions`). MaferError as
+    `evaluate_checkpoint`, or when the checkpoints were trained under different fold rules.
+    """
+    from mafer.aggregate import SCALAR_METRICS, summarize_group
+
+    dev, resolutions = pick_device(device), parse_resolutions(resolutions)
+    per_fold, tested = [], []
+    for fold, checkpoint in fold_checkpoints(folder).items():
+        result, one = _evaluate("oulucasia", data_dir, checkpoint, "test", fold, folds, protocol, resolutions, dev,
+                                image_size, batch_size, workers, model_label, skip_bad, max_images, order,
+                                keep_logits=dump_predictions is not None)
+        if per_fold and result["protocol"] != per_fold[0]["protocol"]:
+            raise MaferError(f"{checkpoint}: trained under Oulu-CASIA protocol {result['protocol']!r}, "
+                             f"{per_fold[0]['checkpoint']} under {per_fold[0]['protocol']!r}; expected one fold rule "
+                             "for the whole folder")
+        per_fold.append(result)
+        tested.append(one)
+    summary = summarize_group([(r["checkpoint"], r) for r in per_fold])["resolutions"]
+    averaged = {}
+    for key, entry in summary.items():
+        averaged[key] = {**{m: entry[m]["mean"] for m in SCALAR_METRICS},
+                         **{f"{m}_std": entry[m]["std"] for m in SCALAR_METRICS},
+                         "confusion_matrix": entry["confusion_matrix"],
+                         "confusion_matrix_fold_average": entry["confusion_matrix_fold_average"],
+                         "n": entry["n"], "folds": entry["runs"]}
+    if dump_predictions is not None:
+        write_predictions(dump_predictions, per_fold[0]["classes"], tested)
+    first = per_fold[0]
+    return {**{k: first[k] for k in ("dataset", "model", "classes", "split", "folds", "protocol", "fold_order",
+                                     "image_size", "bootstrap", "max_images")},
+            "checkpoint": str(folder), "fold": None, "folds_tested": [r["fold"] for r in per_fold],
+            "bad_items": [item for r in per_fold for item in r["bad_items"]], "resolutions": averaged,
+            "per_fold": per_fold}
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -267,12 +415,19 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared with ``mafer embed``: which checkpoint on which data, on which device."""
     parser.add_argument("--dataset", required=True, choices=["fer2013", "rafdb", "oulucasia", "affwild2"])
     parser.add_argument("--data-dir", required=True, type=Path, help="folder holding <dataset>/ (or the dataset itself)")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint written by mafer finetune")
+    parser.add_argument("--checkpoint", required=True, type=Path,
+                        help="checkpoint written by mafer finetune or released by the authors; for Oulu-CASIA also a "
+                             "folder of fold checkpoints (best_model_ckp_fold_<k>.pt or fold<k>/best.pt), each tested "
+                             "on its own test fold")
     parser.add_argument("--split", default="test", help="split to evaluate (default test)")
-    parser.add_argument("--fold", type=int, help="Oulu-CASIA: 0-based fold whose test part is used")
+    parser.add_argument("--fold", type=int, help="Oulu-CASIA: fold whose test part is used, 1..folds (numbered as the authors' best_model_ckp_fold_<k>.pt)")
     parser.add_argument("--folds", type=int, default=10, help="Oulu-CASIA: number of folds (default 10)")
-    parser.add_argument("--protocol", choices=["image", "subject"], default="image",
-                        help="Oulu-CASIA folds over images (the paper's) or subjects")
+    parser.add_argument("--protocol", choices=OULU_PROTOCOLS,
+                        help="Oulu-CASIA folds: stratified over images, over subjects, or the authors' exact rule "
+                             "(default: the checkpoint's own; authors for the authors' checkpoints; else image)")
+    parser.add_argument("--order", type=Path, metavar="FILE",
+                        help="Oulu-CASIA protocol authors: the authors' oulucasia_database.csv whose rows the folds "
+                             "are drawn over (default: the dataset folder's own, if any)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--image-size", type=int, help="network input size (default: the checkpoint's)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -289,23 +444,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "used by mafer aggregate")
     parser.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
     parser.add_argument("--dump-predictions", type=Path, metavar="FILE",
-                        help="also write a CSV with one row per test image and resolution: item, label, "
+                        help="also write a CSV with one row per test image and resolution: fold, item, label, "
                              "predicted class and the logits")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = evaluate_checkpoint(args.dataset, args.data_dir, args.checkpoint, split=args.split, fold=args.fold,
-                                 folds=args.folds, protocol=args.protocol, resolutions=args.resolutions,
-                                 device=args.device, image_size=args.image_size, batch_size=args.batch_size,
-                                 workers=args.workers, model_label=args.model, skip_bad=args.skip_bad,
-                                 dump_predictions=args.dump_predictions)
+    common = dict(resolutions=args.resolutions, device=args.device, image_size=args.image_size,
+                  batch_size=args.batch_size, workers=args.workers, model_label=args.model, skip_bad=args.skip_bad,
+                  dump_predictions=args.dump_predictions, order=args.order)
+    if args.checkpoint.is_dir():
+        if args.dataset != "oulucasia" or args.fold is not None or args.split != "test":
+            raise MaferError(f"{args.checkpoint}: a folder of fold checkpoints is tested on Oulu-CASIA, each on its "
+                             "own test fold; expected --dataset oulucasia without --fold or --split (for one "
+                             "checkpoint, pass its file)")
+        result = evaluate_folds(args.data_dir, args.checkpoint, folds=args.folds, protocol=args.protocol, **common)
+    else:
+        result = evaluate_checkpoint(args.dataset, args.data_dir, args.checkpoint, split=args.split, fold=args.fold,
+                                     folds=args.folds, protocol=args.protocol, **common)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'resolution':>10}  {'acc':>6}  {'95% CI':>13}  {'avg acc':>7}  {'F1':>6}  {'n':>6}")
-    for key, m in result["resolutions"].items():
-        lo, hi = m["accuracy_ci"]
-        print(f"{key:>10}  {m['accuracy']:6.4f}  [{lo:.3f}, {hi:.3f}]  {m['mean_class_accuracy']:7.4f}  "
-              f"{m['macro_f1']:6.4f}  {m['n']:>6}")
+    if "per_fold" in result:
+        print(f"{len(result['per_fold'])} fold checkpoints ({result['protocol']} folds over {result['fold_order']}), "
+              "each on its own test fold:")
+        first = next(iter(result["resolutions"]))
+        print(f"{'fold':>10}  {'acc':>6}  {'F1':>6}  {'n':>6}  checkpoint (resolution {first})")
+        for one in result["per_fold"]:
+            m = one["resolutions"][first]
+            print(f"{one['fold']:>10}  {m['accuracy']:6.4f}  {m['macro_f1']:6.4f}  {m['n']:>6}  {one['checkpoint']}")
+        print("mean and standard deviation over the folds:")
+        print(f"{'resolution':>10}  {'acc':>6}  {'std':>6}  {'avg acc':>7}  {'F1':>6}  {'n':>6}")
+        for key, m in result["resolutions"].items():
+            std = "" if m["accuracy_std"] is None else f"{m['accuracy_std']:.4f}"
+            print(f"{key:>10}  {m['accuracy']:6.4f}  {std:>6}  {m['mean_class_accuracy']:7.4f}  "
+                  f"{m['macro_f1']:6.4f}  {m['n']:>6}")
+    else:
+        print(f"{'resolution':>10}  {'acc':>6}  {'95% CI':>13}  {'avg acc':>7}  {'F1':>6}  {'n':>6}")
+        for key, m in result["resolutions"].items():
+            lo, hi = m["accuracy_ci"]
+            print(f"{key:>10}  {m['accuracy']:6.4f}  [{lo:.3f}, {hi:.3f}]  {m['mean_class_accuracy']:7.4f}  "
+                  f"{m['macro_f1']:6.4f}  {m['n']:>6}")
     for item in result["bad_items"]:
         print(f"skipped {item}")
     print(f"wrote {args.out}")

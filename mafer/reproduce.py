@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: book/generated)")
     parser.add_argument("--config", metavar="KEY=VALUE", nargs="+", default=[], action="extend",
                         help="override profile entries, dotted keys for nested ones, values in YAML "
-                             "(e.g. base_weights=/w/senet50_ft_weight.pkl step2.common.epochs=5 run_folds=[0,1])")
+                             "(e.g. base_weights=/w/senet50_ft_weight.pkl step2.common.epochs=5 run_folds=[1,2])")
     parser.add_argument("--cap", choices=cap_names(),
                         help="run every node of the profile with less work (a few optimizer steps, test "
                              "images and folds; nothing else changes) into RESULTS/<profile>-cap-<cap>")
@@ -194,10 +194,10 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         raise MaferError(f"profile {config['name']!r} needs the VGGFace2 weights of SE-ResNet-50: "
                          "--config base_weights=/path/senet50_ft_weight.pkl")
     if "oulucasia" in config["datasets"]:
-        wrong = [k for k in config["run_folds"] if not 0 <= int(k) < int(config["folds"])]
+        wrong = [k for k in config["run_folds"] if not 1 <= int(k) <= int(config["folds"])]
         if wrong or not config["run_folds"]:
             raise MaferError(f"run_folds {config['run_folds']} must be a non-empty list of folds "
-                             f"in 0..{int(config['folds']) - 1}")
+                             f"in 1..{int(config['folds'])}")
     cores = os.cpu_count() or 1
     config["threads"] = args.threads or config.get("threads") or max(1, cores // max(1, args.jobs))
     config["notebooks_dir"] = str(notebooks_dir())

@@ -164,12 +164,12 @@ def test_checkpoints_name_the_architecture_arch_and_refuse_an_unknown_one(tmp_pa
     model, _, _ = trained_tiny()
     path = save_checkpoint(tmp_path / "c.pt", model, arch="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0))
     raw = torch.load(path, weights_only=True)
-    assert raw["arch"] == "senet_tiny" and raw["format_version"] == 2 and "model_name" not in raw
+    assert raw["arch"] == "senet_tiny" and raw["format_version"] == 3 and "model_name" not in raw
     raw["arch"] = "senet101"
     torch.save(raw, path)
     with pytest.raises(MaferError, match="unknown architecture 'senet101'"):
         model_from_checkpoint(path)
     newer = tmp_path / "newer.pt"
-    torch.save(dict(raw, format_version=3), newer)
+    torch.save(dict(raw, format_version=4), newer)
     with pytest.raises(MaferError, match="newer than this mafer"):
         load_checkpoint(newer)

@@ -80,7 +80,7 @@ def test_dump_predictions_schema(dataset, smoke_data, tmp_path, tiny_checkpoint,
     classes = list(DATASETS[dataset].classes)
     with open(dump, newline="") as f:
         header = next(csv.reader(f))
-    assert header == ["resolution", "index", "item", "label", "prediction"] + [f"logit_{c}" for c in classes]
+    assert header == ["fold", "resolution", "index", "item", "label", "prediction"] + [f"logit_{c}" for c in classes]
     rows = read_dump(dump)
     data = get_dataset(dataset, smoke_data, "test")
     metrics = json.loads((tmp_path / "m.json").read_text())["resolutions"]
@@ -88,6 +88,7 @@ def test_dump_predictions_schema(dataset, smoke_data, tmp_path, tiny_checkpoint,
         mine = [row for row in rows if row["resolution"] == r]
         assert [row["item"] for row in mine] == data.samples  # file, or csv:line for FER2013
         assert [int(row["index"]) for row in mine] == list(range(len(data)))
+        assert {row["fold"] for row in mine} == {""}  # a fixed test split has no fold
         assert [int(row["label"]) for row in mine] == data.targets
         logits = np.array([[float(row[f"logit_{c}"]) for c in classes] for row in mine])
         predictions = np.array([int(row["prediction"]) for row in mine])
@@ -155,7 +156,7 @@ def test_oulucasia_fold(smoke_data, tmp_path, tiny_checkpoint):
 
 def test_checkpoint_of_another_dataset_or_model(smoke_data, tmp_path, rafdb_checkpoint, capsys):
     with pytest.raises(MaferError, match="rafdb.pt: checkpoint predicts .* but oulucasia has"):
-        evaluate_checkpoint("oulucasia", smoke_data, rafdb_checkpoint, fold=0, device="cpu", workers=0)
+        evaluate_checkpoint("oulucasia", smoke_data, rafdb_checkpoint, fold=1, device="cpu", workers=0)
     # a bare state dict is read as the paper's senet50: a tiny network's tensors do not fit it
     torch.save(create_model("senet_tiny", 7).state_dict(), tmp_path / "tiny_state.pt")
     with pytest.raises(MaferError, match="tiny_state.pt: shape mismatch"):

@@ -96,7 +96,7 @@ def test_the_cap_changes_only_the_amount_of_work(tmp_path, capsys):
         assert (cfg.max_steps, cfg.batch_size, cfg.accum_steps) == (1, 2, 1), node
     # what the cap changed is printed, one line per entry, from the profile's value to the cap's
     assert "cap smoke: only the amount of work differs" in printed
-    assert "run_folds: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] -> [0, 1]" in printed
+    assert "run_folds: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] -> [1, 2]" in printed
     assert "step2.common.max_steps: None -> 1" in printed and "max_test_images: None -> 7" in printed
 
 

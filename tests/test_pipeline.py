@@ -59,23 +59,23 @@ def test_profiles_name_every_model_dataset_and_fold(name):
     profile = load_profile(name)
     assert profile["name"] == name
     assert set(profile["datasets"]) == set(DATASETS)
-    assert all(0 <= k < profile["folds"] for k in profile["run_folds"])
+    assert all(1 <= k <= profile["folds"] for k in profile["run_folds"])
     assert "native" in profile["resolutions"] and 8 in profile["resolutions"]
 
 
 def test_paper_profile_is_the_papers_setting():
     paper = load_profile("paper")
     assert (paper["preset"], paper["image_size"], paper["folds"]) == ("paper", 224, 10)
-    assert paper["run_folds"] == list(range(10)) and paper["gpus_per_job"] == 1
+    assert paper["run_folds"] == list(range(1, 11)) and paper["gpus_per_job"] == 1
     smoke = load_profile("smoke")
     assert len(smoke["run_folds"]) == 2 and len(smoke["resolutions"]) == 3
 
 
 def test_overrides_reach_nested_entries_and_parse_yaml():
-    config = apply_overrides(load_profile("smoke"), ["step2.common.epochs=5", "run_folds=[0,3]",
+    config = apply_overrides(load_profile("smoke"), ["step2.common.epochs=5", "run_folds=[1,4]",
                                                      "protocol=subject", "embeddings.methods=[tsne]"])
     assert config["step2"]["common"]["epochs"] == 5
-    assert config["run_folds"] == [0, 3] and config["protocol"] == "subject"
+    assert config["run_folds"] == [1, 4] and config["protocol"] == "subject"
     assert config["embeddings"]["methods"] == ["tsne"]
     with pytest.raises(MaferError, match="KEY=VALUE"):
         apply_overrides(config, ["no-equals-sign"])
@@ -101,7 +101,7 @@ def test_bad_profiles_and_missing_inputs_are_named(tmp_path):
     own = resolve_config(parse("--profile", "demo", "--data-dir", str(tmp_path)))
     assert own["data_dir"] == str(tmp_path.resolve()) and own["synthetic"] is None and own["base_weights"] is None
     with pytest.raises(MaferError, match="run_folds"):
-        resolve_config(parse("--profile", "smoke", "--config", "run_folds=[10]"))
+        resolve_config(parse("--profile", "smoke", "--config", "run_folds=[11]"))
 
 
 def test_threads_per_node_share_the_cores(monkeypatch):
@@ -147,19 +147,19 @@ def test_step1_and_step2_start_from_the_right_checkpoints(tmp_path):
     assert graph.finetune_parts(demo, "rafdb") == ["standard"]
 
 
-@pytest.mark.parametrize("part,fold", [("standard", None), ("fold0", 0), ("fold3", 3), ("fold12", 12)])
+@pytest.mark.parametrize("part,fold", [("standard", None), ("fold1", 1), ("fold3", 3), ("fold12", 12)])
 def test_a_graph_part_is_a_fold_number_or_none(part, fold):
     assert graph.parse_part(part) == fold
     assert graph.part_name(fold) == part
 
 
-@pytest.mark.parametrize("part", ["fold", "fold-1", "fold03", "foldx", "Fold3", "fold3 ", "fold٣", "std", ""])
+@pytest.mark.parametrize("part", ["fold", "fold-1", "fold0", "fold03", "foldx", "Fold3", "fold3 ", "fold٣", "std", ""])
 def test_a_bad_graph_part_is_named(part):
     with pytest.raises(MaferError, match=re.escape(f"graph part {part!r}: expected 'standard' or 'fold<k>'")):
         graph.parse_part(part)
 
 
-@pytest.mark.parametrize("fold", [-1, 1.0, "3", True])
+@pytest.mark.parametrize("fold", [-1, 0, 1.0, "3", True])
 def test_a_bad_fold_number_is_named(fold):
     with pytest.raises(MaferError, match=re.escape(f"fold {fold!r}: expected a fold number")):
         graph.part_name(fold)
@@ -333,7 +333,7 @@ def test_dry_run_lists_the_jobs_and_runs_none(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("run_folds=1", "run_folds (from --config): expected a list, got 1"),
     ("datasets=rafdb", 'datasets (from --config): expected a list, got "rafdb"'),
-    ("protocol=subjects", 'protocol (from --config): expected one of "image", "subject", got "subjects"'),
+    ("protocol=subjects", 'protocol (from --config): expected one of "image", "subject", "authors", got "subjects"'),
     ("embeddings.methods=[pca]", 'embeddings.methods.0 (from --config): expected one of "tsne", "umap", got "pca"'),
     ("resolutions=[native,8,big]", "resolutions.2 (from --config): got \"big\", expected 'native' or a positive"),
     ("image_size=large", 'image_size (from --config): expected an integer, got "large"'),
@@ -471,7 +471,7 @@ def test_smoke_pipeline_writes_summary_and_every_executed_notebook(smoke_project
             assert list(accs) == ["native", "8", "16"]
             assert all(0.0 <= a <= 1.0 for a in accs.values())
     # Oulu-CASIA: the mean over the two folds the profile trains
-    folds = [json.loads((work / f"eval/oulucasia/CR/fold{k}-seed17-17.json").read_text()) for k in (0, 1)]
+    folds = [json.loads((work / f"eval/oulucasia/CR/fold{k}-seed17-17.json").read_text()) for k in (1, 2)]
     mean = sum(f["resolutions"]["native"]["accuracy"] for f in folds) / 2
     assert summary["CR"]["oulucasia"]["native"] == pytest.approx(mean, abs=1e-6)
     executed = sorted(p.relative_to(work / "notebooks").as_posix() for p in (work / "notebooks").rglob("*.ipynb"))

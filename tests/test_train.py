@@ -217,7 +217,7 @@ def test_arch_flag_reaches_the_checkpoint_and_a_format_v1_last_pt_resumes(
     as_format_v1(out / "last.pt")
     assert cli_main(argv + ["--max-steps", "3", "--resume"]) == 0
     ckpt = load_checkpoint(out / "last.pt")
-    assert ckpt["extra"]["resume"]["step"] == 3 and ckpt["arch"] == "senet_tiny" and ckpt["format_version"] == 2
+    assert ckpt["extra"]["resume"]["step"] == 3 and ckpt["arch"] == "senet_tiny" and ckpt["format_version"] == 3
     # and a changed architecture is still caught by the comparison of the saved options
     as_format_v1(out / "last.pt")
     with pytest.raises(MaferError, match="arch \\(saved 'senet_tiny', now 'senet50'\\)"):

@@ -26,6 +26,9 @@ class DatasetInfo:
 
 
 VGGFACE2_MEAN_BGR = (91.4953, 103.8827, 131.0912)
+# Oulu-CASIA's cross-validation folds: stratified over images, over subjects, or the authors' exact
+# rule (`mafer.datasets.oulucasia`); here so that option parsers need not import the reader.
+OULU_PROTOCOLS = ("image", "subject", "authors")
 
 DATASETS: dict[str, DatasetInfo] = {
     "fer2013": DatasetInfo(

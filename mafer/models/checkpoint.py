@@ -39,7 +39,9 @@ from mafer.models.weights import CHECKPOINT_FORMAT, load_weights, read_weight_fi
 
 __all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint", "rng_state", "restore_rng_state"]
 
-FORMAT_VERSION = 2  # 2: the architecture is stored as ``arch`` (1: ``model_name``)
+# 3: Oulu-CASIA folds in the config numbered 1..folds (as the authors' files; 1-2: 0-based);
+# 2: the architecture is stored as ``arch`` (1: ``model_name``)
+FORMAT_VERSION = 3
 _REQUIRED_KEYS = ("arch", "num_classes", "class_names", "mean_bgr", "model_state_dict")
 
 

@@ -242,12 +242,12 @@ STANDARD_PART = "standard"  # the one fine-tuning of a dataset with a fixed test
 
 
 def part_name(fold: int | None) -> str:
-    """The graph part of a fine-tuning: ``"fold<k>"`` for Oulu-CASIA fold ``k`` (0-based),
+    """The graph part of a fine-tuning: ``"fold<k>"`` for Oulu-CASIA fold ``k`` (1..folds),
     ``"standard"`` for None. Inverse of `parse_part`."""
     if fold is None:
         return STANDARD_PART
-    if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0:
-        raise MaferError(f"fold {fold!r}: expected a fold number 0, 1, 2, ... or None")
+    if isinstance(fold, bool) or not isinstance(fold, int) or fold < 1:
+        raise MaferError(f"fold {fold!r}: expected a fold number 1, 2, 3, ... or None")
     return f"fold{fold}"
 
 
@@ -256,8 +256,8 @@ def parse_part(part: str) -> int | None:
     if part == STANDARD_PART:
         return None
     digits = part[len("fold"):] if part.startswith("fold") else ""
-    if not (digits.isascii() and digits.isdigit()) or (len(digits) > 1 and digits[0] == "0"):
-        raise MaferError(f"graph part {part!r}: expected {STANDARD_PART!r} or 'fold<k>' with k = 0, 1, 2, ...")
+    if not (digits.isascii() and digits.isdigit()) or digits[0] == "0":
+        raise MaferError(f"graph part {part!r}: expected {STANDARD_PART!r} or 'fold<k>' with k = 1, 2, 3, ...")
     return int(digits)
 
 

@@ -28,7 +28,7 @@ SPLITS = {"fer2013": ("train", "val", "test"), "rafdb": ("train", "val", "test")
           "oulucasia": ("train", "val", "test"), "affwild2": ("train", "val"), "vggface2": ("train", "val")}
 
 
-def _dataset(name: str, data_dir: str | Path, split: str, folds: int, protocol: str, fold: int | None = 0):
+def _dataset(name: str, data_dir: str | Path, split: str, folds: int, protocol: str, fold: int | None = 1):
     if name == "oulucasia":
         return get_dataset(name, data_dir, split, fold=fold, folds=folds, protocol=protocol)
     return get_dataset(name, data_dir, split)
@@ -36,7 +36,7 @@ def _dataset(name: str, data_dir: str | Path, split: str, folds: int, protocol: 
 
 def class_counts(data_dir: str | Path, datasets: Sequence[str], *, folds: int = 10,
                  protocol: str = "image") -> dict[str, pd.DataFrame]:
-    """Images per class and split, one table per dataset (Oulu-CASIA: fold 0 of ``folds``)."""
+    """Images per class and split, one table per dataset (Oulu-CASIA: fold 1 of ``folds``)."""
     tables = {}
     for name in datasets:
         columns = {split: _dataset(name, data_dir, split, folds, protocol).class_counts()

@@ -30,6 +30,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from mafer.datasets.info import OULU_PROTOCOLS
 from mafer.errors import MaferError
 from mafer.yamlfile import read_yaml_mapping
 
@@ -72,9 +73,12 @@ class TrainConfig:
     out: str = _opt("run folder: best.pt, last.pt, config.yaml, metrics.jsonl, run_info.json", "runs/run",
                     resumable=True)
     init: str | None = _opt("checkpoint to start from (project, MAFER release or VGGFace2 weights)", resumable=True)
-    fold: int | None = _opt("Oulu-CASIA: 0-based fold to train")
+    fold: int | None = _opt("Oulu-CASIA: fold to train, 1..folds (numbered as the authors' best_model_ckp_fold_<k>.pt)")
     folds: int = _opt("Oulu-CASIA: number of folds", 10)
-    protocol: str = _opt("Oulu-CASIA folds over 'image' (the paper's) or 'subject'", "image", ("image", "subject"))
+    protocol: str = _opt("Oulu-CASIA folds: stratified over 'image', over 'subject', or 'authors' (their exact "
+                         "KFold over their oulucasia_database.csv)", "image", OULU_PROTOCOLS)
+    order: str | None = _opt("Oulu-CASIA protocol 'authors': the authors' oulucasia_database.csv whose rows the "
+                             "folds are drawn over (default: the dataset folder's own, if any)")
     # network and input
     arch: str = _opt("network architecture: senet50 (the paper's SE-ResNet-50) or senet_tiny (demo)", "senet50",
                      ARCHS)
@@ -228,7 +232,7 @@ class TrainConfig:
         else:
             _choice("dataset", self.dataset, FINETUNE_DATASETS)
         _choice("arch", self.arch, ARCHS)
-        _choice("protocol", self.protocol, ("image", "subject"))
+        _choice("protocol", self.protocol, OULU_PROTOCOLS)
         _choice("device", self.device, ("auto", "cpu", "cuda"))
 
     def check_values(self) -> None:
@@ -370,7 +374,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- command line
 _CLI_SKIP = {"stage"}  # set by the command itself
-_STAGE_ONLY = {"pretrain": {"fold", "folds", "protocol"}, "finetune": {"mode"}}  # flags the other stage lacks
+_STAGE_ONLY = {"pretrain": {"fold", "folds", "protocol", "order"}, "finetune": {"mode"}}  # flags the other stage lacks
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, stage: str) -> None:

@@ -133,8 +133,10 @@ def open_split(cfg: TrainConfig, split: str) -> FaceDataset:
     options = {}
     if cfg.dataset == "oulucasia":
         if cfg.fold is None:
-            raise MaferError("oulucasia: pass --fold K (0-based) to pick the cross-validation fold to train")
+            raise MaferError("oulucasia: pass --fold K (1..folds, as the authors' best_model_ckp_fold_K.pt) to pick the cross-validation fold to train")
         options = dict(fold=cfg.fold, folds=cfg.folds, protocol=cfg.protocol)
+        if cfg.order is not None:
+            options["order"] = cfg.order
     return get_dataset(cfg.dataset, cfg.data_dir, split, skip_bad=cfg.skip_bad, **options)
 
 
