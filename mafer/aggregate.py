@@ -21,7 +21,7 @@ named; every accuracy and difference on the 0..1 scale, resolutions as strings: 
 ``"8"``, ...; models by their paper label):
 
 - ``summary.json`` (`write_summary` / `read_summary`): ``{model: {dataset: {resolution:
-  accuracy}}}``, the test accuracy averaged over folds and seeds (Oulu-CASIA: image protocol).
+  accuracy}}}``, the test accuracy averaged over folds and seeds (Oulu-CASIA: folds over images).
 - ``accuracies.json`` and ``comparisons.json`` (`write_paired`, contents from `compare`):
   ``{model: {dataset: {resolution: {"accuracy", "ci95": [lo, hi], "n_seeds", "n_images"}}}}`` and
   ``{model: {dataset: {resolution: {"diff", "ci95": [lo, hi], "p", "n_seeds", "n_images",
@@ -49,14 +49,17 @@ from mafer.paper_models import BASE, LABELS, model_from_path
 
 SCALAR_METRICS: tuple[str, ...] = ("accuracy", "mean_class_accuracy", "macro_f1", "score")
 
-# (dataset, metric, protocol, column title); protocol matters for Oulu-CASIA only.
-COLUMNS: tuple[tuple[str, str, str | None, str], ...] = (
+# Oulu-CASIA protocols whose folds are drawn over images, as the paper's: ours stratified, or the
+# authors' exact rule (`mafer.datasets.oulucasia`). Either is the paper's column.
+IMAGE_PROTOCOLS = ("image", "authors")
+# (dataset, metric, protocols, column title); protocols matter for Oulu-CASIA only.
+COLUMNS: tuple[tuple[str, str, tuple[str, ...] | None, str], ...] = (
     ("fer2013", "accuracy", None, "FER2013 acc"),
     ("rafdb", "accuracy", None, "RAF-DB overall acc"),
     ("rafdb", "mean_class_accuracy", None, "RAF-DB average acc"),
-    ("oulucasia", "accuracy", "image", "Oulu-CASIA {k}-fold acc"),
+    ("oulucasia", "accuracy", IMAGE_PROTOCOLS, "Oulu-CASIA {k}-fold acc"),
 )
-SUBJECT_COLUMN = ("oulucasia", "accuracy", "subject", "Oulu-CASIA subject {k}-fold acc")
+SUBJECT_COLUMN = ("oulucasia", "accuracy", ("subject",), "Oulu-CASIA subject {k}-fold acc")
 PAPER_FOLDS = 10  # {k} in a title: the paper's rows are 10-fold, ours say how many folds they average
 
 # The paper's table (percent, as printed), as (mean, std); std None where the paper gives none.
@@ -210,10 +213,11 @@ def seed_label(metrics: Mapping[str, Any]) -> str | None:
 
 def accuracy_summary(aggregated: Mapping[str, Any], split: str = "test") -> dict[str, dict[str, dict[str, float]]]:
     """``{model: {dataset: {resolution: accuracy}}}`` (mean over folds and seeds, 0..1, 6 decimals)
-    from `aggregate` output, ``split`` split only; Oulu-CASIA is the image-protocol k-fold mean."""
+    from `aggregate` output, ``split`` split only; Oulu-CASIA is the k-fold mean of a protocol of
+    `IMAGE_PROTOCOLS` (the paper's)."""
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for group in aggregated["groups"]:
-        if group["split"] != split or (group["dataset"] == "oulucasia" and group["protocol"] != "image"):
+        if group["split"] != split or (group["dataset"] == "oulucasia" and group["protocol"] not in IMAGE_PROTOCOLS):
             continue
         summary.setdefault(group["model"], {})[group["dataset"]] = {
             str(res): round(entry["accuracy"]["mean"], 6) for res, entry in group["resolutions"].items()}
@@ -343,15 +347,15 @@ def compare(paths: Sequence[str | Path], labels: Mapping[str, str] | None = None
     ``comparisons`` (what ``comparisons.json`` holds) is every model other than ``base`` minus
     ``base`` on the same images, seeds paired in sorted order (`mafer.stats.paired_difference`);
     ``accuracies`` is each model's mean accuracy with its two-way bootstrap interval
-    (`mafer.stats.accuracy_interval`). Only the ``split`` split; Oulu-CASIA with the image
-    protocol (the paper's), the subject protocol as dataset ``oulucasia-subject``.
+    (`mafer.stats.accuracy_interval`). Only the ``split`` split; Oulu-CASIA with folds over images
+    (`IMAGE_PROTOCOLS`, the paper's), the subject protocol as dataset ``oulucasia-subject``.
     """
     from mafer.stats import accuracy_interval, paired_difference
 
     groups: dict[str, dict[str, list]] = {}
     for (model, dataset, group_split, protocol), files in group_files(paths, labels).items():
         if group_split == split:
-            name = dataset if dataset != "oulucasia" or protocol == "image" else f"{dataset}-{protocol}"
+            name = dataset if dataset != "oulucasia" or protocol in IMAGE_PROTOCOLS else f"{dataset}-{protocol}"
             groups.setdefault(model, {})[name] = files
     accuracies: dict[str, dict] = {}
     comparisons: dict[str, dict] = {}
@@ -402,11 +406,11 @@ def detectable(comparisons: Mapping[str, Mapping[str, Mapping[str, Mapping[str, 
 
 # ---------------------------------------------------------------------------------- tables
 
-def _find_group(groups: Sequence[Mapping], model: str, dataset: str, protocol: str | None,
+def _find_group(groups: Sequence[Mapping], model: str, dataset: str, protocols: tuple[str, ...] | None,
                 split: str) -> Mapping | None:
     for group in groups:
         if (group["model"], group["dataset"], group["split"]) == (model, dataset, split) and \
-                (protocol is None or group["protocol"] == protocol):
+                (protocols is None or group["protocol"] in protocols):
             return group
     return None
 
@@ -445,10 +449,11 @@ def results_table(summary: Mapping[str, Any], resolution: str = "native", split:
     return rows
 
 
-def _title(title: str, groups: Sequence[Mapping], dataset: str, protocol: str | None, split: str) -> str:
+def _title(title: str, groups: Sequence[Mapping], dataset: str, protocols: tuple[str, ...] | None,
+          split: str) -> str:
     """A column title with ``{k}`` replaced by the number of folds our groups of that column average."""
     counts = sorted({len(g["folds"]) for g in groups if g["dataset"] == dataset and g["split"] == split
-                     and (protocol is None or g["protocol"] == protocol)})
+                     and (protocols is None or g["protocol"] in protocols)})
     return title.format(k="/".join(map(str, counts)) if counts else PAPER_FOLDS)
 
 

@@ -54,16 +54,20 @@ def row_normalise(matrix: np.ndarray) -> np.ndarray:
 
 
 def fold_average(matrices: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-    """Average of the row-normalised confusion matrices of several folds.
+    """Average ``[C, C]`` float64 of the row-normalised confusion matrices ``[folds, C, C]`` of several folds.
 
     Each fold weighs the same whatever its size, as in the paper's "10-fold averaged" figures.
+    A row averages only the folds with test images of that class (a fold without any says
+    nothing about its recall), so every row with images somewhere sums to 1; rows of a class
+    no fold tests stay zero. MaferError when the matrices are not square.
     """
     stack = np.asarray(matrices, dtype=np.float64)
     if stack.ndim == 2:
         stack = stack[None]
     if stack.ndim != 3 or stack.shape[1] != stack.shape[2]:
         raise MaferError(f"expected square confusion matrices [folds, C, C], got shape {stack.shape}")
-    return row_normalise(stack).mean(axis=0)
+    tested = (stack.sum(axis=-1) > 0).sum(axis=0)[:, None]  # [C, 1]: folds with images of each class
+    return np.divide(row_normalise(stack).sum(axis=0), tested, out=np.zeros(stack.shape[1:]), where=tested > 0)
 
 
 def authors_score(accuracy: float, macro_f1: float) -> float:

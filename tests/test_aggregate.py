@@ -1,11 +1,13 @@
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
 
 from mafer.aggregate import (
     PAPER_RESULTS,
+    accuracy_summary,
     aggregate,
     compare,
     model_label,
@@ -249,3 +251,14 @@ def test_paired_files_hold_what_compare_returns(tmp_path):
     assert json.loads((tmp_path / "c" / "comparisons.json").read_text()) == paired["comparisons"]
     assert json.loads((tmp_path / "a" / "accuracies.json").read_text()) == paired["accuracies"]
     assert list(paired["comparisons"]) == ["CR"] and paired["comparisons"]["CR"]["rafdb"]["native"]["diff"] > 0
+
+
+def test_the_authors_fold_rule_fills_the_papers_oulu_column(tmp_path, three_folds):
+    # protocol "authors" (their exact folds over images) is the paper's Oulu-CASIA column, as "image" is
+    for path in three_folds:
+        data = json.loads(Path(path).read_text())
+        Path(path).write_text(json.dumps(dict(data, protocol="authors")))
+    aggregated = aggregate(three_folds)
+    (row,) = results_table(aggregated)
+    assert row["Oulu-CASIA 3-fold acc"] == pytest.approx((95.0, 5.0))
+    assert accuracy_summary(aggregated)["CR"]["oulucasia"]["native"] == pytest.approx(0.95)

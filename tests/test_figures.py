@@ -39,9 +39,10 @@ def test_confusion_matrices_side_by_side_with_fold_average(tmp_path):
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == CLASSES
     assert fig.axes[0].get_ylabel() == "True expression"
     assert "Happiness" in svg
-    # fold average of row-normalised matrices: CR's class 0 row is (100 + 100) / 2, class 2 row (0.5 + 0) / 2
+    # fold average of row-normalised matrices: CR's class 0 row is (100 + 100) / 2; class 2 row 0.5 from
+    # the one fold with class-2 images (the other says nothing about class 2)
     texts = [t.get_text() for t in fig.axes[1].texts]
-    assert texts[0] == "100" and texts[8] == "25"
+    assert texts[0] == "100" and texts[8] == "50"
 
 
 def test_confusion_matrix_size_must_match_class_names(tmp_path):
@@ -125,3 +126,60 @@ def test_accuracy_bands_and_differences_to_base(tmp_path):
     assert list(cr.lines[0].get_ydata()) == pytest.approx([-2, 10])
     with pytest.raises(MaferError, match="comparisons.json is empty"):
         plot_differences({}, tmp_path / "none")
+
+
+# ------------------------------------------------------------- matplotlib's backend is the caller's
+
+_BACKEND_PROBE = """
+import importlib, json, pkgutil, sys
+import matplotlib
+
+def chosen():
+    return matplotlib.rcParams._get_backend_or_none()
+
+before = chosen()
+import mafer
+names = [m.name for m in pkgutil.walk_packages(mafer.__path__, "mafer.")
+         if not m.name.endswith("__main__") and (sys.argv[2] == "all" or m.name == "mafer.figures")]
+for name in names:
+    importlib.import_module(name)
+after_import = chosen()
+from mafer.figures import plot_accuracy_bands
+fig = plot_accuracy_bands({"base": {"8": {"accuracy": 0.5, "ci95": [0.4, 0.6]},
+                                    "native": {"accuracy": 0.8, "ci95": [0.7, 0.9]}}}, sys.argv[1])
+import matplotlib.pyplot as plt
+print(json.dumps({"modules": len(names), "before": before, "after_import": after_import,
+                  "after_plot": chosen(), "pyplot_figures": plt.get_fignums()}))
+"""
+
+
+def _probe(tmp_path, backend, modules):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    if backend:
+        env["MPLBACKEND"] = backend
+    out = subprocess.run([sys.executable, "-c", _BACKEND_PROBE, str(tmp_path / "fig"), modules], env=env,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert (tmp_path / "fig.png").stat().st_size > 1000
+    return json.loads(out.splitlines()[-1])
+
+
+def test_importing_mafer_leaves_matplotlib_backend_alone(tmp_path):
+    """mafer.figures chose Agg at import, and a notebook importing it showed no plots of its own."""
+    seen = _probe(tmp_path, None, "all")
+    assert seen["modules"] > 30
+    # no module chose a backend, and drawing a figure did not either: pyplot chooses when asked
+    assert seen["before"] is None and seen["after_import"] is None and seen["after_plot"] is None
+    assert seen["pyplot_figures"] == []  # the figure is the caller's to keep or drop, not pyplot's
+
+
+def test_figures_show_where_the_callers_pyplot_shows_them(tmp_path):
+    """In Jupyter (ipykernel sets this backend), the figures are pyplot's, which shows them after the cell."""
+    inline = "module://matplotlib_inline.backend_inline"
+    seen = _probe(tmp_path, inline, "figures")
+    assert seen["before"] == seen["after_import"] == seen["after_plot"] == inline
+    assert seen["pyplot_figures"] == [1]

@@ -65,7 +65,9 @@ def test_row_normalise_and_fold_average():
     b = np.array([[1, 0], [0, 0]])  # class 1 has no image in this fold
     assert row_normalise(a).tolist() == [[0.5, 0.5], [0.0, 1.0]]
     assert row_normalise(b).tolist() == [[1.0, 0.0], [0.0, 0.0]]
-    assert fold_average([a, b]).tolist() == [[0.75, 0.25], [0.0, 0.5]]
+    # class 1's row averages the folds that test it: its recall is 1.0, not pulled to 0.5 by fold b
+    assert fold_average([a, b]).tolist() == [[0.75, 0.25], [0.0, 1.0]]
+    assert fold_average([b, b]).tolist() == [[1.0, 0.0], [0.0, 0.0]]  # no fold tests class 1
 
 
 def test_bootstrap_interval_contains_accuracy_and_is_reproducible():
