@@ -1,30 +1,80 @@
 """The paper's figures: confusion matrices, t-SNE / UMAP panels and accuracy against resolution;
 and the companion's: accuracy with its 95 % band, and each model's difference to base with its interval.
 
-Every function draws with matplotlib's Agg backend (no display needed), uses colour-blind-safe
-colours (seaborn's "colorblind" palette for categories, viridis for matrices), writes
-``<path>.png`` and ``<path>.svg`` and returns the Figure.
+Every function uses colour-blind-safe colours (seaborn's "colorblind" palette for categories,
+viridis for matrices), writes ``<path>.png`` and ``<path>.svg`` and returns the Figure.
+
+Importing this module (or any of mafer) leaves matplotlib's backend alone: a notebook's or a
+script's own ``plt.plot`` shows as before. The figures are drawn on a canvas of their own
+(`new_figure`): a plain ``Figure`` on the non-interactive Agg canvas, unknown to pyplot, which
+needs no display; only where the caller's pyplot shows figures itself (a notebook's inline
+backend, or an interactive backend with interactive mode on) are they made through pyplot, so
+that they show there like the caller's own.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from mafer.errors import MaferError  # noqa: E402
-from mafer.metrics import fold_average  # noqa: E402
-from mafer.paper_models import BASE  # noqa: E402
+from mafer.errors import MaferError
+from mafer.metrics import fold_average
+from mafer.paper_models import BASE
 
 METHOD_TITLES = {"tsne": "t-SNE", "umap": "UMAP"}
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+_NON_INTERACTIVE = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
+
+
+def _chosen_backend() -> str | None:
+    """The backend pyplot uses, or None while none is chosen yet (asking must not choose one)."""
+    params = matplotlib.rcParams
+    if hasattr(params, "_get_backend_or_none"):
+        return params._get_backend_or_none()
+    backend = dict.__getitem__(params, "backend")
+    return backend if isinstance(backend, str) else None
+
+
+def _pyplot_shows_figures() -> bool:
+    """True where the caller's pyplot displays new figures by itself: Jupyter's inline backend
+    (ipykernel's default, with or without ``%matplotlib inline``), or a window backend with
+    interactive mode on (``plt.ion()``)."""
+    backend = _chosen_backend()
+    if backend is None or backend.lower() in _NON_INTERACTIVE:
+        return False
+    if "inline" in backend:
+        return True
+    return "matplotlib.pyplot" in sys.modules and matplotlib.is_interactive()
+
+
+def new_figure(**kwargs: Any) -> Figure:
+    """A Figure for the plots here (``kwargs`` as for ``Figure``, e.g. ``figsize``).
+
+    A plain ``Figure`` on an Agg canvas, which pyplot does not know (no backend chosen or changed,
+    nothing to close, no display needed), unless the caller's pyplot shows figures by itself
+    (`_pyplot_shows_figures`): then ``pyplot.figure``, so that the figure shows there as before.
+    """
+    if _pyplot_shows_figures():
+        import matplotlib.pyplot as plt
+
+        return plt.figure(**kwargs)
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _subplots(n_rows: int, n_cols: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+    """``pyplot.subplots`` on `new_figure`."""
+    fig = new_figure(figsize=figsize)
+    return fig, fig.subplots(n_rows, n_cols, **kwargs)
 
 
 def _colorblind(n: int) -> list:
@@ -50,9 +100,7 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> tuple[Path, Pa
 
 def _grid(n_panels: int, n_rows: int = 1, panel_size: float = 4.0) -> tuple[Figure, np.ndarray]:
     n_cols = -(-n_panels // n_rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_size * n_cols, panel_size * n_rows),
-                             squeeze=False)
-    return fig, axes
+    return _subplots(n_rows, n_cols, (panel_size * n_cols, panel_size * n_rows), squeeze=False)
 
 
 def plot_confusion_matrices(matrices: Mapping[str, Any], class_names: Sequence[str],
@@ -118,8 +166,8 @@ def plot_embeddings(embeddings: Mapping[str, Any], class_names: Sequence[str], p
         raise MaferError("plot_embeddings needs at least one model's projection")
     row_methods = list(dict.fromkeys(method for method, *_ in panels))
     models = list(dict.fromkeys(model for _, model, *_ in panels))
-    fig, axes = plt.subplots(len(row_methods), len(models), squeeze=False,
-                             figsize=(4.0 * len(models), 4.0 * len(row_methods)))
+    fig, axes = _subplots(len(row_methods), len(models), (4.0 * len(models), 4.0 * len(row_methods)),
+                          squeeze=False)
     palette = _colorblind(len(class_names))
     for method, model, points, labels in panels:
         ax = axes[row_methods.index(method), models.index(model)]
@@ -192,7 +240,7 @@ def plot_accuracy_vs_resolution(results: Mapping[str, Mapping[str, Any]], path: 
         raise MaferError("plot_accuracy_vs_resolution needs at least one model's results")
     curves = {model: _curve(result, metric, model) for model, result in results.items()}
     order = _resolution_order(dict.fromkeys(k for keys, *_ in curves.values() for k in keys))
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = _subplots(1, 1, (6.5, 4.2))
     palette = _colorblind(len(curves))
     dodge = 0.08  # shifts the models sideways so that their error bars do not hide each other
     for i, (model, (keys, values, errors)) in enumerate(curves.items()):
@@ -233,7 +281,7 @@ def plot_accuracy_bands(accuracies: Mapping[str, Mapping[str, Mapping[str, Any]]
     if not accuracies:
         raise MaferError("plot_accuracy_bands needs at least one model's accuracies")
     order = _resolution_order(dict.fromkeys(k for per_res in accuracies.values() for k in per_res))
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = _subplots(1, 1, (6.5, 4.2))
     palette = _colorblind(len(accuracies))
     for i, (model, per_res) in enumerate(accuracies.items()):
         keys = [k for k in order if k in per_res]
@@ -258,7 +306,7 @@ def plot_differences(comparisons: Mapping[str, Mapping[str, Mapping[str, Mapping
     datasets = [d for d in (datasets or found) if d in found]
     if not datasets:
         raise MaferError("plot_differences needs at least one comparison (comparisons.json is empty)")
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.8), squeeze=False, sharey=True)
+    fig, axes = _subplots(1, len(datasets), (4.6 * len(datasets), 3.8), squeeze=False, sharey=True)
     palette = _colorblind(len(comparisons) + 1)[1:]  # colour 0 is base's in the other plots
     dodge = 0.1
     for ax, dataset in zip(axes.flat, datasets):
