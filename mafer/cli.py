@@ -46,6 +46,7 @@ def _build_parser(selected: str | None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mafer` console script."""
+    _escape_unencodable_output()
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = argv[0] if argv and argv[0] in COMMANDS else None
     parser = _build_parser(selected)
@@ -68,6 +69,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return _closed_pipe()
     return int(rc or 0)
+
+
+def _escape_unencodable_output() -> None:
+    """Make stdout and stderr print what their encoding cannot hold escaped (``\\udce9``) instead of failing.
+
+    A file name that is not valid UTF-8 (a Latin-1 folder, a GBK "- 副本" copy) reaches Python as
+    lone surrogates (PEP 383); a strict stream (``PYTHONIOENCODING=utf-8:strict``, or a Latin-1
+    terminal for a Chinese name) raises UnicodeEncodeError on it, and a report that names such a
+    file would die half printed. Streams that already have a lenient handler (Python's default
+    ``surrogateescape`` under a C locale, which writes the original bytes back) are left as they are.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _closed_pipe() -> int:
