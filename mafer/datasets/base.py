@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import tarfile
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -104,23 +107,62 @@ ARCHIVE_PREFIXES = {
 }
 
 
+def archive_kind(path: Path) -> str | None:
+    """``"zip"`` or ``"tar"`` (compressed or not) when ``path`` is an archive, else None.
+
+    By the name's suffix, else -- for a file named otherwise, such as Kaggle's ``fer2013.tar.gz``
+    gunzipped to a file called ``fer2013`` -- by its content (``zipfile.is_zipfile``,
+    ``tarfile.is_tarfile``, which read a few header bytes).
+    """
+    name = path.name.lower()
+    if name.endswith(ARCHIVE_SUFFIXES):
+        return "zip" if name.endswith(".zip") else "tar"
+    try:
+        if not path.is_file():
+            return None
+        if zipfile.is_zipfile(path):
+            return "zip"
+        return "tar" if tarfile.is_tarfile(path) else None
+    except OSError:  # unreadable: the reader that opens it says so
+        return None
+
+
 def is_archive(path: Path) -> bool:
-    """Whether ``path`` is named like a tar or zip archive."""
-    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+    """Whether ``path`` is a tar or zip archive, by its name or its content (see ``archive_kind``)."""
+    return archive_kind(path) is not None
+
+
+def extract_target(archive: Path, name: str) -> Path:
+    """The folder ``extract_command`` extracts into: ``name`` next to the archive, unless a file (the archive
+    itself, named ``name``) is there."""
+    target = archive.parent / name
+    return archive.parent / f"{name}-extracted" if target.exists() and not target.is_dir() else target
 
 
 def extract_command(archive: Path, name: str) -> str:
-    """The shell command that extracts ``archive`` into a ``name`` folder next to it."""
-    target = shlex.quote(str(archive.parent / name))
-    if archive.name.lower().endswith(".zip"):
+    """The shell command that extracts ``archive`` into ``extract_target(archive, name)``."""
+    target = shlex.quote(str(extract_target(archive, name)))
+    if archive_kind(archive) == "zip":
         return f"unzip {shlex.quote(str(archive))} -d {target}"
     return f"mkdir -p {target} && tar -xf {shlex.quote(str(archive))} -C {target}"
 
 
 def refuse_archive(archive: Path, name: str) -> MaferError:
     """The error for an archive a reader cannot read in place: what it is and the command that extracts it."""
-    return MaferError(f"{archive}: this is an archive; {name} is read from extracted files. Extract it with "
-                      f"`{extract_command(archive, name)}` and pass --data-dir {archive.parent}")
+    target = extract_target(archive, name)
+    data_dir = archive.parent if target.name == name else target
+    return MaferError(f"{archive}: this is a {archive_kind(archive) or 'tar'} archive; {name} is read from extracted "
+                      f"files. Extract it with `{extract_command(archive, name)}` and pass --data-dir {data_dir}")
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """``text`` with control characters, binary bytes and undecodable names escaped (``\\x00``), cut to ``limit``.
+
+    For quoting file content or names in a message: what reaches a terminal is one line of
+    printable characters whatever the file held.
+    """
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return shown + ("..." if len(text) > limit else "")
 
 
 def resolve_root(data_dir: str | os.PathLike, name: str) -> Path:
@@ -135,20 +177,40 @@ def resolve_root(data_dir: str | os.PathLike, name: str) -> Path:
     sub = data_dir / name
     if sub.is_dir() or not data_dir.is_dir():
         return sub if sub.is_dir() else data_dir
-    archives = sorted(p for p in data_dir.iterdir() if p.is_file() and is_archive(p)
-                      and p.name.lower().startswith(ARCHIVE_PREFIXES.get(name, (name,))))
+    archives = sorted((p for p in data_dir.iterdir() if p.name.lower().startswith(ARCHIVE_PREFIXES.get(name, (name,)))
+                       and p.is_file() and is_archive(p)), key=natural_key)
     return archives[0] if archives else data_dir
 
 
+_NUMBER = re.compile(r"([0-9]+)")
+
+
+def natural_key(path: str | os.PathLike) -> tuple:
+    """Sort key ordering names by the numbers in them: ``9.jpeg`` < ``10.jpeg``, ``P2/`` < ``P10/``, any padding.
+
+    The one order of files in every reader. Each path component is split into text and digit
+    runs, digit runs compare by value (``1.jpeg`` .. ``12.jpeg`` come out as 1, 2, .. 12, and
+    ``7.jpeg`` sorts with ``007.jpeg``), text runs by code point as ``sorted`` does; names equal
+    by value (``01`` and ``1``) are then ordered by their text, so the order is total and the
+    same on every machine. Zero-padded names (the releases') keep the order ``sorted`` gives.
+    """
+    parts = Path(path).parts
+    return tuple((tuple(int(run) if i % 2 else run for i, run in enumerate(_NUMBER.split(part))), part)
+                 for part in parts)
+
+
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name (hidden files ignored)."""
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+    """Image files directly inside ``folder`` in ``natural_key`` order (hidden files ignored)."""
+    with os.scandir(folder) as entries:  # the file type comes with the listing: no stat per image
+        names = [e.name for e in entries
+                 if e.name.lower().endswith(IMAGE_EXTENSIONS) and not e.name.startswith(".") and e.is_file()]
+    return [folder / name for name in sorted(names, key=natural_key)]
 
 
 def list_dirs(folder: Path) -> list[Path]:
-    """Sub-folders of ``folder``, sorted by name (hidden ones ignored)."""
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Sub-folders of ``folder`` in ``natural_key`` order (hidden ones ignored)."""
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: natural_key(p.name))
 
 
 def authors_val_pick(train_targets: Sequence[int], all_counts: Sequence[int], fraction: float,
@@ -191,7 +253,11 @@ class FaceDataset(Dataset):
 
     Subclasses set ``name`` and ``splits`` and implement ``_index()`` (fill ``samples`` with one
     name per item, ``targets`` with labels) and ``_decode(i)``. Problems found while indexing go
-    through ``_bad()``: MaferError, or with ``skip_bad=True`` an entry in ``bad_items``.
+    through ``_bad()``: once indexing is done they are a MaferError, or with ``skip_bad=True``
+    entries in ``bad_items``. The error advises ``--skip-bad`` only where skipping leaves a usable
+    split; where every item has a problem it says that the layout is the problem. ``details``
+    holds lines saying how the reader read this copy (which frames a rule took, how files were
+    matched), which ``mafer data summary`` and ``mafer data check`` print.
     """
 
     name: str = ""
@@ -219,8 +285,12 @@ class FaceDataset(Dataset):
         self.samples: list[str] = []
         self.targets: list[int] = []
         self.bad_items: list[str] = []
+        self.details: list[str] = []
         self._uint8_cache: dict[int | None, tuple[Tensor, Tensor]] = {}
+        self._pending_bad: list[str] | None = []
         self._index()
+        pending, self._pending_bad = self._pending_bad, None
+        self._settle_bad(pending)
         self._check_not_empty()
 
     # -- to implement ------------------------------------------------------------------
@@ -250,15 +320,52 @@ class FaceDataset(Dataset):
         return self.info.mean_bgr
 
     def _bad(self, item: str, reason: str) -> None:
-        """Report a bad item: raise, or record it when ``skip_bad`` is set (never dropped silently)."""
+        """Report a bad item (never dropped silently): kept until indexing ends, then raised or listed."""
         message = f"{item}: {reason}"
-        if not self.skip_bad:
-            raise MaferError(message + f" ({SKIP_HINT} to skip and list such items)")
-        self.bad_items.append(message)
+        if self._pending_bad is not None:
+            self._pending_bad.append(message)
+        else:
+            self._settle_bad([message])
+
+    def _settle_bad(self, problems: list[str]) -> None:
+        """List ``problems`` in ``bad_items`` (``skip_bad``) or raise the first, advising ``--skip-bad`` only
+        where skipping the items leaves a usable split."""
+        if not problems:
+            return
+        if self.skip_bad:
+            self.bad_items.extend(problems)
+            return
+        more = f"and {len(problems) - 1} more such item(s); " if len(problems) > 1 else ""
+        unusable = self._unusable_reason(self.targets)
+        if unusable is None:
+            raise MaferError(f"{problems[0]} ({more}{SKIP_HINT} to skip and list such items)")
+        raise MaferError(f"{problems[0]}" + (f" ({more.rstrip('; ')})" if more else "")
+                         + f"; {unusable}, so skipping such items cannot help: this copy's layout is not one the "
+                           f"{self.name} reader knows")
+
+    def _unusable_reason(self, targets: Sequence[int]) -> str | None:
+        """Why a split of just ``targets`` is unusable (no item, a training class without one); None if usable."""
+        if not len(targets):
+            return f"no item of split {self.split!r} is left"
+        if self.split in self.train_splits:
+            present = set(int(t) for t in targets)
+            empty = [c for i, c in enumerate(self.classes) if i not in present]
+            if empty:
+                return f"class(es) {', '.join(empty)} would have no images in split {self.split!r}"
+        return None
+
+    def _empty_hint(self) -> str:
+        """What a reader knows about why a split came out empty (appended to that error); "" when nothing."""
+        return ""
 
     def _check_not_empty(self) -> None:
         if not self.samples:
-            raise MaferError(f"{self.root}: no images in split {self.split!r} of {self.name}; expected at least one")
+            why = self._empty_hint()
+            if self.bad_items:
+                why = (f"{len(self.bad_items)} bad item(s) were skipped, e.g. {self.bad_items[0]}"
+                       + (f"; {why}" if why else ""))
+            raise MaferError(f"{self.root}: no images in split {self.split!r} of {self.name}; "
+                             + (why or "expected at least one"))
         if self.split in self.train_splits:
             counts = self.class_counts()
             empty = [c for c, n in counts.items() if n == 0]
@@ -298,8 +405,11 @@ class FaceDataset(Dataset):
         errors = [err for _, err in results if err is not None]
         if errors:
             if not self.skip_bad:
-                raise MaferError(errors[0] + (f" (and {len(errors) - 1} more bad images)" if len(errors) > 1 else "")
-                                 + f"; {SKIP_HINT} to skip and list them")
+                more = f" (and {len(errors) - 1} more bad images)" if len(errors) > 1 else ""
+                unusable = self._unusable_reason([self.targets[i] for i, (_, e) in enumerate(results) if e is None])
+                if unusable is not None:
+                    raise MaferError(f"{errors[0]}{more}; {unusable} without them, so skipping bad images cannot help")
+                raise MaferError(f"{errors[0]}{more}; {SKIP_HINT} to skip and list them")
             self.bad_items.extend(errors)
             good = [i for i, (_, err) in enumerate(results) if err is None]
             self.keep(good)

@@ -146,12 +146,14 @@ def check_dataset(name: str, data_dir: str | os.PathLike, progress: bool | None 
     dropped: dict[str, int] = {}
     extra: dict[str, int] = {}
     notes: list[str] = []
+    details: list[str] = []
     try:
         for split in CHECK_SPLITS[name]:
             ds = get_dataset(name, data_dir, split, skip_bad=True, **options)
             report.update(root=str(ds.root), variant=ds.variant)
             if ds.variant_note and ds.variant_note not in notes:
                 notes.append(ds.variant_note)
+            details += [line for line in ds.details if line not in details]
             unreadable, found = scan(ds, progress)
             bad += [item for item in ds.bad_items + unreadable if item not in bad]
             for digest, items in found.items():
@@ -173,7 +175,7 @@ def check_dataset(name: str, data_dir: str | os.PathLike, progress: bool | None 
         return report
     if name == "oulucasia" and options.get("last_frames", 3) != 3:
         notes.append(f"last_frames={options['last_frames']} instead of the literature's 3 peak frames")
-    report.update(classes=list(next(iter(counts.values()))), splits=counts, dropped=dropped,
+    report.update(classes=list(next(iter(counts.values()))), splits=counts, dropped=dropped, details=details,
                   comparisons=compare(name, counts, extra), bad_items=bad,
                   duplicates=[items for items in digests.values() if len(items) > 1])
     report["verdict_kind"], report["verdict"] = verdict(report, notes)
@@ -206,8 +208,8 @@ def present_datasets(data_dir: str | os.PathLike) -> list[str]:
         raise MaferError(f"{data_dir}: data folder not found; expected the folder holding one sub-folder per dataset")
     found = []
     for name in DATASETS:
-        archives = [p for p in data_dir.iterdir() if p.is_file() and is_archive(p)
-                    and p.name.lower().startswith(ARCHIVE_PREFIXES[name])]
+        archives = [p for p in data_dir.iterdir() if p.name.lower().startswith(ARCHIVE_PREFIXES[name])
+                    and p.is_file() and is_archive(p)]
         if (data_dir / name).is_dir() or archives:
             found.append(name)
     if not found:
@@ -221,6 +223,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"{report['dataset']}: {report.get('root', report['data_dir'])}"]
     if "error" not in report:
         lines.append(f"  variant: {report['variant']}")
+        lines += [f"  {line}" for line in report.get("details", [])]
         splits = list(report["splits"])
         width = max(len(c) for c in report["classes"] + ["class"]) if report["classes"] else 8
         refs = {row["what"]: row for row in report["comparisons"]}

@@ -61,11 +61,13 @@ def _load(args: argparse.Namespace, split: str) -> FaceDataset:
 
 
 def summarize(args: argparse.Namespace) -> dict[str, Any]:
-    """The summary dict: dataset, classes in label order, counts per split and class, bad items, drops."""
+    """The summary dict: dataset, classes in label order, variant, how it was read (``details``), counts per
+    split and class, bad items, drops."""
     splits = ("all",) if args.dataset == "oulucasia" else READERS[args.dataset].splits
     result: dict[str, Any] = {"dataset": args.dataset, "classes": [], "splits": {}}
     bad: list[str] = []
     dropped: dict[str, int] = {}
+    details: list[str] = []
     for split in splits:
         ds = _load(args, split)
         if not args.no_verify:
@@ -74,10 +76,13 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         result["variant"] = ds.variant
         if ds.variant_note:
             result["not_comparable"] = ds.variant_note
+        details += [line for line in ds.details if line not in details]
         result["splits"][split] = ds.class_counts()
         bad += [item for item in ds.bad_items if item not in bad]  # index-time problems repeat across splits
         for key, n in getattr(ds, "dropped", {}).items():
             dropped[key] = dropped.get(key, 0) + n
+    if details:
+        result["details"] = details
     if bad:
         result["bad_items"] = bad
     if dropped:
@@ -98,6 +103,8 @@ def _print_table(summary: dict[str, Any]) -> None:
     print(f"{summary['dataset']}: {len(summary['classes'])} classes ({summary['variant']})")
     if summary.get("not_comparable"):
         print(f"numbers are not comparable with the paper's: {summary['not_comparable']}")
+    for line in summary.get("details", []):
+        print(line)
     print(f"{'class':<{width}}  " + "  ".join(f"{s:>8}" for s in splits))
     for c in summary["classes"]:
         print(f"{c:<{width}}  " + "  ".join(f"{summary['splits'][s][c]:>8}" for s in splits))

@@ -8,7 +8,8 @@
   folder is PublicTest and PrivateTest together, so test numbers are not comparable with the
   paper's (PrivateTest); validation is carved from train (see ``FOLDER_VAL_FRACTION``).
 - Any of these CSVs inside a ``.tar.gz`` / ``.tar`` / ``.zip`` archive (as Kaggle ships them) is
-  read in place, without extracting.
+  read in place, without extracting -- also when the archive's name does not say so (Kaggle's
+  ``fer2013.tar.gz`` gunzipped to a tar file called ``fer2013``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import Callable
 import numpy as np
 from torch import Tensor
 
-from mafer.datasets.base import (SPLIT_SEED, FaceDataset, decode_image, extract_command, gray_to_rgb, is_archive,
-                                 list_dirs, list_images, stratified_pick)
+from mafer.datasets.base import (ARCHIVE_SUFFIXES, SPLIT_SEED, FaceDataset, archive_kind, decode_image,
+                                 extract_command, gray_to_rgb, is_archive, list_dirs, list_images, printable,
+                                 stratified_pick)
 from mafer.errors import MaferError
 from mafer.textfile import decode_text, read_text
 
@@ -45,15 +47,15 @@ FOLDER_NOTE = ("the image-folder repackaging's test split is PublicTest and Priv
 def _archive_members(archive: Path) -> dict[str, str]:
     """Base name -> member name of the FER2013 CSVs in a tar or zip archive."""
     try:
-        if archive.name.lower().endswith(".zip"):
+        if archive_kind(archive) == "zip":
             with zipfile.ZipFile(archive) as z:
                 names = z.namelist()
         else:
             with tarfile.open(archive, "r:*") as t:
                 names = [m.name for m in t.getmembers() if m.isfile()]
     except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
-        raise MaferError(f"{archive}: cannot read the archive ({exc}); expected a complete .tar.gz, .tar or .zip "
-                         "file, re-download it") from None
+        raise MaferError(f"{archive}: cannot read the archive ({printable(str(exc))}); expected a complete .tar.gz, "
+                         ".tar or .zip file, re-download it") from None
     found: dict[str, str] = {}
     for member in names:
         base = member.rsplit("/", 1)[-1]
@@ -63,7 +65,7 @@ def _archive_members(archive: Path) -> dict[str, str]:
 
 
 def _read_member(archive: Path, member: str) -> str:
-    if archive.name.lower().endswith(".zip"):
+    if archive_kind(archive) == "zip":
         with zipfile.ZipFile(archive) as z:
             data = z.read(member)
     else:
@@ -83,8 +85,8 @@ def find_source(root: Path) -> tuple[Path, str | None]:
         for name in CSV_NAMES:
             if name in members:
                 return root, members[name]
-        raise MaferError(f"{root}: archive holds none of {', '.join(CSV_NAMES)}; extract it with "
-                         f"`{extract_command(root, 'fer2013')}` and check its content")
+        raise MaferError(f"{root}: this {archive_kind(root)} archive holds none of {', '.join(CSV_NAMES)}; extract it "
+                         f"with `{extract_command(root, 'fer2013')}` and check its content")
     if root.is_file():
         return root, None
     for folder in (root, root / "fer2013"):
@@ -129,6 +131,8 @@ class FER2013(FaceDataset):
         self.variant = {"icml_face_data.csv": "icml_face_data.csv (ICML 2013 challenge)",
                         "train.csv": "train.csv of the Kaggle challenge (Training rows only)"}.get(
             base, "fer2013.csv (Kaggle)") + (f" inside {self.source.name}" if self.member else "")
+        if self.member and not self.source.name.lower().endswith(ARCHIVE_SUFFIXES):  # the name hides what it is
+            self.variant += f" (a {archive_kind(self.source)} archive)"
         reader = csv.reader(io.StringIO(text))
         columns = self._columns(next(reader, None))
         pixels: list[np.ndarray] = []
@@ -182,7 +186,7 @@ class FER2013(FaceDataset):
             return {"emotion": names.index("emotion"), "pixels": names.index("pixels")}
         missing = [c for c in ("emotion", "pixels", "Usage") if c not in names]
         if missing:
-            raise MaferError(f"{self.location}:1: header {','.join(names) or '(empty)'} lacks column(s) "
+            raise MaferError(f"{self.location}:1: header {printable(','.join(names)) or '(empty)'} lacks column(s) "
                              f"{', '.join(missing)}; expected emotion,pixels,Usage (any order)")
         return {c: names.index(c) for c in ("emotion", "pixels", "Usage")}
 

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 from torch import Tensor
 
-from mafer.datasets.base import SPLIT_SEED, FaceDataset, decode_image, list_dirs, list_images
+from mafer.datasets.base import SPLIT_SEED, FaceDataset, decode_image, list_dirs, list_images, natural_key
 from mafer.errors import MaferError
 
 # folder name (lower case) -> class name; the release and common re-packagings
@@ -97,7 +97,9 @@ class OuluCASIA(FaceDataset):
     down to ``<camera>/<illumination>`` -- ``VL/Strong`` by default, the visible-light, strong
     illumination sequences the literature evaluates on -- and says so in ``variant``.
 
-    In the original layout the last ``last_frames`` frames (the peak) of each sequence are used.
+    In the original layout the last ``last_frames`` frames (the peak) of each sequence are used,
+    "last" by the number in the frame's file name (`natural_key`: ``10.jpeg`` after ``9.jpeg``,
+    with or without zero padding); ``details`` names the frames taken from the first sequence.
     ``fold=None`` gives split ``all``; otherwise ``train`` / ``val`` / ``test`` of fold ``fold``
     (0-based) of ``folds``, drawn with a fixed seed over images (``protocol="image"``, the
     authors') or over subjects (``protocol="subject"``, needs the original layout).
@@ -134,7 +136,7 @@ class OuluCASIA(FaceDataset):
         super().__init__(root, split, transform, skip_bad)
 
     def _collect(self) -> tuple[list[Path], list[int], list[str]]:
-        """All images, labels and subjects (empty subject in the flat layout), sorted by path."""
+        """All images, labels and subjects (empty subject in the flat layout), in `natural_key` order of their paths."""
         self.layout = detect_layout(self.root)
         label_of = {c: i for i, c in enumerate(self.classes)}
         items: list[tuple[Path, int, str]] = []
@@ -151,8 +153,13 @@ class OuluCASIA(FaceDataset):
                     frames = list_images(folder)
                     if not frames:
                         self._bad(str(folder), "sequence folder has no images; expected the frames of one sequence")
-                    items += [(p, label_of[cls], subject.name) for p in frames[-self.last_frames:]]
-        items.sort(key=lambda item: str(item[0]))
+                    peak = frames[-self.last_frames:]
+                    if peak and not self.details:  # one sequence shows how the rule read this copy's names
+                        self.details.append(f"peak frames: the last {self.last_frames} of each sequence by the "
+                                            f"number in the file name (e.g. {subject.name}/{folder.name}: "
+                                            f"{', '.join(p.name for p in peak)})")
+                    items += [(p, label_of[cls], subject.name) for p in peak]
+        items.sort(key=lambda item: natural_key(item[0]))
         return [p for p, _, _ in items], [y for _, y, _ in items], [s for _, _, s in items]
 
     def _index(self) -> None:

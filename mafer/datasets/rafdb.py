@@ -3,7 +3,11 @@
 Two distributions circulate: the release (``EmoLabel/list_patition_label.txt`` -- the
 release's spelling; many copies and repositories spell it ``list_partition_label.txt`` -- and
 ``Image/aligned/``), and a repackaging into class folders ``train/<1..7>/`` and
-``test/<1..7>/`` whose folder names are the release's labels 1..7.
+``test/<1..7>/`` whose folder names are the release's labels 1..7. Variants of the release that
+are read the same way, and named in ``variant``: list lines with a third value
+(``train_00001.jpg 5 1``, a coarse label some repositories add; ignored, the label is the
+second value), and aligned faces saved without the ``_aligned`` suffix
+(``Image/aligned/train_00001.jpg``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Callable
 from torch import Tensor
 
 from mafer.datasets.base import (SPLIT_SEED, FaceDataset, authors_val_pick, decode_image, list_dirs,
-                                 list_images)
+                                 list_images, natural_key, printable)
 from mafer.errors import MaferError
 from mafer.textfile import read_lines
 
@@ -61,6 +65,8 @@ class RAFDB(FaceDataset):
         if not 0 <= val_fraction < 1:
             raise MaferError(f"rafdb: val_fraction must be in [0, 1), got {val_fraction}")
         self.val_fraction = val_fraction
+        self._aligned: set[str] | None = None
+        self.third_values = 0  # list lines with a third value
         root = Path(root).expanduser()
         self.list_file = find_list_file(root) if root.is_dir() else None
         self.class_root = find_class_folders(root) if root.is_dir() and self.list_file is None else None
@@ -79,9 +85,19 @@ class RAFDB(FaceDataset):
         super().__init__(root, split, transform, skip_bad)
 
     def image_path(self, name: str) -> Path:
-        """``Image/aligned/train_00001_aligned.jpg`` for list name ``train_00001.jpg``."""
+        """``Image/aligned/train_00001_aligned.jpg`` for list name ``train_00001.jpg``, or
+        ``Image/aligned/train_00001.jpg`` where only the face without the suffix is there."""
         stem, ext = os.path.splitext(name)
-        return self.root / IMAGE_DIR / f"{stem}_aligned{ext}"
+        suffixed = f"{stem}_aligned{ext}"
+        files = self._aligned_files()
+        return self.root / IMAGE_DIR / (name if suffixed not in files and name in files else suffixed)
+
+    def _aligned_files(self) -> set[str]:
+        """File names in ``Image/aligned`` (listed once: one ``stat`` per image would be slow on network disks)."""
+        if self._aligned is None:
+            folder = self.root / IMAGE_DIR
+            self._aligned = set(os.listdir(folder)) if folder.is_dir() else set()
+        return self._aligned
 
     def _read_list(self) -> list[tuple[str, str, int]]:
         """``(where, name, label)`` for every well-formed line of the list file."""
@@ -91,9 +107,12 @@ class RAFDB(FaceDataset):
             if not fields:
                 continue
             where = f"{self.list_file}:{line_no}"
-            if len(fields) != 2 or not fields[1].isdigit():
-                self._bad(where, f"line {line.strip()!r}; expected '<train|test>_NNNNN.jpg <label 1..7>'")
+            if (len(fields) not in (2, 3) or not fields[1].isdigit()
+                    or (len(fields) == 3 and not fields[2].lstrip("-").isdigit())):
+                self._bad(where, f"line {printable(line.strip())!r}; expected '<train|test>_NNNNN.jpg <label 1..7>' "
+                                 "(optionally followed by an integer, such as a coarse label)")
                 continue
+            self.third_values += len(fields) == 3
             name, label = fields[0], int(fields[1])
             if not 1 <= label <= len(self.classes):
                 self._bad(where, f"label {label} for {name}; expected 1..{len(self.classes)}")
@@ -116,15 +135,43 @@ class RAFDB(FaceDataset):
         return entries
 
     def _val_names(self, train: list[tuple[str, str, int]], test: list[tuple[str, str, int]]) -> set[str]:
-        train = sorted(train, key=lambda e: e[1])
+        train = sorted(train, key=lambda e: natural_key(e[1]))
         all_counts = [0] * len(self.classes)
         for _, _, label in train + test:
             all_counts[label] += 1
         picked = authors_val_pick([label for _, _, label in train], all_counts, self.val_fraction, SPLIT_SEED)
         return {train[i][1] for i in picked}
 
+    def _release_variant(self, entries: list[tuple[str, str, int]]) -> None:
+        """Name the release's variant in ``variant``; MaferError when none of the listed faces is there."""
+        files = self._aligned_files()
+        paths = [self.image_path(n) for _, n, _ in entries]
+        suffixed = sum(p.name in files and p.name != n for p, (_, n, _) in zip(paths, entries))
+        plain = sum(p.name == n for p, (_, n, _) in zip(paths, entries))
+        if entries and not suffixed and not plain:
+            folder = self.root / IMAGE_DIR
+            found = (f"it holds {len(files)} files, e.g. {printable(sorted(files, key=natural_key)[0])}" if files
+                     else "it is empty" if folder.is_dir() else "it does not exist")
+            others = sorted(p.name for p in (self.root / "Image").iterdir() if p.is_dir()) \
+                if (self.root / "Image").is_dir() else []
+            raise MaferError(f"{folder}: none of the {len(entries)} faces listed in {self.list_file} is there "
+                             f"(looked for {paths[0].name} and {entries[0][1]}); "
+                             f"{found}" + (f"; Image/ holds {', '.join(others)}" if others else "")
+                             + "; expected the aligned 100x100 faces of the release in Image/aligned")
+        listing = f"EmoLabel/{self.list_file.name}"
+        if self.third_values:
+            on = "per line" if self.third_values == len(entries) else f"on {self.third_values} line(s)"
+            listing += f" with a third value {on} (ignored: the label is the second)"
+        images = "Image/aligned"
+        if plain:
+            images += (" without the _aligned suffix" if not suffixed
+                       else f" ({plain} of {suffixed + plain} faces without the _aligned suffix)")
+        self.variant = f"release ({listing}, {images})"
+
     def _index(self) -> None:
         entries = self._read_list() if self.list_file is not None else self._read_class_folders()
+        if self.list_file is not None:
+            self._release_variant(entries)
         train = [e for e in entries if e[1].startswith("train_")]
         test = [e for e in entries if e[1].startswith("test_")]
         if self.split == "test":
@@ -138,7 +185,8 @@ class RAFDB(FaceDataset):
         for where, name, label in chosen:
             path = self.image_path(name) if self.list_file is not None else Path(where)
             if self.list_file is not None and not path.is_file():
-                self._bad(where, f"image {path} not found; expected the aligned face of {name}")
+                self._bad(where, f"image {path} not found (nor {name}, without the suffix); expected the aligned "
+                                 f"face of {name}")
                 continue
             self.samples.append(str(path))
             self.targets.append(label)
