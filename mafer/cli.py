@@ -14,7 +14,9 @@ import sys
 from typing import Sequence
 
 from mafer import __version__
+from mafer.caches import use_writable_caches
 from mafer.errors import MaferError
+from mafer.writes import disk_full_error, is_disk_full, stream_is_full, stream_name
 
 # name -> (module, one-line help). Order is the order shown in `mafer --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,6 +49,7 @@ def _build_parser(selected: str | None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mafer` console script."""
     _escape_unencodable_output()
+    use_writable_caches()  # before a command imports numba or matplotlib, or starts a kernel
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = argv[0] if argv and argv[0] in COMMANDS else None
     parser = _build_parser(selected)
@@ -64,11 +67,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return _closed_pipe()
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        return _disk_full(args.command, exc)
     try:
         sys.stdout.flush()  # output still buffered when the reader has gone fails here
     except BrokenPipeError:
         return _closed_pipe()
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        return _disk_full(args.command, exc, stdout=True)
     return int(rc or 0)
+
+
+def _disk_full(command: str, exc: OSError, stdout: bool = False) -> int:
+    """One line for a full disk (``mafer ... --json > /dev/full`` included), then exit 2 as for other errors.
+
+    A failed ``print`` names no file: when the error names none and standard output goes to a
+    full file system (or /dev/full), it is taken for the one. Its unwritten output is dropped
+    (stdout pointed at /dev/null), or Python's flush at exit would print a second error.
+    """
+    stdout = stdout or (exc.filename is None and stream_is_full(sys.stdout))
+    name = stream_name(sys.stdout) if stdout else exc.filename
+    print(f"mafer {command}: error: {disk_full_error(name, exc)}", file=sys.stderr)
+    if stdout:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass  # not a real file descriptor (a test's captured stdout): nothing is flushed at exit
+    return 2
 
 
 def _escape_unencodable_output() -> None:

@@ -97,6 +97,9 @@ def project(features: np.ndarray, method: str = "tsne", seed: int = 0) -> np.nda
         tsne = TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=seed)
         return tsne.fit_transform(features).astype(np.float32)
     if method == "umap":
+        from mafer.caches import use_writable_caches
+
+        use_writable_caches()  # numba (UMAP's compiler) caches into site-packages or ~/.cache, maybe read-only
         with warnings.catch_warnings():
             # importing umap pulls in tqdm.auto, which warns in a notebook without ipywidgets; umap
             # shows no progress bar here

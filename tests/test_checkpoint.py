@@ -173,3 +173,40 @@ def test_checkpoints_name_the_architecture_arch_and_refuse_an_unknown_one(tmp_pa
     torch.save(dict(raw, format_version=4), newer)
     with pytest.raises(MaferError, match="newer than this mafer"):
         load_checkpoint(newer)
+
+
+def test_a_full_disk_is_one_line_naming_the_checkpoint_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    """torch says "[enforce fail at inline_container.cc] unexpected pos", never that the disk is full
+    (simulated here; tests/test_environment.py fills a real one)."""
+    import errno
+
+    model, optimizer, _ = trained_tiny()
+    path = save_checkpoint(tmp_path / "best.pt", model, arch="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0))
+    before = path.read_bytes()
+    real_fdopen = os.fdopen
+
+    class FillsUp:
+        def __init__(self, file):
+            self.file, self.written = file, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 50_000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.file.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FillsUp(real_fdopen(fd, mode)))
+    with pytest.raises(MaferError) as info:
+        save_checkpoint(path, model, arch="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0), optimizer=optimizer)
+    assert str(info.value).startswith(f"{path}: cannot write the checkpoint: the disk is full (ENOSPC")
+    assert "unexpected pos" not in str(info.value)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["best.pt"]

@@ -145,3 +145,15 @@ def test_huge_photo_is_refused_in_one_line(checkpoint, tmp_path, capsys, monkeyp
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
     assert "photo.jpg" in err and "3,072 pixels" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/dev/full"), reason="/dev/full is a Linux device")
+def test_json_to_a_full_device_is_one_line(checkpoint, faces, capsys, monkeypatch):
+    """``mafer predict --json > /dev/full``: one line naming standard output and the full disk, no traceback."""
+    full = open("/dev/full", "w")
+    monkeypatch.setattr("sys.stdout", full)
+    rc = main(["predict", str(faces[0]), "--checkpoint", str(checkpoint), "--json", "--device", "cpu"])
+    full.close()
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "standard output" in err and "/dev/full" in err and "the disk is full (ENOSPC" in err

@@ -339,3 +339,47 @@ def test_synth_cli_variant_is_written_and_checked(tmp_path: Path, capsys: pytest
     assert manifest["rafdb"]["variant"] == "resting-face"
     with pytest.raises(MaferError, match="unknown synthetic face variant 'smiley'"):
         write_synthetic(tmp_path / "x", variant="smiley")
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+def test_a_full_disk_leaves_no_half_dataset_and_names_the_file(tmp_path: Path, monkeypatch) -> None:
+    """The disk fills while Pillow writes the 10th image (simulated; tests/test_environment.py fills a real one)."""
+    import errno
+
+    write_synthetic(tmp_path, datasets=["rafdb"])  # an earlier complete copy, which must survive
+    before = _digest(tmp_path / "rafdb")
+    manifest = (tmp_path / "synthetic.json").read_text()
+    calls = []
+    save_jpeg = Image.SAVE["JPEG"]
+
+    def fill_up(im, fp, filename):
+        calls.append(Path(filename if isinstance(filename, str) else filename.decode()))
+        if len(calls) == 10:
+            fp.write(b"\xff\xd8\xff")  # half an image, as a full disk leaves it
+            raise OSError(errno.ENOSPC, "No space left on device")  # as Pillow's writers: no file name
+        return save_jpeg(im, fp, filename)
+
+    monkeypatch.setitem(Image.SAVE, "JPEG", fill_up)
+    with pytest.raises(MaferError) as info:
+        write_synthetic(tmp_path, datasets=["rafdb", "fer2013"])
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'rafdb' / calls[-1].relative_to(tmp_path / '.rafdb.partial')}: ")
+    assert "the disk is full (ENOSPC" in message and "\n" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rafdb", "synthetic.json"]  # no partial, no fer2013
+    assert _digest(tmp_path / "rafdb") == before and (tmp_path / "synthetic.json").read_text() == manifest
+
+
+def test_a_killed_run_leaves_only_a_hidden_partial_folder_which_the_next_run_removes(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(Image.SAVE, "JPEG", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_synthetic(tmp_path, datasets=["rafdb"])
+    assert not (tmp_path / "rafdb").exists() and not (tmp_path / ".rafdb.partial").exists()
+    (tmp_path / ".rafdb.partial" / "Image").mkdir(parents=True)  # as a SIGKILL would leave it
+    monkeypatch.undo()
+    write_synthetic(tmp_path, datasets=["rafdb"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rafdb", "synthetic.json"]

@@ -11,7 +11,8 @@ configuration), ``metrics``, ``optimizer_state_dict``, ``scheduler_state_dict``,
 ``arch``) are read in the current names.
 
 It is written atomically (temporary file + ``os.replace``), so an interrupted save never
-leaves a half-written ``best.pt``.
+leaves a half-written ``best.pt``; a full disk is one line naming the checkpoint
+(`mafer.writes.disk_full_error`), with no temporary file left.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from mafer.device import pick_device
 from mafer.errors import MaferError
 from mafer.models.senet import SENet, arch_names, create_model, unwrap_model
 from mafer.models.weights import CHECKPOINT_FORMAT, load_weights, read_weight_file, upgrade_own_checkpoint
+from mafer.writes import RecordingWriter, disk_full_error, is_disk_full
 
 __all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint", "rng_state", "restore_rng_state"]
 
@@ -105,16 +107,25 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def _atomic_save(payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """``torch.save`` to a temporary name beside ``path``, then rename; a full disk is a MaferError
+    naming ``path`` (torch reports it as "unexpected pos"), and leaves no temporary file."""
+    tmp = None
+    writer = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            writer = RecordingWriter(f, path)
+            torch.save(payload, writer)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        cause = writer.error if writer is not None and writer.error is not None else exc
+        if is_disk_full(cause):
+            raise disk_full_error(path, cause, " the checkpoint") from None
         raise
 
 

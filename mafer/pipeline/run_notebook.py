@@ -27,6 +27,7 @@ os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")
 
 from traitlets.config import Config  # noqa: E402
 
+from mafer.caches import use_writable_caches  # noqa: E402
 from mafer.errors import MaferError  # noqa: E402
 
 # Curve-encrypted kernel transport, as the kernel spec declares it supports: no plain-TCP warning
@@ -207,6 +208,7 @@ def _terminate(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry used by the Snakefile's rules."""
     signal.signal(signal.SIGTERM, _terminate)
+    use_writable_caches()  # before the kernel starts: it inherits them (numba, matplotlib, IPython, Jupyter)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebook", type=Path)
     parser.add_argument("output", type=Path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from mafer.errors import MaferError
 from mafer.synth.faces import VARIANTS, face_variant
 from mafer.synth.formats import WRITERS
 from mafer.synth.scales import SCALES, Scale
+from mafer.writes import disk_full_error, is_disk_full
 
 __all__ = ["SCALES", "Scale", "VARIANTS", "DATASET_NAMES", "write_synthetic", "add_arguments", "run"]
 
@@ -45,17 +47,44 @@ def _parse_datasets(datasets: str | Iterable[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _clear_previous(out: Path, name: str, manifest: dict) -> None:
-    """Remove an earlier synthetic copy of `name`; refuse to touch anything else."""
+def _check_replaceable(out: Path, name: str, manifest: dict) -> None:
+    """Refuse to replace `out/name` unless an earlier `mafer synth` wrote it (or it is an empty folder)."""
     target = out / name
-    if not target.exists():
-        return
-    if name not in manifest:
-        if target.is_dir() and not any(target.iterdir()):
-            return
+    if target.exists() and name not in manifest and not (target.is_dir() and not any(target.iterdir())):
         raise MaferError(f"{target} exists and was not written by `mafer synth` "
                          f"(not listed in {out / MANIFEST}); choose another --out")
-    shutil.rmtree(target)
+
+
+def _partial(out: Path, name: str) -> Path:
+    """Where `name` is written before it is complete: hidden, so no reader takes it for the dataset."""
+    return out / f".{name}.partial"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Write through a temporary name and rename: a full disk never leaves half a manifest."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_partial(out: Path, name: str, spec: Scale, seed: int, faces) -> dict[str, int]:
+    """Write `name` into its partial folder (`_partial`) and return its counts; on any failure the
+    partial folder is removed, and a full disk is a MaferError naming the file being written."""
+    partial = _partial(out, name)
+    shutil.rmtree(partial, ignore_errors=True)  # left by a run that was killed
+    try:
+        return WRITERS[name](partial, spec, _dataset_rng(seed, name), variant=faces)
+    except BaseException as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        if is_disk_full(exc):
+            # named where it was to go: the partial folder is gone
+            where = Path(getattr(exc, "filename", None) or partial)
+            shown = out / name / where.relative_to(partial) if where.is_relative_to(partial) else where
+            raise disk_full_error(shown, exc, f" the synthetic {name} dataset") from None
+        raise
 
 
 def write_synthetic(out: str | Path, scale: str = "smoke", seed: int = 0,
@@ -67,25 +96,45 @@ def write_synthetic(out: str | Path, scale: str = "smoke", seed: int = 0,
     of `VARIANTS` (the faces' distributions, `mafer.synth.faces.FaceVariant`). Returns the
     counts written, per dataset (images per split, videos, identities ...). Earlier
     synthetic copies in `out` are replaced; other existing folders are left alone (error).
+    Each dataset is written into a hidden ``.<name>.partial`` folder and renamed when complete
+    (and only then listed in ``synthetic.json``), so a run that fails or is killed leaves no
+    half dataset under a dataset's name. A full disk raises MaferError naming the file.
     """
     if scale not in SCALES:
         raise MaferError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
     spec = SCALES[scale]
     faces = face_variant(variant)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    names = _parse_datasets(datasets)
     manifest_path = out / MANIFEST
     try:
+        out.mkdir(parents=True, exist_ok=True)
         manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     except json.JSONDecodeError as exc:
         raise MaferError(f"{manifest_path}: not valid JSON ({exc}); "
                          "delete it or choose another --out") from None
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(None, exc) from None
+        raise MaferError(f"{out}: cannot make the output folder ({exc.strerror or exc}); choose another --out") from None
+    for name in names:
+        _check_replaceable(out, name, manifest)
     counts = {}
-    for name in _parse_datasets(datasets):
-        _clear_previous(out, name, manifest)
-        counts[name] = WRITERS[name](out / name, spec, _dataset_rng(seed, name), variant=faces)
+    for name in names:
+        counts[name] = _write_partial(out, name, spec, seed, faces)
+        # listed before it is put in place: a dataset folder not in the manifest is never ours
         manifest[name] = {"scale": scale, "seed": seed, "variant": variant, "counts": counts[name]}
-        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        try:
+            _write_json(manifest_path, manifest)
+        except BaseException as exc:
+            shutil.rmtree(_partial(out, name), ignore_errors=True)
+            if is_disk_full(exc):
+                raise disk_full_error(manifest_path, exc) from None
+            raise
+        target = out / name
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(_partial(out, name), target)
     return counts
 
 

@@ -68,7 +68,12 @@ def static_faces(rng: np.random.Generator, expressions: np.ndarray, size: int, *
 
 def _save_jpeg(array: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, format="JPEG", quality=JPEG_QUALITY)
+    try:
+        Image.fromarray(array).save(path, format="JPEG", quality=JPEG_QUALITY)
+    except OSError as exc:
+        if exc.filename is None:  # Pillow writes through a file object: say which file (a full disk)
+            exc.filename = str(path)
+        raise
 
 
 # ----------------------------------------------------------------------------- FER2013
