@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mafer.errors import MaferError
+from mafer.errors import MaferError, MaferWarning
 from mafer.models import create_model, load_pretrained, model_from_checkpoint, read_weight_file
 
 SENET50 = (3, 4, 6, 3), (64, 128, 256, 512)
@@ -388,23 +388,24 @@ def lightning_checkpoint(state, prefix="model."):
             "hyper_parameters": AttributeDict(lr=0.01, num_classes=7)}
 
 
-def test_lightning_checkpoint_loads_and_names_the_stripped_prefix(tmp_path, capsys):
+def test_lightning_checkpoint_loads_and_names_the_stripped_prefix(tmp_path):
     state = internal_state()
     path = tmp_path / "epoch=3-step=120.ckpt"
     torch.save(lightning_checkpoint(state), path)
-    weights = read_weight_file(path)
+    with pytest.warns(MaferWarning, match=r"epoch=3-step=120.ckpt: .*under the prefix 'model\.'"):
+        weights = read_weight_file(path)
     assert (weights.format, weights.num_classes, weights.meta["stripped_prefix"]) == ("lightning", 7, "model.")
     assert weights.meta["epoch"] == 3 and weights.meta["global_step"] == 120
-    assert "prefix 'model.'" in capsys.readouterr().err
     model = create_model("senet_tiny", 7)
-    load_pretrained(model, path)
+    with pytest.warns(MaferWarning):
+        load_pretrained(model, path)
     assert torch.equal(model.classifier.weight, state["classifier.weight"])
 
 
 @pytest.mark.parametrize("prefix,naming", [("model.", "internal"), ("net.", "mmdnn"), ("backbone.body.", "internal"),
                                            ("module.model.", "internal"), ("model.module.", "mmdnn"),
                                            ("encoder.", "vggface2")])
-def test_a_state_dict_under_any_single_prefix_loads(tmp_path, capsys, prefix, naming):
+def test_a_state_dict_under_any_single_prefix_loads(tmp_path, prefix, naming):
     """The issue's case: ``model.classifier.weight`` is there, so the file has a classifier."""
     if naming == "internal":
         state, classifier = internal_state(), "classifier.weight"
@@ -415,11 +416,13 @@ def test_a_state_dict_under_any_single_prefix_loads(tmp_path, capsys, prefix, na
         classifier = "fc.weight"
     path = tmp_path / "weights.pt"
     torch.save({f"{prefix}{k}": v for k, v in state.items()}, path)
-    weights = read_weight_file(path)
+    with pytest.warns(MaferWarning, match="prefix"):
+        weights = read_weight_file(path)
     assert weights.num_classes == 7 and weights.naming == naming
     assert weights.meta["stripped_prefix"] == prefix.removeprefix("module.").replace("module.", "")
     model = create_model("senet_tiny", 7)
-    load_pretrained(model, path)
+    with pytest.warns(MaferWarning):
+        load_pretrained(model, path)
     assert torch.equal(model.classifier.weight, state[classifier].reshape(7, -1))
 
 
@@ -431,7 +434,7 @@ def test_names_under_several_prefixes_are_refused_naming_them(tmp_path):
         read_weight_file(tmp_path / "mixed.ckpt")
 
 
-def test_safetensors_files_are_read_through_safetensors(tmp_path, capsys):
+def test_safetensors_files_are_read_through_safetensors(tmp_path):
     from safetensors.torch import save_file
 
     state = internal_state()
@@ -441,7 +444,8 @@ def test_safetensors_files_are_read_through_safetensors(tmp_path, capsys):
     mmdnn = mmdnn_state(*TINY, num_classes=7)
     save_file({f"model.{k}": v.contiguous() for k, v in mmdnn.items()}, tmp_path / "authors.safetensors")
     model = create_model("senet_tiny", 7)
-    load_pretrained(model, tmp_path / "authors.safetensors")
+    with pytest.warns(MaferWarning, match="prefix 'model.'"):
+        load_pretrained(model, tmp_path / "authors.safetensors")
     assert torch.equal(model.classifier.weight, mmdnn["classifier_1.weight"].flatten(1))
     damaged = tmp_path / "cut.safetensors"
     damaged.write_bytes((tmp_path / "model.safetensors").read_bytes()[:1000])

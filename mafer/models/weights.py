@@ -22,7 +22,7 @@ Names. Wrappers' prefixes (``module.`` of DataParallel/DDP, ``_orig_mod.`` of
 ``torch.compile``) are removed, and so is any other single prefix that all names share before
 this project's, the authors' or VGGFace2's names (``model.`` of a LightningModule that holds
 the network as ``self.model``, ``backbone.``, ``net.`` ...): `WeightFile.meta` gives it as
-``stripped_prefix``, and a note on stderr says so. Names under several prefixes are refused
+``stripped_prefix``, and a `MaferWarning` says so. Names under several prefixes are refused
 with a message that names them.
 
 Safety. A checkpoint from the internet is untrusted input, and unpickling it naively can
@@ -44,7 +44,7 @@ import json
 import pickle
 import re
 import struct
-import sys
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mafer.errors import MaferError
+from mafer.errors import MaferError, MaferWarning
 from mafer.models.senet import internal_to_mmdnn, internal_to_vggface2, unwrap_model
 
 __all__ = ["CHECKPOINT_FORMAT", "WeightFile", "read_weight_file", "load_pretrained", "load_weights"]
@@ -528,8 +528,8 @@ def _interpret(path: Path, obj: Any, fmt_hint: str | None = None) -> WeightFile:
     state, prefix = _strip_common_prefix(path, state)
     if prefix:
         meta["stripped_prefix"] = prefix
-        print(f"mafer: {path}: read the parameters under the prefix '{prefix}' as the network's "
-              f"('{prefix}conv1...' -> 'conv1...')", file=sys.stderr)
+        warnings.warn(f"{path}: read the parameters under the prefix '{prefix}' as the network's "
+                      f"('{prefix}conv1.weight' as 'conv1.weight')", MaferWarning, stacklevel=2)
     naming = _naming(list(state))
     if naming is None:
         raise MaferError(f"{path}: parameter names {list(state)[:3]}... are not SE-ResNet names; {_EXPECTED}")
