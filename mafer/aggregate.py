@@ -416,14 +416,15 @@ def _find_group(groups: Sequence[Mapping], model: str, dataset: str, protocols: 
 
 
 def results_table(summary: Mapping[str, Any], resolution: str = "native", split: str = "test",
-                  with_paper: bool = False) -> list[dict]:
-    """Rows of the paper's table: ``{"model", "source": "ours"|"paper", <column>: (mean %, std %) | None}``.
+                  with_paper: bool = False, released: Mapping[str, Any] | None = None) -> list[dict]:
+    """Rows of the paper's table: ``{"model", "source": "ours"|"released"|"paper", <column>: (mean %, std %) | None}``.
 
-    ``resolution`` picks the test resolution of our numbers; ``with_paper`` adds the paper's
-    row under each of its models. The Oulu-CASIA subject-independent column appears when such
+    ``resolution`` picks the test resolution of our numbers; ``released`` (`aggregate` output of
+    a run on the authors' released checkpoints) adds that run's row under each model, and
+    ``with_paper`` the paper's. The Oulu-CASIA subject-independent column appears when such
     results exist.
     """
-    groups = summary["groups"]
+    groups = summary["groups"] + (released["groups"] if released else [])
     columns = list(COLUMNS)
     if any(g["dataset"] == "oulucasia" and g["protocol"] == "subject" for g in groups):
         columns.append(SUBJECT_COLUMN)
@@ -435,14 +436,17 @@ def results_table(summary: Mapping[str, Any], resolution: str = "native", split:
     empty = dict.fromkeys(ours_titles + (paper_titles if with_paper else []))
     rows = []
     for model in models:
-        row: dict[str, Any] = {"model": model, "source": "ours", **empty}
-        for (dataset, metric, protocol, _), title in zip(columns, ours_titles):
-            group = _find_group(groups, model, dataset, protocol, split)
-            entry = group["resolutions"].get(str(resolution)) if group else None
-            row[title] = None if entry is None else (
-                entry[metric]["mean"] * 100, None if entry[metric]["std"] is None else entry[metric]["std"] * 100)
-        if any(row[title] is not None for title in ours_titles):
-            rows.append(row)
+        for source, run in (("ours", summary), ("released", released)):
+            if run is None:
+                continue
+            row: dict[str, Any] = {"model": model, "source": source, **empty}
+            for (dataset, metric, protocol, _), title in zip(columns, ours_titles):
+                group = _find_group(run["groups"], model, dataset, protocol, split)
+                entry = group["resolutions"].get(str(resolution)) if group else None
+                row[title] = None if entry is None else (
+                    entry[metric]["mean"] * 100, None if entry[metric]["std"] is None else entry[metric]["std"] * 100)
+            if any(row[title] is not None for title in ours_titles):
+                rows.append(row)
         if with_paper and model in PAPER_RESULTS:
             rows.append({"model": model, "source": "paper", **empty,
                          **{title: PAPER_RESULTS[model].get(title) for title in paper_titles}})
@@ -469,11 +473,13 @@ def _cell(value: tuple[float, float | None] | None) -> str:
 
 
 def to_markdown(rows: Sequence[Mapping]) -> str:
-    """The table as Markdown; a paper row's model reads ``name (paper)``."""
+    """The table as Markdown; a paper row's model reads ``name (paper)``, a released-checkpoints
+    row's ``name (released checkpoints)``."""
     columns = _columns_of(rows)
     lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    suffix = {"paper": " (paper)", "released": " (released checkpoints)"}
     for row in rows:
-        name = row["model"] + (" (paper)" if row["source"] == "paper" else "")
+        name = row["model"] + suffix.get(row["source"], "")
         lines.append(f"| {name} | " + " | ".join(_cell(row[c]) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 

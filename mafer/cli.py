@@ -11,11 +11,12 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from typing import Sequence
 
 from mafer import __version__
 from mafer.caches import use_writable_caches
-from mafer.errors import MaferError
+from mafer.errors import MaferError, MaferWarning
 from mafer.writes import disk_full_error, is_disk_full, stream_is_full, stream_name
 
 # name -> (module, one-line help). Order is the order shown in `mafer --help`.
@@ -57,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    _format_warnings(f"mafer {args.command}")
     try:
         rc = importlib.import_module(COMMANDS[args.command][0]).run(args)
     except MaferError as exc:
@@ -100,6 +102,18 @@ def _disk_full(command: str, exc: OSError, stdout: bool = False) -> int:
         except (OSError, ValueError):
             pass  # not a real file descriptor (a test's captured stdout): nothing is flushed at exit
     return 2
+
+
+def _format_warnings(prefix: str) -> None:
+    """Print a `MaferWarning` as one line, ``<prefix>: note: <message>``; other warnings as Python does."""
+    python_format = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None):
+        if issubclass(category, MaferWarning):
+            return f"{prefix}: note: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
 
 
 def _escape_unencodable_output() -> None:

@@ -18,7 +18,6 @@ import argparse
 import csv
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -29,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from mafer.datasets import FaceDataset, dataset_info, get_dataset
 from mafer.datasets.info import OULU_PROTOCOLS
 from mafer.errors import MaferError
+from mafer.released import AUTHORS_FOLDS, fold_checkpoints, fold_in_name
 from mafer.metrics import bootstrap_accuracy_ci, classification_metrics
 from mafer.models import model_from_checkpoint, preprocess
 from mafer.resolution import lower_pil
@@ -105,16 +105,6 @@ def checkpoint_image_size(meta: dict, image_size: int | None = None) -> int:
 
 
 AUTHORS_FORMAT = "mafer-authors"  # `mafer.models.weights`' name for the authors' released checkpoints
-AUTHORS_FOLDS = 10  # their main_oulu.py's KFold(n_splits=10)
-FOLD_IN_NAME = re.compile(r"fold[_-]?(\d+)", re.IGNORECASE)
-
-
-def fold_in_name(name: str) -> int | None:
-    """The fold a file or folder name gives: ``best_model_ckp_fold_3.pt`` or ``fold3`` -> 3; None without one."""
-    found = FOLD_IN_NAME.findall(name)
-    return int(found[-1]) if found else None
-
-
 def check_fold_rule(meta: dict, checkpoint: str | os.PathLike, fold: int | None, folds: int,
                     protocol: str | None) -> str:
     """The Oulu-CASIA protocol to test ``checkpoint`` with: ``protocol``, or (None) the one it was trained with.
@@ -140,35 +130,6 @@ def check_fold_rule(meta: dict, checkpoint: str | os.PathLike, fold: int | None,
         raise MaferError(f"{checkpoint}: trained on Oulu-CASIA {', '.join(wrong)}; tested on another fold it would "
                          "be tested on its own training images; expected --protocol, --folds and --fold as trained")
     return asked["protocol"]
-
-
-def fold_checkpoints(folder: str | os.PathLike) -> dict[int, Path]:
-    """``{fold: checkpoint}`` (folds ascending) in a folder of Oulu-CASIA fold checkpoints.
-
-    Files whose name gives the fold (the authors' ``best_model_ckp_fold_<k>.pt``, or any
-    ``*fold<k>.pt``) and sub-folders ``fold<k>/`` holding a ``best.pt`` directly (``mafer finetune
-    --fold k --out DIR/fold<k>``) or one level down (the pipeline's ``fold<k>/seed<a>-<b>/best.pt``).
-    MaferError when the folder holds none, or several for one fold.
-    """
-    folder = Path(folder)
-    found: dict[int, list[Path]] = {}
-    for entry in sorted(folder.iterdir()):
-        k = fold_in_name(entry.name if entry.is_dir() else entry.stem)
-        if k is None:
-            continue
-        if entry.is_dir():
-            found.setdefault(k, []).extend(sorted(entry.glob("best.pt")) + sorted(entry.glob("*/best.pt")))
-        elif entry.suffix in (".pt", ".pth"):
-            found.setdefault(k, []).append(entry)
-    found = {k: paths for k, paths in found.items() if paths}
-    if not found:
-        raise MaferError(f"{folder}: no fold checkpoints; expected the authors' best_model_ckp_fold_<k>.pt files or "
-                         "fold<k>/best.pt (mafer finetune --fold k)")
-    for k, paths in found.items():
-        if len(paths) > 1:
-            raise MaferError(f"{folder}: {len(paths)} checkpoints for fold {k} ({', '.join(str(p) for p in paths[:3])}); "
-                             "expected one per fold (point --checkpoint at a folder with one seed's runs)")
-    return {k: found[k][0] for k in sorted(found)}
 
 
 def check_classes(meta: dict, dataset: FaceDataset, checkpoint: str | os.PathLike) -> None:

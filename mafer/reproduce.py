@@ -34,7 +34,8 @@ from mafer.errors import MaferError
 from mafer.yamlfile import read_yaml_mapping
 from mafer.pipeline import PIPELINE_DIR, PROFILES_DIR, SNAKEFILE, cluster
 from mafer.pipeline.cap import apply_cap, cap_names, describe_changes
-from mafer.pipeline.graph import normalize_seeds
+from mafer.pipeline.graph import normalize_seeds, part_name
+from mafer.released import LAYOUT, released_checkpoints
 
 PROJECT_ROOT = PIPELINE_DIR.parent.parent
 SCHEMA = PIPELINE_DIR / "profile_schema.yaml"
@@ -198,11 +199,44 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         if wrong or not config["run_folds"]:
             raise MaferError(f"run_folds {config['run_folds']} must be a non-empty list of folds "
                              f"in 1..{int(config['folds'])}")
+    for key, what in (("oulucasia_order", "the authors' oulucasia_database.csv (oulucasia_order)"),
+                      ("released_results", "results folder of a released-checkpoints run (released_results)")):
+        if config.get(key):
+            config[key] = _existing(config[key], what)
+    if config.get("checkpoints") or config.get("checkpoints_required"):
+        resolve_released(config)
     cores = os.cpu_count() or 1
     config["threads"] = args.threads or config.get("threads") or max(1, cores // max(1, args.jobs))
     config["notebooks_dir"] = str(notebooks_dir())
     config["book_dir"] = str(Path(args.book_dir).resolve())
     return config
+
+
+def resolve_released(config: dict[str, Any]) -> None:
+    """Point a run at released checkpoints (`mafer.released` layout under ``config["checkpoints"]``).
+
+    Sets ``released`` ({dataset: {model key: {run: checkpoint}}}, which the Snakefile tests in
+    place of training) and ``released_notes``; datasets (and embedded datasets) no model has are
+    dropped. Prints one line per model, dataset or fold the folder lacks. MaferError without a
+    folder, or when it holds none of the profile's checkpoints.
+    """
+    if not config.get("checkpoints"):
+        raise MaferError(f"profile {config['name']!r} tests released checkpoints: give --config checkpoints=DIR "
+                         f"({LAYOUT})")
+    config["checkpoints"] = _existing(config["checkpoints"], "folder of released checkpoints (checkpoints)")
+    folds = config["run_folds"] if "oulucasia" in config["datasets"] else []
+    found, notes = released_checkpoints(config["checkpoints"], config["datasets"], folds)
+    for note in notes:
+        print(f"mafer reproduce: {note}", file=sys.stderr)
+    if not found:
+        raise MaferError(f"{config['checkpoints']}: none of the checkpoints of {', '.join(config['datasets'])}; "
+                         f"expected {LAYOUT}")
+    config["released"] = {dataset: {model: {part_name(fold): path for fold, path in runs.items()}
+                                    for model, runs in per_model.items()} for dataset, per_model in found.items()}
+    config["released_notes"] = notes
+    config["datasets"] = [d for d in config["datasets"] if d in found]
+    embedded = [d for d in config["embeddings"]["datasets"] if d in found]
+    config["embeddings"] = {**config["embeddings"], "datasets": embedded or config["datasets"][:1]}
 
 
 def _existing(path: str, what: str) -> str:

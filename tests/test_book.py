@@ -7,9 +7,10 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 import yaml
 
-from mafer.pipeline.graph import book_sources
+from mafer.pipeline.graph import RELEASED_TOC, book_sources
 from mafer.reproduce import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,10 +31,17 @@ def test_config_renders_notebooks_without_running_them_and_skips_the_venv():
     assert {".venv", "results", "_build"} <= set(config["exclude_patterns"])
 
 
-def test_every_toc_entry_is_a_page_or_a_notebook_the_pipeline_publishes():
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+def released_profile() -> dict:
+    """The released profile as `mafer reproduce` resolves it (with checkpoints found)."""
+    return {**load_profile("released"), "released": {}}
+
+
+@pytest.mark.parametrize("toc_file, profile", [("_toc.yml", lambda: load_profile("demo")),
+                                               (RELEASED_TOC, released_profile)])
+def test_every_toc_entry_is_a_page_or_a_notebook_the_pipeline_publishes(toc_file, profile):
+    toc = yaml.safe_load((ROOT / toc_file).read_text())
     files = [toc["root"]] + toc_files(toc["parts"])
-    published = {f"book/generated/{Path(p).stem}" for p in book_sources(load_profile("demo"))}
+    published = {f"book/generated/{Path(p).stem}" for p in book_sources(profile())}
     generated = [f for f in files if f.startswith("book/generated/")]
     assert set(generated) == published
     for f in set(files) - set(generated):
@@ -42,7 +50,7 @@ def test_every_toc_entry_is_a_page_or_a_notebook_the_pipeline_publishes():
 
 
 def test_pages_glue_numbers_only_from_published_notebooks_and_type_none():
-    published = set(book_sources(load_profile("demo")))
+    published = set(book_sources(load_profile("demo"))) | set(book_sources(released_profile()))
     for page in (ROOT / "book").glob("*.md"):
         text = page.read_text()
         for doc, key, fmt in re.findall(r"\{glue:text\}`([^`:]+)::(\w+):([^`]+)`", text):

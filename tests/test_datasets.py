@@ -437,16 +437,17 @@ def test_oulu_flat_layout(tmp_path):
     assert ds.layout == "flat" and ds.class_counts() == {c: 4 for c in DATASETS["oulucasia"].classes}
     assert ds.targets[ds.samples.index(str(tmp_path / "Anger" / "Anger_0.png"))] == 3
     with pytest.raises(MaferError, match="protocol 'subject' needs the original"):
-        get_dataset("oulucasia", tmp_path, "train", fold=0, folds=3, protocol="subject")
+        get_dataset("oulucasia", tmp_path, "train", fold=1, folds=3, protocol="subject")
 
 
-@pytest.mark.parametrize("protocol", ["image", "subject"])
+@pytest.mark.filterwarnings("ignore::mafer.errors.MaferWarning")  # authors' rule without their database file
+@pytest.mark.parametrize("protocol", ["image", "subject", "authors"])
 def test_oulu_folds_partition_the_data(tmp_path, protocol):
     write_oulu_subjects(tmp_path, subjects=6, frames=3)
     folds = 3
     everything = set(get_dataset("oulucasia", tmp_path, "all").samples)
     tests, test_subjects = [], []
-    for fold in range(folds):
+    for fold in range(1, folds + 1):  # numbered 1..folds, as the authors' best_model_ckp_fold_<k>.pt
         parts = {s: get_dataset("oulucasia", tmp_path, s, fold=fold, folds=folds, protocol=protocol)
                  for s in ("train", "val", "test")}
         names = {s: set(d.samples) for s, d in parts.items()}
@@ -463,7 +464,7 @@ def test_oulu_folds_partition_the_data(tmp_path, protocol):
     assert set().union(*tests) == everything and sum(map(len, tests)) == len(everything)
     if protocol == "subject":  # each subject is tested in exactly one fold
         assert sum(map(len, test_subjects)) == len(set().union(*test_subjects)) == 6
-    again = get_dataset("oulucasia", tmp_path, "test", fold=1, folds=folds, protocol=protocol)
+    again = get_dataset("oulucasia", tmp_path, "test", fold=2, folds=folds, protocol=protocol)
     assert set(again.samples) == tests[1]  # fixed seed
 
 
@@ -494,7 +495,9 @@ def test_oulu_bad_layouts_and_options(tmp_path):
     with pytest.raises(MaferError, match="needs a fold"):
         get_dataset("oulucasia", tmp_path / "flat", "train")
     with pytest.raises(MaferError, match="12 images cannot make 20 folds"):
-        get_dataset("oulucasia", tmp_path / "flat", "test", fold=0, folds=20)
+        get_dataset("oulucasia", tmp_path / "flat", "test", fold=1, folds=20)
+    with pytest.raises(MaferError, match="fold 0 of 10 .* expected 1 <= fold <= folds"):
+        get_dataset("oulucasia", tmp_path / "flat", "test", fold=0)
     with pytest.raises(MaferError, match="unknown protocol"):
         get_dataset("oulucasia", tmp_path / "flat", "all", protocol="video")
     shutil.rmtree(tmp_path / "flat" / "Fear")

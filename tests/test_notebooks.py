@@ -23,10 +23,10 @@ from mafer.pipeline.params import REPOSITORY, mapping_parameter, work_in
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-EXPECTED = {"data", "step1", "step2", "evaluation", "embeddings", "results"}
+EXPECTED = {"data", "step1", "step2", "evaluation", "embeddings", "results", "checkpoints"}
 
 
-def test_the_companion_has_its_six_notebooks_and_the_pipeline_runs_each():
+def test_the_companion_has_its_seven_notebooks_and_the_pipeline_runs_each():
     assert {p.stem for p in NOTEBOOKS} == EXPECTED
     snakefile = (ROOT / "mafer" / "pipeline" / "Snakefile").read_text()
     assert set(re.findall(r'nb_cmd\("(\w+)\.ipynb"', snakefile)) == EXPECTED

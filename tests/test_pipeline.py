@@ -200,7 +200,7 @@ def test_nodes_rerun_when_numeric_packages_change_version():
     assert set(versions) == set(graph.NUMERIC_PACKAGES) >= {"torch", "torchvision", "numpy", "Pillow", "opencv-python-headless"}
     assert versions["numpy"] == np.__version__
     snakefile = (ROOT / "mafer" / "pipeline" / "Snakefile").read_text()
-    assert snakefile.count("versions=VERSIONS") == 7  # every node that computes numbers
+    assert snakefile.count("versions=VERSIONS") == 8  # every node that computes numbers
 
 
 def test_book_pages_are_the_ones_toc_names():

@@ -277,9 +277,21 @@ def train_options(config: Mapping[str, Any], step: str, *keys: str) -> dict[str,
     return options
 
 
+RELEASED_TOC = "book/toc-released.yml"  # the book of a released-checkpoints run: no training pages
+
+
 def book_sources(config: Mapping[str, Any]) -> dict[str, str]:
-    """Executed notebook (under the results folder) for each fixed page name the book renders."""
+    """Executed notebook (under the results folder) for each fixed page name the book renders.
+
+    A run on released checkpoints (``config["released"]``) trains nothing: its book has the
+    checkpoint inventory in place of the step-1 and step-2 pages (table of contents `RELEASED_TOC`)."""
     book = config.get("book", {})
+    if config.get("released") is not None:
+        dataset = book.get("dataset", "rafdb" if "rafdb" in config["datasets"] else config["datasets"][0])
+        return {"data.ipynb": "notebooks/data.ipynb", "checkpoints.ipynb": "notebooks/checkpoints.ipynb",
+                "evaluation.ipynb": f"notebooks/evaluation/{dataset}.ipynb",
+                "embeddings.ipynb": f"notebooks/embeddings/{config['embeddings']['datasets'][0]}.ipynb",
+                "results.ipynb": "notebooks/results.ipynb"}
     model = book.get("model", "cr")
     dataset = book.get("dataset", "rafdb" if "rafdb" in config["datasets"] else config["datasets"][0])
     part = finetune_parts(config, dataset)[0]

@@ -289,8 +289,9 @@ def detectable_summary(comparisons: Mapping[str, Mapping[str, Mapping[str, Mappi
         comparison_sentence(*item) for item in found) + "."
 
 
-def data_note(profile: str, synthetic: bool, cap: str | None = None) -> str:
-    """The sentence that says where the numbers below come from (``cap``: mafer reproduce --cap)."""
+def data_note(profile: str, synthetic: bool, cap: str | None = None, released: bool = False) -> str:
+    """The sentence that says where the numbers below come from (``cap``: mafer reproduce --cap;
+    ``released``: the run tested the authors' released checkpoints and trained nothing)."""
     if cap:
         return (f"> **A capped run: these numbers mean nothing** (profile `{profile}`, made with "
                 f"`mafer reproduce --cap {cap}`): every node of the profile ran for real, with its network, "
@@ -301,7 +302,40 @@ def data_note(profile: str, synthetic: bool, cap: str | None = None) -> str:
                 "`mafer synth` and a tiny network trained for minutes on a CPU. They show whether the "
                 "paper's *effect* appears, not the paper's accuracies; the paper's numbers are for "
                 "SE-ResNet-50 on the real datasets.")
+    if released:
+        return (f"> **The authors' released checkpoints** (profile `{profile}`): nothing was trained in this run; "
+                "the numbers are the released networks tested here" + (" on synthetic data, so they mean nothing"
+                                                                       if synthetic else " on the real datasets") + ".")
     return f"> Numbers from the real datasets (profile `{profile}`)."
+
+
+def checkpoint_table(checkpoints: Mapping[str, Mapping[str, Mapping[str, str]]]) -> pd.DataFrame:
+    """One row per checkpoint file of ``{dataset: {model: {run: checkpoint}}}``: dataset, model, run
+    (``standard`` or ``fold<k>``), file, size (MB), SHA-256 (first 12 hex digits), the file's
+    format (`mafer.models.weights`) and what it records of its training: epoch and best validation
+    accuracy (the authors' ``epoch`` / ``best_acc``), training seed (ours). MaferError naming a
+    file that is not a checkpoint."""
+    import hashlib
+
+    from mafer.models.weights import read_weight_file
+
+    rows = []
+    for dataset, per_model in checkpoints.items():
+        for model, runs in per_model.items():
+            for run, checkpoint in runs.items():
+                path = Path(checkpoint)
+                digest = hashlib.sha256()
+                with open(path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+                weights = read_weight_file(path)
+                meta, metrics = weights.meta, weights.meta.get("metrics") or {}  # metrics: ours, at the best step
+                rows.append({"dataset": dataset, "model": model, "run": run, "file": str(path),
+                             "MB": round(path.stat().st_size / 2**20, 1), "sha256": digest.hexdigest()[:12],
+                             "format": weights.format, "epoch": meta.get("epoch", metrics.get("epoch")),
+                             "best validation accuracy": meta.get("best_acc", metrics.get("acc")),
+                             "seed": (meta.get("config") or {}).get("seed")})
+    return pd.DataFrame(rows)
 
 
 def accuracy_table(aggregated: Mapping[str, Any], dataset: str) -> pd.DataFrame:
