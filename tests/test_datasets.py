@@ -649,3 +649,14 @@ def test_smoke_data_loads(smoke_data, name, splits):
             assert ds.classes == list(DATASETS[name].classes)
         if split in ("train", "all"):
             assert min(ds.class_counts().values()) > 0
+
+
+def test_readers_scale_a_16bit_face_instead_of_clamping_it(smoke_data, tmp_path):
+    # every reader decodes through mafer.io_decode.decode_file: 16-bit gray is scaled to 0..255
+    shutil.copytree(smoke_data / "rafdb", tmp_path / "rafdb")
+    ds = get_dataset("rafdb", tmp_path, "test")
+    path = ds.image_file(0)
+    gray = np.asarray(Image.open(path).convert("L"))
+    Image.fromarray(gray.astype(np.uint16) * 257).save(path, format="PNG")  # 16-bit, as some tools save faces
+    image, _ = ds[0]
+    assert abs(float(image.float().mean()) - float(gray.mean())) < 1  # clamped, it would read as white (255)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import tarfile
 import zipfile
@@ -12,15 +11,16 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import cv2
+import natsort
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from mafer.datasets.info import DatasetInfo, dataset_info
 from mafer.errors import MaferError
+from mafer.io_decode import decode_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 # every command that reads datasets has --skip-bad; training configs and get_dataset() take skip_bad
@@ -29,28 +29,16 @@ SPLIT_SEED = 17  # the paper's seed; every split we carve out (RAF-DB val, folds
 
 
 def decode_image(path: str | os.PathLike, orient: bool = False) -> Tensor:
-    """Decode an image file into a uint8 RGB tensor ``[3, H, W]`` (gray repeated to 3 channels).
+    """Decode an image file into a uint8 RGB tensor ``[3, H, W]`` as a viewer shows it.
 
-    Every mode becomes RGB (CMYK, palette and alpha included; transparent pixels keep their
-    colour). With ``orient`` the EXIF orientation tag is applied first, so a photo a phone
-    stored sideways comes out upright; dataset readers leave it off because the released
+    This is `mafer.io_decode.decode_file`, the one decoder of image files: gray repeated to 3
+    channels, 16-bit scaled to 0..255 (not clamped), alpha composed onto white, CMYK and palette
+    converted, an image over the decompression-bomb limit refused with its size. With ``orient``
+    the EXIF orientation tag is applied first; dataset readers leave it off because the released
     face crops carry no orientation and the GPU decoder ignores it too.
-    Raises MaferError naming the file when it is missing, unreadable or truncated.
+    Raises MaferError naming the file when it is missing, unreadable, truncated or too large.
     """
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()  # forces the full decode: truncated files fail here, not later
-            if orient:
-                img = ImageOps.exif_transpose(img)
-            if img.mode == "P":  # palette with transparency: through RGBA, as PIL asks
-                img = img.convert("RGBA")
-            rgb = img.convert("RGB")
-    except FileNotFoundError:
-        raise MaferError(f"{path}: file not found; expected an image file") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise MaferError(f"{path}: cannot decode image ({exc}); expected a readable, complete image file") from None
-    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
+    return decode_file(path, orient=orient)
 
 
 def gray_to_rgb(pixels: np.ndarray) -> Tensor:
@@ -182,21 +170,19 @@ def resolve_root(data_dir: str | os.PathLike, name: str) -> Path:
     return archives[0] if archives else data_dir
 
 
-_NUMBER = re.compile(r"([0-9]+)")
+_PATH_ORDER = natsort.natsort_keygen(alg=natsort.ns.PATH)
 
 
 def natural_key(path: str | os.PathLike) -> tuple:
     """Sort key ordering names by the numbers in them: ``9.jpeg`` < ``10.jpeg``, ``P2/`` < ``P10/``, any padding.
 
-    The one order of files in every reader. Each path component is split into text and digit
-    runs, digit runs compare by value (``1.jpeg`` .. ``12.jpeg`` come out as 1, 2, .. 12, and
-    ``7.jpeg`` sorts with ``007.jpeg``), text runs by code point as ``sorted`` does; names equal
-    by value (``01`` and ``1``) are then ordered by their text, so the order is total and the
-    same on every machine. Zero-padded names (the releases') keep the order ``sorted`` gives.
+    The one order of files in every reader: natsort's path order (each component, then the
+    suffix; digit runs compare by value, so ``1.jpeg`` .. ``12.jpeg`` come out as 1, 2, .. 12
+    and ``7.jpeg`` sorts with ``007.jpeg``), then the text itself, so that names equal by value
+    (``01`` and ``1``) are ordered too and the order is the same on every machine. Zero-padded
+    names (the releases') keep the order ``sorted`` gives.
     """
-    parts = Path(path).parts
-    return tuple((tuple(int(run) if i % 2 else run for i, run in enumerate(_NUMBER.split(part))), part)
-                 for part in parts)
+    return _PATH_ORDER(os.fspath(path)), os.fspath(path)
 
 
 def list_images(folder: Path) -> list[Path]:
