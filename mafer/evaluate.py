@@ -28,9 +28,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from mafer.datasets import FaceDataset, dataset_info, get_dataset
 from mafer.datasets.info import OULU_PROTOCOLS
 from mafer.errors import MaferError
-from mafer.released import AUTHORS_FOLDS, fold_checkpoints, fold_in_name
 from mafer.metrics import bootstrap_accuracy_ci, classification_metrics
 from mafer.models import model_from_checkpoint, preprocess
+from mafer.models.weights import AUTHORS_FORMAT
+from mafer.released import AUTHORS_FOLDS, fold_checkpoints, fold_in_name
 from mafer.resolution import lower_pil
 from mafer.device import pick_device
 from mafer.transforms import eval_transform
@@ -104,7 +105,6 @@ def checkpoint_image_size(meta: dict, image_size: int | None = None) -> int:
     return int((meta.get("config") or {}).get("image_size") or 224)
 
 
-AUTHORS_FORMAT = "mafer-authors"  # `mafer.models.weights`' name for the authors' released checkpoints
 def check_fold_rule(meta: dict, checkpoint: str | os.PathLike, fold: int | None, folds: int,
                     protocol: str | None) -> str:
     """The Oulu-CASIA protocol to test ``checkpoint`` with: ``protocol``, or (None) the one it was trained with.
@@ -273,9 +273,9 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
     ``max_images`` (a capped run) tests only that many images, every class in turn (see
     `class_interleaved`), and is recorded under ``max_images`` (None: every image).
     """
-    result, tested = _evaluate(dataset, data_dir, checkpoint, split, fold, folds, protocol, parse_resolutions(resolutions),
-                               pick_device(device), image_size, batch_size, workers, model_label, skip_bad, max_images,
-                               order, keep_logits=dump_predictions is not None)
+    result, tested = _evaluate(dataset, data_dir, checkpoint, split, fold, folds, protocol,
+                               parse_resolutions(resolutions), pick_device(device), image_size, batch_size, workers,
+                               model_label, skip_bad, max_images, order, keep_logits=dump_predictions is not None)
     if dump_predictions is not None:
         write_predictions(dump_predictions, result["classes"], [tested])
     return result
@@ -381,7 +381,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                              "folder of fold checkpoints (best_model_ckp_fold_<k>.pt or fold<k>/best.pt), each tested "
                              "on its own test fold")
     parser.add_argument("--split", default="test", help="split to evaluate (default test)")
-    parser.add_argument("--fold", type=int, help="Oulu-CASIA: fold whose test part is used, 1..folds (numbered as the authors' best_model_ckp_fold_<k>.pt)")
+    parser.add_argument("--fold", type=int, help="Oulu-CASIA: fold whose test part is used, 1..folds (numbered as "
+                                                  "the authors' best_model_ckp_fold_<k>.pt)")
     parser.add_argument("--folds", type=int, default=10, help="Oulu-CASIA: number of folds (default 10)")
     parser.add_argument("--protocol", choices=OULU_PROTOCOLS,
                         help="Oulu-CASIA folds: stratified over images, over subjects, or the authors' exact rule "

@@ -63,7 +63,8 @@ def fold_checkpoints(folder: str | os.PathLike) -> dict[int, Path]:
                          "fold<k>/best.pt (mafer finetune --fold k)")
     for k, paths in found.items():
         if len(paths) > 1:
-            raise MaferError(f"{folder}: {len(paths)} checkpoints for fold {k} ({', '.join(str(p) for p in paths[:3])}); "
+            shown = ", ".join(str(p) for p in paths[:3])
+            raise MaferError(f"{folder}: {len(paths)} checkpoints for fold {k} ({shown}); "
                              "expected one per fold (point --checkpoint at a folder with one seed's runs)")
     return {k: found[k][0] for k in sorted(found)}
 

@@ -17,9 +17,9 @@ from mafer.datasets import DATASETS, get_dataset
 from mafer.datasets.oulucasia import DATABASE_FILE
 from mafer.errors import MaferError, MaferWarning
 from mafer.evaluate import evaluate_checkpoint, evaluate_folds
-from mafer.released import fold_checkpoints
 from mafer.metrics import fold_average
 from mafer.models import create_model
+from mafer.released import fold_checkpoints
 
 CLASSES = DATASETS["oulucasia"].classes
 

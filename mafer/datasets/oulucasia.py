@@ -118,7 +118,8 @@ def authors_fold_indices(n: int, folds: int, fold: int, seed: int = SPLIT_SEED) 
 
 
 def _database_key(image_path: str) -> tuple[str, str] | None:
-    """``(class name, file name)`` of a database row's ``.../<Expression>/<image>``; None if the folder is no expression."""
+    """``(class name, file name)`` of a database row's ``.../<Expression>/<image>``; None if the
+    folder is no expression."""
     parts = [p for p in re.split(r"[\\/]", image_path.strip()) if p]
     if len(parts) < 2 or parts[-2].lower() not in FOLDER_ALIASES:
         return None

@@ -60,6 +60,7 @@ from mafer.models.senet import internal_to_mmdnn, internal_to_vggface2, unwrap_m
 __all__ = ["CHECKPOINT_FORMAT", "WeightFile", "read_weight_file", "load_pretrained", "load_weights"]
 
 CHECKPOINT_FORMAT = "mafer-checkpoint"  # value of the "format" key in this project's checkpoints
+AUTHORS_FORMAT = "mafer-authors"  # what `read_weight_file` calls the authors' checkpoints (model_state_dict, epoch, best_acc)
 _EXPECTED = (
     "expected a checkpoint of this project, a MAFER authors' checkpoint, the VGGFace2 "
     "pickle (senet50_ft_weight.pkl), the MMdnn model (senet50_ft_pytorch.pt), or a state dict "
@@ -512,7 +513,7 @@ def _interpret(path: Path, obj: Any, fmt_hint: str | None = None) -> WeightFile:
             obj = upgrade_own_checkpoint(obj)
             meta.update({k: obj.get(k) for k in _OWN_METADATA_KEYS})
         else:
-            fmt = "mafer-authors"
+            fmt = AUTHORS_FORMAT
         meta.update({k: _plain_value(obj[k]) for k in _METADATA_KEYS if k in obj})
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         # PyTorch Lightning, and many other trainers, keep the weights under "state_dict"
