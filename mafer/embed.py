@@ -54,7 +54,8 @@ MIN_POINTS = 4  # below this neither t-SNE's perplexity nor UMAP's neighbourhood
 
 
 def extract_features(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.PathLike,
-                     split: str = "test", fold: int | None = None, folds: int = 10, protocol: str | None = None,
+                     split: str = "test", fold: int | None = None, folds: int | None = None,
+                     protocol: str | None = None,
                      resolution: str | int = "native", device: str = "auto", image_size: int | None = None,
                      batch_size: int = 64, workers: int | None = None, skip_bad: bool = False,
                      max_images: int | None = None,
@@ -70,8 +71,8 @@ def extract_features(dataset: str, data_dir: str | os.PathLike, checkpoint: str 
     dev = pick_device(device)
     model, meta = load_classifier(checkpoint, dev, dataset)
     if dataset == "oulucasia":
-        protocol = check_fold_rule(meta, checkpoint, fold, folds, protocol)
-    data = open_test_data(dataset, data_dir, split, fold, folds, protocol or "image", skip_bad, order)
+        protocol, folds = check_fold_rule(meta, checkpoint, fold, folds, protocol)
+    data = open_test_data(dataset, data_dir, split, fold, folds or 10, protocol or "image", skip_bad, order)
     check_classes(meta, data, checkpoint)
     data.transform = LoweredEvalTransform(dataset, checkpoint_image_size(meta, image_size), resolution)
     loader = make_loader(limited(data, max_images), batch_size, default_workers() if workers is None else workers, dev)

@@ -105,9 +105,10 @@ def checkpoint_image_size(meta: dict, image_size: int | None = None) -> int:
     return int((meta.get("config") or {}).get("image_size") or 224)
 
 
-def check_fold_rule(meta: dict, checkpoint: str | os.PathLike, fold: int | None, folds: int,
-                    protocol: str | None) -> str:
-    """The Oulu-CASIA protocol to test ``checkpoint`` with: ``protocol``, or (None) the one it was trained with.
+def check_fold_rule(meta: dict, checkpoint: str | os.PathLike, fold: int | None, folds: int | None,
+                    protocol: str | None) -> tuple[str, int]:
+    """``(protocol, folds)`` to test ``checkpoint`` on Oulu-CASIA with: those given, or (None) the
+    ones it was trained with (protocol ``image`` and 10 folds where it does not say).
 
     A network trained on fold k of one fold rule has the rest of the images in its training
     part, so testing it on another rule, or another fold, tests it partly on its training images
@@ -124,12 +125,13 @@ def check_fold_rule(meta: dict, checkpoint: str | os.PathLike, fold: int | None,
     else:
         config = meta.get("config") or {}
         recorded = {k: config[k] for k in ("protocol", "folds", "fold") if config.get(k) is not None}
-    asked = {"fold": fold, "folds": folds, "protocol": protocol or recorded.get("protocol", "image")}
+    asked = {"fold": fold, "folds": folds or recorded.get("folds", AUTHORS_FOLDS),
+             "protocol": protocol or recorded.get("protocol", "image")}
     wrong = [f"{k} {recorded[k]} (asked: {asked[k]})" for k in recorded if asked[k] != recorded[k]]
     if wrong:
         raise MaferError(f"{checkpoint}: trained on Oulu-CASIA {', '.join(wrong)}; tested on another fold it would "
                          "be tested on its own training images; expected --protocol, --folds and --fold as trained")
-    return asked["protocol"]
+    return asked["protocol"], asked["folds"]
 
 
 def check_classes(meta: dict, dataset: FaceDataset, checkpoint: str | os.PathLike) -> None:
@@ -245,7 +247,8 @@ def write_predictions(path: str | os.PathLike, classes: Sequence[str], tested: S
 
 
 def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.PathLike,
-                        split: str = "test", fold: int | None = None, folds: int = 10, protocol: str | None = None,
+                        split: str = "test", fold: int | None = None, folds: int | None = None,
+                        protocol: str | None = None,
                         resolutions: Iterable[str | int] = DEFAULT_RESOLUTIONS, device: str = "auto",
                         image_size: int | None = None, batch_size: int = 64, workers: int | None = None,
                         model_label: str | None = None, skip_bad: bool = False,
@@ -253,8 +256,8 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
                         order: str | os.PathLike | None = None) -> dict:
     """Metrics of ``checkpoint`` on ``split`` of ``dataset`` at each test resolution.
 
-    Oulu-CASIA: ``fold`` (1..folds) of ``folds`` under ``protocol`` (None: the one the checkpoint
-    was trained with, ``authors`` for the authors' files, else ``image``; ``order``: see
+    Oulu-CASIA: ``fold`` (1..folds) of ``folds`` under ``protocol`` (None: those the checkpoint
+    was trained with, ``authors`` and 10 for the authors' files, else ``image`` and 10; ``order``: see
     `mafer.datasets.OuluCASIA`); MaferError when the checkpoint records another fold rule than the
     one asked for (see `check_fold_rule`), since its test part would hold its training images.
 
@@ -282,7 +285,8 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
 
 
 def _evaluate(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.PathLike, split: str,
-              fold: int | None, folds: int, protocol: str | None, resolutions: list[str | int], dev: torch.device,
+              fold: int | None, folds: int | None, protocol: str | None, resolutions: list[str | int],
+              dev: torch.device,
               image_size: int | None, batch_size: int, workers: int | None, model_label: str | None,
               skip_bad: bool, max_images: int | None, order: str | os.PathLike | None,
               keep_logits: bool) -> tuple[dict, Tested]:
@@ -290,9 +294,9 @@ def _evaluate(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.Pa
     model, meta = load_classifier(checkpoint, dev, dataset)
     is_kfold = dataset == "oulucasia"
     if is_kfold:
-        protocol = check_fold_rule(meta, checkpoint, fold, folds, protocol)
+        protocol, folds = check_fold_rule(meta, checkpoint, fold, folds, protocol)
     size = checkpoint_image_size(meta, image_size)
-    data = open_test_data(dataset, data_dir, split, fold, folds, protocol or "image", skip_bad, order)
+    data = open_test_data(dataset, data_dir, split, fold, folds or AUTHORS_FOLDS, protocol or "image", skip_bad, order)
     check_classes(meta, data, checkpoint)
     loader = make_loader(limited(data, max_images), batch_size, default_workers() if workers is None else workers, dev)
     results: dict[str, Any] = {}
@@ -320,7 +324,7 @@ def _evaluate(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.Pa
     return result, (fold, list(data.samples), dumped)
 
 
-def evaluate_folds(data_dir: str | os.PathLike, folder: str | os.PathLike, *, folds: int = AUTHORS_FOLDS,
+def evaluate_folds(data_dir: str | os.PathLike, folder: str | os.PathLike, *, folds: int | None = None,
                    protocol: str | None = None, order: str | os.PathLike | None = None,
                    resolutions: Iterable[str | int] = DEFAULT_RESOLUTIONS, device: str = "auto",
                    image_size: int | None = None, batch_size: int = 64, workers: int | None = None,
@@ -383,7 +387,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="split to evaluate (default test)")
     parser.add_argument("--fold", type=int, help="Oulu-CASIA: fold whose test part is used, 1..folds (numbered as "
                                                   "the authors' best_model_ckp_fold_<k>.pt)")
-    parser.add_argument("--folds", type=int, default=10, help="Oulu-CASIA: number of folds (default 10)")
+    parser.add_argument("--folds", type=int, help="Oulu-CASIA: number of folds (default: the checkpoint's own; "
+                                                   "10 for the authors' and where a checkpoint does not say)")
     parser.add_argument("--protocol", choices=OULU_PROTOCOLS,
                         help="Oulu-CASIA folds: stratified over images, over subjects, or the authors' exact rule "
                              "(default: the checkpoint's own; authors for the authors' checkpoints; else image)")

@@ -195,3 +195,17 @@ def test_fold_checkpoint_folders_of_this_project(tmp_path, tiny_checkpoint):
     (tmp_path / "empty").mkdir()
     with pytest.raises(MaferError, match="empty: no fold checkpoints; expected the authors' best_model_ckp_fold_<k>"):
         fold_checkpoints(tmp_path / "empty")
+
+
+def test_a_folder_of_our_fold_checkpoints_is_tested_with_the_folds_they_were_trained_on(flat_oulu, tmp_path,
+                                                                                        tiny_checkpoint):
+    for k in (1, 2):  # as `mafer finetune --fold k --folds 3` records it
+        path = tiny_checkpoint(tmp_path / "runs" / f"fold{k}" / "best.pt", "oulucasia", image_size=32)
+        raw = torch.load(path, weights_only=True)
+        raw["config"].update(fold=k, folds=3, protocol="image")
+        torch.save(raw, path)
+    result = evaluate_folds(flat_oulu.parent, tmp_path / "runs", resolutions=["native"], device="cpu", workers=0)
+    assert result["folds"] == 3 and result["folds_tested"] == [1, 2] and result["protocol"] == "image"
+    assert [r["folds"] for r in result["per_fold"]] == [3, 3]
+    with pytest.raises(MaferError, match=r"folds 3 \(asked: 10\)"):
+        evaluate_folds(flat_oulu.parent, tmp_path / "runs", folds=10, resolutions=["native"], device="cpu", workers=0)
