@@ -129,8 +129,9 @@ def check_fold_rule(meta: dict, checkpoint: str | os.PathLike, fold: int | None,
              "protocol": protocol or recorded.get("protocol", "image")}
     wrong = [f"{k} {recorded[k]} (asked: {asked[k]})" for k in recorded if asked[k] != recorded[k]]
     if wrong:
-        raise MaferError(f"{checkpoint}: trained on Oulu-CASIA {', '.join(wrong)}; tested on another fold it would "
-                         "be tested on its own training images; expected --protocol, --folds and --fold as trained")
+        raise MaferError(f"{checkpoint}: trained on Oulu-CASIA {', '.join(wrong)}; under another fold rule or fold "
+                         "its test part would hold its own training images; leave out --protocol, --folds and --fold "
+                         "to use the checkpoint's own, or give them as trained (folds count from 1)")
     return asked["protocol"], asked["folds"]
 
 
@@ -421,8 +422,8 @@ def run(args: argparse.Namespace) -> int:
                   dump_predictions=args.dump_predictions, order=args.order)
     if args.checkpoint.is_dir():
         if args.dataset != "oulucasia" or args.fold is not None or args.split != "test":
-            raise MaferError(f"{args.checkpoint}: a folder of fold checkpoints is tested on Oulu-CASIA, each on its "
-                             "own test fold; expected --dataset oulucasia without --fold or --split (for one "
+            raise MaferError(f"{args.checkpoint}: a folder is read as Oulu-CASIA fold checkpoints, each tested on "
+                             "its own test fold; expected --dataset oulucasia without --fold or --split (for one "
                              "checkpoint, pass its file)")
         result = evaluate_folds(args.data_dir, args.checkpoint, folds=args.folds, protocol=args.protocol, **common)
     else:
@@ -433,6 +434,10 @@ def run(args: argparse.Namespace) -> int:
     if "per_fold" in result:
         print(f"{len(result['per_fold'])} fold checkpoints ({result['protocol']} folds over {result['fold_order']}), "
               "each on its own test fold:")
+        absent = sorted(set(range(1, result["folds"] + 1)) - set(result["folds_tested"]))
+        if absent:
+            print(f"note: no checkpoint for fold(s) {', '.join(map(str, absent))} of {result['folds']}; the means "
+                  f"below are over the {len(result['folds_tested'])} folds tested")
         first = next(iter(result["resolutions"]))
         print(f"{'fold':>10}  {'acc':>6}  {'F1':>6}  {'n':>6}  checkpoint (resolution {first})")
         for one in result["per_fold"]:

@@ -9,9 +9,10 @@ one for RAF-DB and, for Oulu-CASIA, one per fold of their 10-fold protocol, save
     DIR/<model>/rafdb.pt
     DIR/<model>/oulucasia/best_model_ckp_fold_<k>.pt
 
-``<model>`` is any spelling of a paper model (`mafer.paper_models.model_from_name`: ``base``,
-``cr``, ``CR-Simplified``, ``cr_affwild2``...). ``.pth`` is read as well as ``.pt``. This module
-only looks at names, so that planning a pipeline run does not import torch.
+``<model>`` is a spelling of a paper model, matched whole (`mafer.paper_models.PaperModel.spellings`:
+``base``, ``cr``, ``CR-Simplified``, ``cr_affwild2``...): a misspelt folder is named and left out,
+never taken for another model. ``.pth`` is read as well as ``.pt``. This module only looks at
+names, so that planning a pipeline run does not import torch.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mafer.errors import MaferError
-from mafer.paper_models import MODELS, model_from_name
+from mafer.paper_models import MODELS, normalize_name
 
 AUTHORS_FOLDS = 10  # their main_oulu.py's KFold(n_splits=10)
 FOLD_IN_NAME = re.compile(r"fold[_-]?(\d+)", re.IGNORECASE)
@@ -69,18 +70,25 @@ def fold_checkpoints(folder: str | os.PathLike) -> dict[int, Path]:
     return {k: found[k][0] for k in sorted(found)}
 
 
-def model_folders(folder: str | os.PathLike) -> dict[str, Path]:
-    """Paper model key -> its sub-folder of ``folder``, in the paper's order.
+def model_folders(folder: str | os.PathLike) -> tuple[dict[str, Path], list[str]]:
+    """``({paper model key: its sub-folder of folder}, [sub-folders named after no model])``, models
+    in the paper's order. A folder name must be a whole spelling of a model (case, ``_``, ``-`` and
+    spaces aside), so that ``CR-Simplfied`` is not read as CR.
 
     MaferError when ``folder`` is no folder, holds no model's folder, or two folders name one model.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise MaferError(f"{folder}: folder of released checkpoints not found; expected {LAYOUT}")
+    spelled = {spelling: m for m in MODELS for spelling in m.spellings()}
     found: dict[str, Path] = {}
+    ignored: list[str] = []
     for entry in sorted(folder.iterdir()):
-        model = model_from_name(entry.name) if entry.is_dir() else None
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        model = spelled.get(normalize_name(entry.name))
         if model is None:
+            ignored.append(entry.name)
             continue
         if model.key in found:
             raise MaferError(f"{folder}: {found[model.key].name}/ and {entry.name}/ both name model {model.label}; "
@@ -90,7 +98,7 @@ def model_folders(folder: str | os.PathLike) -> dict[str, Path]:
         names = ", ".join(sorted(e.name for e in folder.iterdir())[:5]) or "nothing"
         raise MaferError(f"{folder}: no folder named after a paper model (found {names}); expected {LAYOUT}, "
                          f"<model> one of {', '.join(m.key for m in MODELS)}")
-    return {m.key: found[m.key] for m in MODELS if m.key in found}
+    return {m.key: found[m.key] for m in MODELS if m.key in found}, ignored
 
 
 def _one_file(folder: Path, stem: str) -> Path | None:
@@ -106,11 +114,14 @@ def released_checkpoints(folder: str | os.PathLike, datasets: Sequence[str],
     one line each which model, dataset or fold is missing (those are left out of the tables).
     Paths are absolute. MaferError as `model_folders`.
     """
-    models = model_folders(folder)
+    models, ignored = model_folders(folder)
     label = {m.key: m.label for m in MODELS}
     found: dict[str, dict[str, dict[int | None, str]]] = {}
-    notes = [f"released checkpoints: no folder for model {m.label} in {folder}; left out"
-             for m in MODELS if m.key not in models]
+    notes = [f"released checkpoints: {name}/ in {folder} names no model (expected one of "
+             f"{', '.join(m.key for m in MODELS)} or {', '.join(m.label for m in MODELS)}); ignored"
+             for name in ignored]
+    notes += [f"released checkpoints: no folder for model {m.label} in {folder}; left out"
+              for m in MODELS if m.key not in models]
     for dataset in datasets:
         for key, model_dir in models.items():
             if dataset in FIXED_SPLIT_DATASETS:

@@ -34,7 +34,7 @@ from mafer.errors import MaferError
 from mafer.yamlfile import read_yaml_mapping
 from mafer.pipeline import PIPELINE_DIR, PROFILES_DIR, SNAKEFILE, cluster
 from mafer.pipeline.cap import apply_cap, cap_names, describe_changes
-from mafer.pipeline.graph import normalize_seeds, part_name
+from mafer.pipeline.graph import RELEASED_TOC, normalize_seeds, part_name
 from mafer.released import LAYOUT, released_checkpoints
 
 PROJECT_ROOT = PIPELINE_DIR.parent.parent
@@ -54,7 +54,8 @@ REQUIRED_KEYS = ("name", "datasets", "folds", "run_folds", "resolutions", "prese
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `mafer reproduce`; anything after ``--`` goes to Snakemake unchanged."""
     parser.add_argument("--profile", default="demo",
-                        help="smoke, demo, paper, or a profile YAML file (default: demo)")
+                        help=f"{', '.join(sorted(p.stem for p in PROFILES_DIR.glob('*.yaml')))}, or a profile "
+                             "YAML file (default: demo)")
     parser.add_argument("--jobs", "-j", type=int, default=2, help="nodes run in parallel (default: 2)")
     parser.add_argument("--dry-run", "-n", action="store_true", help="list the jobs that would run, run none")
     parser.add_argument("--data-dir", help="folder holding the datasets (overrides the profile; "
@@ -228,6 +229,17 @@ def resolve_released(config: dict[str, Any]) -> None:
     found, notes = released_checkpoints(config["checkpoints"], config["datasets"], folds)
     for note in notes:
         print(f"mafer reproduce: {note}", file=sys.stderr)
+    for dataset, per_model in found.items():  # paired comparisons need every model on the same test images
+        shared = set.intersection(*(set(runs) for runs in per_model.values()))
+        dropped = sorted(set().union(*(set(runs) for runs in per_model.values())) - shared)
+        if dropped:
+            note = (f"released checkpoints: {dataset} fold(s) {', '.join(map(str, dropped))} left out for every "
+                    "model, since not every model has them (models are compared on the same test images)")
+            notes.append(note)
+            print(f"mafer reproduce: {note}", file=sys.stderr)
+            found[dataset] = {m: {k: p for k, p in runs.items() if k in shared} for m, runs in per_model.items()
+                              if shared}
+    found = {dataset: per_model for dataset, per_model in found.items() if per_model}
     if not found:
         raise MaferError(f"{config['checkpoints']}: none of the checkpoints of {', '.join(config['datasets'])}; "
                          f"expected {LAYOUT}")
@@ -645,7 +657,7 @@ def final_message(workdir: Path, book_dir: Path, ran: list[Path], before: dict[P
     if ran:
         names = ", ".join(p.relative_to(workdir / "notebooks").with_suffix("").as_posix() for p in ran[:6])
         more = f" and {len(ran) - 6} more" if len(ran) > 6 else ""
-        what = f"{len(ran)} notebook node(s) ran ({names}{more}), {skipped} were up to date"
+        what = f"{len(ran)} notebook node(s) ran ({names}{more}), {skipped} up to date"
     else:
         what = f"nothing to do, all {skipped} notebook node(s) were up to date"
     lines = [f"mafer reproduce: done in {elapsed:.0f} s: {what}."]
@@ -655,5 +667,7 @@ def final_message(workdir: Path, book_dir: Path, ran: list[Path], before: dict[P
               ("book pages", book_dir)]
     lines += [f"  {label}: {path}" for label, path in places if path.exists()]
     if book_dir.is_dir():
-        lines.append("  build the book with: jupyter-book build . --path-output .  (or make book)")
+        released = (book_dir / "checkpoints.ipynb").is_file()  # published by a run on released checkpoints
+        lines.append(f"  build the book with: jupyter-book build . --path-output . --toc {RELEASED_TOC}" if released
+                     else "  build the book with: jupyter-book build . --path-output .  (or make book)")
     return "\n".join(lines)

@@ -117,8 +117,10 @@ def test_a_database_that_does_not_fit_the_files_is_one_clear_error(flat_oulu, tm
 
 
 def test_without_a_database_the_rule_runs_over_path_order_and_says_so(flat_oulu):
-    with pytest.warns(MaferWarning, match="can be tested without leakage only on their own database order"):
+    with pytest.warns(MaferWarning, match="can be tested without leakage only on their own database order") as said:
         test = get_dataset("oulucasia", flat_oulu, "test", fold=2, protocol="authors")
+        get_dataset("oulucasia", flat_oulu, "train", fold=3, protocol="authors")
+    assert len(said) == 1  # once per dataset folder, not once per fold opened
     everything = get_dataset("oulucasia", flat_oulu, "all").samples
     kfold = list(KFold(n_splits=10, shuffle=True, random_state=17).split(np.arange(len(everything))))
     assert test.samples == [everything[i] for i in sorted(kfold[1][1])] and test.fold_order == "path order"
@@ -198,7 +200,7 @@ def test_fold_checkpoint_folders_of_this_project(tmp_path, tiny_checkpoint):
 
 
 def test_a_folder_of_our_fold_checkpoints_is_tested_with_the_folds_they_were_trained_on(flat_oulu, tmp_path,
-                                                                                        tiny_checkpoint):
+                                                                                        tiny_checkpoint, capsys):
     for k in (1, 2):  # as `mafer finetune --fold k --folds 3` records it
         path = tiny_checkpoint(tmp_path / "runs" / f"fold{k}" / "best.pt", "oulucasia", image_size=32)
         raw = torch.load(path, weights_only=True)
@@ -207,5 +209,10 @@ def test_a_folder_of_our_fold_checkpoints_is_tested_with_the_folds_they_were_tra
     result = evaluate_folds(flat_oulu.parent, tmp_path / "runs", resolutions=["native"], device="cpu", workers=0)
     assert result["folds"] == 3 and result["folds_tested"] == [1, 2] and result["protocol"] == "image"
     assert [r["folds"] for r in result["per_fold"]] == [3, 3]
+    rc = main(["evaluate", "--dataset", "oulucasia", "--data-dir", str(flat_oulu.parent), "--checkpoint",
+               str(tmp_path / "runs"), "--resolutions", "native", "--device", "cpu", "--workers", "0",
+               "--out", str(tmp_path / "m.json")])
+    assert rc == 0 and "note: no checkpoint for fold(s) 3 of 3; the means below are over the 2 folds tested" \
+        in capsys.readouterr().out
     with pytest.raises(MaferError, match=r"folds 3 \(asked: 10\)"):
         evaluate_folds(flat_oulu.parent, tmp_path / "runs", folds=10, resolutions=["native"], device="cpu", workers=0)

@@ -13,6 +13,7 @@ import yaml
 
 from mafer.models import create_model
 from mafer.paper_models import LABELS
+from mafer.pipeline.graph import oulu_order
 from mafer.released import released_checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,12 +60,31 @@ def test_the_release_layout_is_found_under_any_spelling_and_gaps_are_named(tmp_p
                      "left out"]
 
 
+def test_a_misspelt_model_folder_is_named_and_never_taken_for_another_model(tmp_path):
+    release = write_release(tmp_path / "release", models=["base", "CR-Simplfied", "CR+AffWild2"])
+    found, notes = released_checkpoints(release, ["rafdb"], [])
+    assert set(found["rafdb"]) == {"base", "cr_affwild2"}  # not "cr": that folder is CR-Simplified, misspelt
+    assert notes[0].startswith("released checkpoints: CR-Simplfied/ in ") and notes[0].endswith("names no model "
+        "(expected one of base, cr, cr_simplified, cr_affwild2 or base, CR, CR-Simplified, CR+AffWild2); ignored")
+    assert "no folder for model CR in" in notes[1] and "no folder for model CR-Simplified in" in notes[2]
+
+
+def test_the_oulucasia_order_file_goes_to_oulucasia_nodes_only():
+    config = {"oulucasia_order": "/data/oulucasia_database.csv"}
+    assert oulu_order(config, "oulucasia") == {"order": "/data/oulucasia_database.csv"}
+    assert oulu_order(config, "rafdb") == oulu_order(config, "fer2013") == oulu_order({}, "oulucasia") == {}
+
+
 def test_a_missing_model_is_left_out_with_one_line_and_nothing_is_trained(tmp_path, smoke_data):
     release = write_release(tmp_path / "release", models=["base", "cr"])
+    (release / "cr" / "oulucasia" / "best_model_ckp_fold_2.pt").unlink()
     result = reproduce("--data-dir", str(smoke_data), "--config", f"checkpoints={release}", "--dry-run",
                        "--results", str(tmp_path / "results"), "--book-dir", str(tmp_path / "book"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mafer reproduce: released checkpoints: no folder for model CR-Simplified" in result.stderr
+    # a fold one model lacks is left out for all: the models are compared on the same test images
+    assert "oulucasia fold(s) 2 left out for every model" in result.stderr
+    assert "fold2" not in result.stdout + result.stderr and "best_model_ckp_fold_3.pt" in result.stdout
     assert "rule step1" not in result.stdout + result.stderr and "rule step2" not in result.stdout + result.stderr
     assert "rule released_checkpoints" in result.stdout + result.stderr
     without = reproduce("--data-dir", str(smoke_data), "--dry-run", "--results", str(tmp_path / "results"))

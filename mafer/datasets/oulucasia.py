@@ -29,6 +29,7 @@ PROTOCOLS = OULU_PROTOCOLS
 # The authors' dataset class writes this table into the dataset folder on first use (columns: the
 # pandas index, image_path, expression; rows in os.listdir order); their folds are drawn over its rows.
 DATABASE_FILE = "oulucasia_database.csv"
+_NOTED: set[str] = set()  # dataset folders whose missing database this process has noted
 NO_DATABASE_NOTE = (f"protocol 'authors' without {DATABASE_FILE} (in the dataset folder or --order): folds drawn over "
                     "this reader's path order; the authors' released fold checkpoints can be tested without leakage "
                     "only on their own database order")
@@ -283,11 +284,15 @@ class OuluCASIA(FaceDataset):
         if self.order is not None and not self.order.is_file():
             raise MaferError(f"{self.order}: order file not found; expected the authors' {DATABASE_FILE}")
         if not database.is_file():
-            warnings.warn(NO_DATABASE_NOTE, MaferWarning, stacklevel=2)
+            if str(self.root) not in _NOTED:  # once per dataset folder, not once per fold opened
+                _NOTED.add(str(self.root))
+                warnings.warn(NO_DATABASE_NOTE, MaferWarning, stacklevel=2)
             return paths, targets, subjects
         if self.layout != "flat":
             raise MaferError(f"{database}: the authors' database names images <Expression>/<image>, which is the flat "
-                             f"layout; {self.root} has the <Subject>/<Expression>/<frames> layout")
+                             f"layout; {self.root} has the <Subject>/<Expression>/<frames> layout: use the flat copy "
+                             "their preprocessing made, or leave the database out to draw their rule over this "
+                             "layout's path order")
         index = database_order(database, paths, targets, self.classes)
         self.fold_order = f"{database} (the authors' database order)"
         return [paths[i] for i in index], [targets[i] for i in index], [subjects[i] for i in index]

@@ -268,6 +268,12 @@ def finetune_parts(config: Mapping[str, Any], dataset: str) -> list[str]:
     return [STANDARD_PART]
 
 
+def oulu_order(config: Mapping[str, Any], dataset: str) -> dict[str, str]:
+    """``{"order": file}``, the authors' Oulu-CASIA database the profile names (``oulucasia_order``),
+    for Oulu-CASIA nodes only (the other readers have no such option); ``{}`` otherwise."""
+    return {"order": config["oulucasia_order"]} if dataset == "oulucasia" and config.get("oulucasia_order") else {}
+
+
 def train_options(config: Mapping[str, Any], step: str, *keys: str) -> dict[str, Any]:
     """TrainConfig overrides of a ``step`` ("step1"/"step2") node: the profile's image size, then
     ``config[step]["common"]``, then the sections ``keys`` (a model slug, a dataset) in order."""
