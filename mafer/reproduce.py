@@ -430,8 +430,15 @@ class _Interrupt:
 
 
 def _stop_with_parent() -> None:
-    """In the Snakemake child, before it starts: ask Linux for a SIGINT when `mafer reproduce`
-    dies, even by SIGKILL, which no handler sees (elsewhere a no-op)."""
+    """In the Snakemake child, before it starts: let it (and the jobs it starts) be stopped by the
+    signals `_Interrupt` forwards, and ask Linux for a SIGINT when `mafer reproduce` dies, even by
+    SIGKILL, which no handler sees (elsewhere a no-op).
+
+    A program started in the background by a script (``mafer reproduce ... &``, nohup, some CI
+    runners) inherits SIGINT (and SIGHUP) *ignored*, and an ignored signal stays ignored across
+    exec: Snakemake and every notebook would then run on through a forwarded Ctrl-C."""
+    for sig in _Interrupt.SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
     try:
         import ctypes
 

@@ -759,3 +759,20 @@ def test_book_numbers_missing_from_a_run_say_why(monkeypatch):
     for page in (ROOT / "book").glob("*.md"):
         quoted |= set(re.findall(r"results\.ipynb::((?:acc|gain)_\w+):", page.read_text()))
     assert quoted and quoted <= set(glued)  # every number the book quotes is there, or says why not
+
+
+def test_snakemake_can_be_stopped_even_when_reproduce_was_started_with_sigint_ignored():
+    # `mafer reproduce ... &` from a script (or nohup, or a CI runner) starts it with SIGINT ignored;
+    # Snakemake inherits the signal dispositions at exec, so reproduce resets them for it
+    from mafer.reproduce import _stop_with_parent
+
+    probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        plain = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        reset = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                               preexec_fn=_stop_with_parent)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert plain.stdout.strip() == "False"  # what the child would inherit without the reset
+    assert reset.stdout.strip() == "True"
