@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,11 +30,9 @@ from traitlets.config import Config  # noqa: E402
 from mafer.caches import use_writable_caches  # noqa: E402
 from mafer.errors import MaferError  # noqa: E402
 
-# The kernel talks over Unix sockets (in a private folder per node, see `execute`), not TCP: nodes
-# that start kernels side by side pick TCP ports that are free when chosen, and two of them can
-# choose the same one before either binds it ("Address already in use", the kernel dies); sockets
-# are files and cannot collide. Curve encryption, as the kernel spec declares it supports.
-KERNEL_CONFIG = Config({"KernelManager": {"transport": "ipc", "transport_encryption": "auto"}})
+# Curve-encrypted kernel transport, as the kernel spec declares it supports: no plain-TCP warning
+# from every kernel, and code and outputs are not sent in the clear.
+KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}})
 
 # The project's kernel (what the notebooks name and `make lab` offers); installed into this
 # environment on first use when missing.
@@ -167,10 +164,6 @@ def execute(notebook: Path, output: Path, parameters: dict, *, threads: int, fai
     record.unlink(missing_ok=True)  # a success clears the traces of an earlier failure
     partial.unlink(missing_ok=True)
     start = time.time()
-    # the kernel's connection file and sockets: on this machine's disk (a shared file system may not
-    # hold sockets), under a path short enough for a socket name, removed with the node
-    sockets = tempfile.TemporaryDirectory(prefix="mafer-kernel-")
-    os.environ["JUPYTER_RUNTIME_DIR"] = sockets.name
     try:
         check_kernel()
         check_parameters(notebook, parameters)
@@ -194,8 +187,6 @@ def execute(notebook: Path, output: Path, parameters: dict, *, threads: int, fai
               f"  executed copy kept for inspection: {partial if partial.exists() else '(none written)'}",
               file=sys.stderr)
         raise SystemExit(1) from None
-    finally:
-        sockets.cleanup()
     print(f"mafer pipeline: {notebook.name} -> {output} ({time.time() - start:.0f} s)", file=sys.stderr)
 
 
