@@ -54,6 +54,17 @@ def test_finetune_writes_the_run_folder(smoke_data: Path, tmp_path: Path) -> Non
     assert [r["step"] for r in train] == [1, 2, 3, 4]
     assert {"loss", "acc", "lr_backbone", "lr_classifier", "p", "images_per_s", "epoch"} <= set(train[0])
     assert any(r["kind"] == "val" and 0.0 <= r["val_acc"] <= 1.0 for r in records)
+    # best.pt is the network for evaluation; the optimizer state to resume from lives in last.pt only
+    assert ckpt["optimizer_state_dict"] is None and ckpt["scheduler_state_dict"] is None
+    assert load_checkpoint(run / "last.pt")["optimizer_state_dict"]["state"]
+    assert (run / "best.pt").stat().st_size < (run / "last.pt").stat().st_size / 2  # adam: two moments
+
+
+def test_no_keep_last_leaves_best_pt_alone_and_resume_says_why(smoke_data: Path, tmp_path: Path) -> None:
+    run = run_finetune(smoke(smoke_data, tmp_path / "ft", dataset="rafdb", max_steps=2, keep_last=False))
+    assert (run / "best.pt").is_file() and not (run / "last.pt").exists()
+    with pytest.raises(MaferError, match="nothing to resume; expected the last.pt"):
+        run_finetune(smoke(smoke_data, run, dataset="rafdb", max_steps=3, keep_last=False, resume=True))
 
 
 @pytest.mark.parametrize("mode,dataset", [("base", "affwild2"), ("cr-simplified", "vggface2"),

@@ -276,8 +276,11 @@ def oulu_order(config: Mapping[str, Any], dataset: str) -> dict[str, str]:
 
 def train_options(config: Mapping[str, Any], step: str, *keys: str) -> dict[str, Any]:
     """TrainConfig overrides of a ``step`` ("step1"/"step2") node: the profile's image size, then
-    ``config[step]["common"]``, then the sections ``keys`` (a model slug, a dataset) in order."""
-    options = {"image_size": config["image_size"]}
+    ``config[step]["common"]``, then the sections ``keys`` (a model slug, a dataset) in order.
+
+    A node's last.pt goes when its training ends (``keep_last: false``): Snakemake never continues
+    a finished node, and the file (network plus optimizer state) is most of a run's disk."""
+    options = {"image_size": config["image_size"], "keep_last": False}
     for key in ("common", *keys):
         options |= config[step].get(key) or {}
     return options

@@ -125,6 +125,9 @@ class TrainConfig:
     val_per_epoch: int | None = _opt("validations per epoch")
     val_resolution: int = _opt("step 1: the low resolution (pixels) validated besides full resolution", 8)
     save_every: int | None = _opt("also write last.pt every this many optimizer steps", resumable=True)
+    keep_last: bool = _opt("keep last.pt once the run has ended; it is needed only to continue the run with "
+                           "--resume and more steps (--no-keep-last frees a checkpoint with optimizer state "
+                           "per run)", True, resumable=True)
     # engine
     device: str = _opt("auto, cpu or cuda", "auto", ("auto", "cpu", "cuda"), resumable=True)
     seed: int | None = _opt("random seed (the paper's step 2 uses 17)")

@@ -5,8 +5,9 @@ epoch's seeded permutation, and for each one lower the uint8 images (step 1; per
 before resize/crop, as the paper), augment them batched on the device, preprocess, forward,
 backward; then check the loss is finite and step. Validation runs at fixed steps of each
 epoch (step 1: at full resolution and at ``val_resolution`` px), drives ReduceLROnPlateau and
-keeps ``best.pt``; ``last.pt`` holds everything needed to resume exactly (checkpoints are
-written atomically by `mafer.models.save_checkpoint`).
+keeps ``best.pt`` (the network and its metadata); ``last.pt`` holds everything needed to resume
+exactly, optimizer and RNG states included (checkpoints are written atomically by
+`mafer.models.save_checkpoint`).
 """
 
 from __future__ import annotations
@@ -416,7 +417,7 @@ class Trainer:
                        | {f"val_{k}": v for k, v in metrics.items()} | self.learning_rates()
                        | {"best": self.best, "best_metric": self.cfg.best_metric})
         if improved:
-            self.save(self.out / "best.pt", metrics)
+            self.save(self.out / "best.pt", metrics, training_state=False)
             self._keep_best()
         self.save(self.out / "last.pt", metrics)
         if getattr(self, "progress_lines", False):
@@ -444,9 +445,12 @@ class Trainer:
         kept.unlink(missing_ok=True)
         _link_or_copy(self.out / "best.pt", kept)
 
-    def save(self, path: Path, metrics: dict[str, float]) -> None:
-        """Write a checkpoint (rank 0) holding everything `--resume` needs, every rank's RNG included."""
-        rng = [{k: v.cpu() for k, v in state.items()} for state in gather_objects(self.rng_state(), self.env)]
+    def save(self, path: Path, metrics: dict[str, float], training_state: bool = True) -> None:
+        """Write a checkpoint (rank 0). With ``training_state`` it holds everything `--resume`
+        needs, every rank's RNG included; without (best.pt), the network and its metadata only:
+        resuming reads last.pt, and the optimizer state would double or triple the file."""
+        rng = ([{k: v.cpu() for k, v in state.items()} for state in gather_objects(self.rng_state(), self.env)]
+               if training_state else None)
         if self.env.is_main:
             epoch, step_in_epoch = divmod(self.step, self.steps_per_epoch)
             resume = {"step": self.step, "epoch": epoch, "batch_index": step_in_epoch * self.cfg.accum_steps,
@@ -454,7 +458,9 @@ class Trainer:
             save_checkpoint(path, self.model, arch=self.cfg.arch, class_names=self.classes,
                         mean_bgr=self.mean_bgr, config=self.cfg.to_dict(),
                         metrics=metrics | {"step": self.step, "epoch": self.step / self.steps_per_epoch},
-                        optimizer=self.optimizer, scheduler=self.scheduler, extra={"resume": resume})
+                        optimizer=self.optimizer if training_state else None,
+                        scheduler=self.scheduler if training_state else None,
+                        extra={"resume": resume} if training_state else {})
         barrier(self.env)
 
     def _load_resume(self) -> dict[str, Any]:
@@ -523,6 +529,8 @@ class Trainer:
             # a run cut short by --max-steps: validate for best.pt, but leave the scheduler alone so
             # that resuming it follows exactly the trajectory of an uninterrupted run
             self.after_validation(self.validate(), scheduled=False)
+        if not cfg.keep_last and self.env.is_main:
+            (self.out / "last.pt").unlink(missing_ok=True)
 
 
 class LogWindow:

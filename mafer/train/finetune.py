@@ -39,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = run_finetune(cfg)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
-        print(f"step 2 finished: {out / 'best.pt'}, {out / 'last.pt'}")
+        print(f"step 2 finished: {', '.join(str(p) for p in (out / 'best.pt', out / 'last.pt') if p.exists())}")
     return 0

@@ -38,5 +38,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = run_pretrain(cfg)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
-        print(f"step 1 finished: {out / 'best.pt'}, {out / 'last.pt'}")
+        print(f"step 1 finished: {', '.join(str(p) for p in (out / 'best.pt', out / 'last.pt') if p.exists())}")
     return 0
