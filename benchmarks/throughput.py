@@ -393,8 +393,8 @@ class Table:
 
     def print_summary(self) -> None:
         print()
-        print(f"| row | what | batch | img/s | ms/step | note |")
-        print(f"|---|---|---:|---:|---:|---|")
+        print("| row | what | batch | img/s | ms/step | note |")
+        print("|---|---|---:|---:|---:|---|")
         for r in self.rows:
             rate = f"{r.images_per_s:.1f}" if r.images_per_s is not None else "-"
             ms = f"{r.ms_per_step:.1f}" if r.ms_per_step is not None else "-"

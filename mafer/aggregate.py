@@ -37,12 +37,12 @@ import csv
 import fnmatch
 import io
 import json
-import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from mafer.datasets.info import DATASETS
 from mafer.errors import MaferError
 from mafer.metrics import fold_average
 from mafer.paper_models import BASE, LABELS, model_from_path
@@ -275,7 +275,6 @@ def write_paired(paths: Sequence[str | Path], comparisons_path: str | Path, accu
 
 # ---------------------------------------------------------------------------------- paired statistics
 
-DATASET_TITLES = {"fer2013": "FER2013", "rafdb": "RAF-DB", "oulucasia": "Oulu-CASIA", "affwild2": "AffWild2"}
 
 
 def _runs_by_fold(files: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[Any, list[tuple[str, Mapping]]]:
@@ -384,7 +383,7 @@ def comparison_sentence(model: str, dataset: str, resolution: str, entry: Mappin
     [+1.2, +7.0] (p = 0.003; 3 seeds x 600 images)", or "no difference detectable ..." when the
     interval holds 0."""
     where = f"at {'native resolution' if resolution == 'native' else resolution + ' px'} on " \
-            f"{DATASET_TITLES.get(dataset, dataset)}"
+            f"{DATASETS[dataset].title if dataset in DATASETS else dataset}"
     lo, hi = entry["ci95"]
     numbers = (f"{_points(entry['diff'])} points, 95 % interval [{_points(lo)}, {_points(hi)}] "
                f"(p = {entry['p']:.3g}; {entry['n_seeds']} seed{'s' if entry['n_seeds'] != 1 else ''} "

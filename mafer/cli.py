@@ -20,11 +20,12 @@ from mafer.errors import MaferError, MaferWarning
 from mafer.writes import disk_full_error, is_disk_full, stream_is_full, stream_name
 
 # name -> (module, one-line help). Order is the order shown in `mafer --help`.
+STAGE_COMMANDS = ("pretrain", "finetune")
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("mafer.synth", "generate synthetic faces in the real datasets' on-disk formats"),
     "data": ("mafer.datasets.cli", "inspect a dataset: counts per split and class, channel mean"),
-    "pretrain": ("mafer.train.pretrain", "step 1: base, CR or CR-Simplified training (VGGFace2 or AffWild2)"),
-    "finetune": ("mafer.train.finetune", "step 2: fine-tune on FER2013, RAF-DB or Oulu-CASIA"),
+    "pretrain": ("mafer.train.cli", "step 1: base, CR or CR-Simplified training (VGGFace2 or AffWild2)"),
+    "finetune": ("mafer.train.cli", "step 2: fine-tune on FER2013, RAF-DB or Oulu-CASIA"),
     "evaluate": ("mafer.evaluate", "accuracy, F1 and confusion matrices at several test resolutions"),
     "aggregate": ("mafer.aggregate", "k-fold means and the results table across models and datasets"),
     "embed": ("mafer.embed", "deep features of a dataset and their t-SNE / UMAP projections"),
@@ -43,7 +44,9 @@ def _build_parser(selected: str | None) -> argparse.ArgumentParser:
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         if name == selected:
-            importlib.import_module(module).add_arguments(p)
+            # the training module serves both steps: its options depend on which
+            add = importlib.import_module(module).add_arguments
+            add(p, name) if name in STAGE_COMMANDS else add(p)
     return parser
 
 

@@ -35,14 +35,11 @@ from mafer.errors import MaferError
 from mafer.evaluate import (
     LoweredEvalTransform,
     add_data_arguments,
-    check_classes,
-    check_fold_rule,
     checkpoint_image_size,
     default_workers,
     limited,
-    load_classifier,
     make_loader,
-    open_test_data,
+    open_checkpoint_and_data,
     parse_resolutions,
     run_model,
 )
@@ -69,11 +66,8 @@ def extract_features(dataset: str, data_dir: str | os.PathLike, checkpoint: str 
     """
     (resolution,) = parse_resolutions([resolution])
     dev = pick_device(device)
-    model, meta = load_classifier(checkpoint, dev, dataset)
-    if dataset == "oulucasia":
-        protocol, folds = check_fold_rule(meta, checkpoint, fold, folds, protocol)
-    data = open_test_data(dataset, data_dir, split, fold, folds or 10, protocol or "image", skip_bad, order)
-    check_classes(meta, data, checkpoint)
+    model, meta, data, _, _ = open_checkpoint_and_data(dataset, data_dir, checkpoint, split, fold, folds, protocol,
+                                                       dev, skip_bad, order)
     data.transform = LoweredEvalTransform(dataset, checkpoint_image_size(meta, image_size), resolution)
     loader = make_loader(limited(data, max_images), batch_size, default_workers() if workers is None else workers, dev)
     features, labels = run_model(model, loader, meta["mean_bgr"], dev, features=True)

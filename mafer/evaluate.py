@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from mafer.datasets import FaceDataset, dataset_info, get_dataset
-from mafer.datasets.info import OULU_PROTOCOLS
+from mafer.datasets.info import EXPRESSION_DATASETS, OULU_PROTOCOLS
 from mafer.errors import MaferError
 from mafer.metrics import bootstrap_accuracy_ci, classification_metrics
 from mafer.models import model_from_checkpoint, preprocess
@@ -285,6 +285,27 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
     return result
 
 
+def open_checkpoint_and_data(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.PathLike, split: str,
+                             fold: int | None, folds: int | None, protocol: str | None, dev: torch.device,
+                             skip_bad: bool = False, order: str | os.PathLike | None = None,
+                             ) -> tuple[torch.nn.Module, dict, FaceDataset, str | None, int | None]:
+    """What testing ``checkpoint`` on ``split`` of ``dataset`` needs, checked before any image is
+    run: ``(model, meta, data, protocol, folds)``, the network on ``dev`` in eval mode and its
+    metadata (`load_classifier`), the split (`open_test_data`), and for a dataset with folds the
+    protocol and fold count it is tested under (`check_fold_rule`; None otherwise).
+
+    Raises MaferError for a checkpoint that is not a classifier of ``dataset``, one tested on
+    folds other than its own, or classes that differ from the split's (`check_classes`)."""
+    model, meta = load_classifier(checkpoint, dev, dataset)
+    if dataset_info(dataset).has_folds:
+        protocol, folds = check_fold_rule(meta, checkpoint, fold, folds, protocol)
+    else:
+        protocol = folds = None
+    data = open_test_data(dataset, data_dir, split, fold, folds or AUTHORS_FOLDS, protocol or "image", skip_bad, order)
+    check_classes(meta, data, checkpoint)
+    return model, meta, data, protocol, folds
+
+
 def _evaluate(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.PathLike, split: str,
               fold: int | None, folds: int | None, protocol: str | None, resolutions: list[str | int],
               dev: torch.device,
@@ -292,13 +313,10 @@ def _evaluate(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.Pa
               skip_bad: bool, max_images: int | None, order: str | os.PathLike | None,
               keep_logits: bool) -> tuple[dict, Tested]:
     """`evaluate_checkpoint`'s result and, with ``keep_logits``, the logits `write_predictions` writes."""
-    model, meta = load_classifier(checkpoint, dev, dataset)
-    is_kfold = dataset == "oulucasia"
-    if is_kfold:
-        protocol, folds = check_fold_rule(meta, checkpoint, fold, folds, protocol)
+    model, meta, data, protocol, folds = open_checkpoint_and_data(dataset, data_dir, checkpoint, split, fold, folds,
+                                                                  protocol, dev, skip_bad, order)
+    is_kfold = dataset_info(dataset).has_folds
     size = checkpoint_image_size(meta, image_size)
-    data = open_test_data(dataset, data_dir, split, fold, folds or AUTHORS_FOLDS, protocol or "image", skip_bad, order)
-    check_classes(meta, data, checkpoint)
     loader = make_loader(limited(data, max_images), batch_size, default_workers() if workers is None else workers, dev)
     results: dict[str, Any] = {}
     dumped: list[tuple[str | int, Tensor, Tensor]] = []
@@ -379,7 +397,7 @@ def evaluate_folds(data_dir: str | os.PathLike, folder: str | os.PathLike, *, fo
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared with ``mafer embed``: which checkpoint on which data, on which device."""
-    parser.add_argument("--dataset", required=True, choices=["fer2013", "rafdb", "oulucasia", "affwild2"])
+    parser.add_argument("--dataset", required=True, choices=EXPRESSION_DATASETS)
     parser.add_argument("--data-dir", required=True, type=Path, help="folder holding <dataset>/ (or the dataset itself)")
     parser.add_argument("--checkpoint", required=True, type=Path,
                         help="checkpoint written by mafer finetune or released by the authors; for Oulu-CASIA also a "
@@ -421,7 +439,7 @@ def run(args: argparse.Namespace) -> int:
                   batch_size=args.batch_size, workers=args.workers, model_label=args.model, skip_bad=args.skip_bad,
                   dump_predictions=args.dump_predictions, order=args.order)
     if args.checkpoint.is_dir():
-        if args.dataset != "oulucasia" or args.fold is not None or args.split != "test":
+        if not dataset_info(args.dataset).has_folds or args.fold is not None or args.split != "test":
             raise MaferError(f"{args.checkpoint}: a folder is read as Oulu-CASIA fold checkpoints, each tested on "
                              "its own test fold; expected --dataset oulucasia without --fold or --split (for one "
                              "checkpoint, pass its file)")

@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 import torch
 
 from mafer.datasets import DATASETS
+from mafer.datasets.info import EXPRESSION_DATASETS
 from mafer.datasets.base import IMAGE_EXTENSIONS
 from mafer.errors import MaferError
 from mafer.evaluate import checkpoint_image_size, load_classifier
@@ -117,7 +118,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--image-size", type=int, help="network input size (default: the checkpoint's)")
-    parser.add_argument("--dataset", choices=["fer2013", "rafdb", "oulucasia", "affwild2"],
+    parser.add_argument("--dataset", choices=EXPRESSION_DATASETS,
                         help="for checkpoints without class names (the authors' release): the dataset "
                              "they were fine-tuned on")
 

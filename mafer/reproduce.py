@@ -30,11 +30,12 @@ from typing import Any, Callable, Iterable, TextIO
 
 import yaml
 
+from mafer.datasets.info import DATASETS, FINETUNE_DATASETS, OULU_PROTOCOLS
 from mafer.errors import MaferError
 from mafer.yamlfile import read_yaml_mapping
 from mafer.pipeline import PIPELINE_DIR, PROFILES_DIR, SNAKEFILE, cluster
 from mafer.pipeline.cap import apply_cap, cap_names, describe_changes
-from mafer.pipeline.graph import RELEASED_TOC, normalize_seeds, part_name
+from mafer.pipeline.graph import RELEASED_TOC, check_training_sections, normalize_seeds, part_name
 from mafer.released import LAYOUT, released_checkpoints
 
 PROJECT_ROOT = PIPELINE_DIR.parent.parent
@@ -120,7 +121,15 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
 
 @functools.cache
 def _schema() -> dict[str, Any]:
-    return yaml.safe_load(SCHEMA.read_text())
+    from mafer.paper_models import KEYS
+    from mafer.train.config import PRESETS
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    schema["$defs"] = {"dataset": {"enum": list(FINETUNE_DATASETS)}, "model": {"enum": list(KEYS)},
+                       "preset": {"enum": list(PRESETS)}, "protocol": {"enum": list(OULU_PROTOCOLS)}}
+    for step, names in (("step1", KEYS), ("step2", FINETUNE_DATASETS)):
+        schema["properties"][step]["propertyNames"]["description"] = f"one of common, {', '.join(names)}"
+    return schema
 
 
 def check_override_keys(profile: dict[str, Any], overrides: list[str]) -> None:
@@ -146,6 +155,7 @@ def validate_config(config: dict[str, Any], overrides: list[str] = ()) -> None:
         if variant not in VARIANTS:
             raise MaferError(f"synthetic_variant: expected one of {', '.join(map(json.dumps, VARIANTS))}, "
                              f"got {json.dumps(variant)}")
+        check_training_sections(config, [item.partition("=")[0] for item in overrides])
         return
     where = ".".join(str(part) for part in error.absolute_path) or "profile"
     overridden = {item.partition("=")[0].split(".")[0] for item in overrides}
@@ -195,7 +205,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     elif config.get("base_weights_required"):
         raise MaferError(f"profile {config['name']!r} needs the VGGFace2 weights of SE-ResNet-50: "
                          "--config base_weights=/path/senet50_ft_weight.pkl")
-    if "oulucasia" in config["datasets"]:
+    if any(DATASETS[name].has_folds for name in config["datasets"]):
         wrong = [k for k in config["run_folds"] if not 1 <= int(k) <= int(config["folds"])]
         if wrong or not config["run_folds"]:
             raise MaferError(f"run_folds {config['run_folds']} must be a non-empty list of folds "
@@ -225,7 +235,7 @@ def resolve_released(config: dict[str, Any]) -> None:
         raise MaferError(f"profile {config['name']!r} tests released checkpoints: give --config checkpoints=DIR "
                          f"({LAYOUT})")
     config["checkpoints"] = _existing(config["checkpoints"], "folder of released checkpoints (checkpoints)")
-    folds = config["run_folds"] if "oulucasia" in config["datasets"] else []
+    folds = config["run_folds"] if any(DATASETS[name].has_folds for name in config["datasets"]) else []
     found, notes = released_checkpoints(config["checkpoints"], config["datasets"], folds)
     for note in notes:
         print(f"mafer reproduce: {note}", file=sys.stderr)

@@ -1,11 +1,9 @@
 """The table of the paper's four models that every module reads."""
 
 import pytest
-import yaml
 
 from mafer.aggregate import PAPER_RESULTS
 from mafer.paper_models import BASE, BY_KEY, KEYS, LABELS, MODELS, model_from_name, model_from_path
-from mafer.pipeline.graph import PROJECT_ROOT
 from mafer.train.config import PRETRAIN_MODES
 
 
@@ -19,13 +17,6 @@ def test_the_table_holds_the_papers_four_models_and_their_step1():
     assert all(m.step1_mode in PRETRAIN_MODES for m in MODELS)
     assert all(m.step1_from is None or KEYS.index(m.step1_from) < KEYS.index(m.key) for m in MODELS)
     assert set(PAPER_RESULTS) == set(LABELS)
-
-
-def test_the_profile_schema_names_the_same_models():
-    schema = yaml.safe_load((PROJECT_ROOT / "mafer" / "pipeline" / "profile_schema.yaml").read_text())
-    properties = schema["properties"]
-    assert set(properties["step1"]["properties"]) - {"common"} == set(KEYS)
-    assert properties["book"]["properties"]["model"]["enum"] == list(KEYS)
 
 
 @pytest.mark.parametrize("name,label", [

@@ -342,6 +342,16 @@ def test_dry_run_lists_the_jobs_and_runs_none(tmp_path):
     ("seeds.step2={rafdb: 3}", "seeds.step2.rafdb (from --config): expected a list, got 3"),
     ("seeds=seventeen", 'seeds (from --config): got "seventeen", expected a list of step-2 seeds, or a mapping'),
     ("synthetic_variant=smiling", 'synthetic_variant: expected one of "demo", "resting-face", got "smiling"'),
+    # the training sections, read by TrainConfig itself before any node runs
+    ("step2.common.backbone_lrr=0.001",
+     "step2.common (from --config): unknown training option 'backbone_lrr'; did you mean 'backbone_lr'?"),
+    ("step1.cr={optimiser: sgd}", "step1.cr (from --config): unknown training option 'optimiser'; did you mean 'optimizer'?"),
+    ("step2.rafdb={lr: fast}", "step2.rafdb (from --config): lr must be a number or null; got 'fast'"),
+    ("step2.common.optimizer=adamw", "step2.common (from --config): optimizer must be one of sgd, adam; got 'adamw'"),
+    ("step1.crr={epochs: 2}", 'step1 (from --config): got "crr", expected one of common, base, cr, cr_simplified, '
+                              'cr_affwild2'),
+    ("book.model=crs", 'book.model (from --config): expected one of "base", "cr", "cr_simplified", "cr_affwild2"'),
+    ("step2.oulucasia={fold: 3}", "step2.oulucasia (from --config): 'fold' is set by the pipeline for each node from run_folds"),
 ])
 def test_config_overrides_are_checked_against_the_schema(override, message):
     with pytest.raises(MaferError) as err:
@@ -624,11 +634,12 @@ def test_the_book_builds_from_the_published_notebooks(smoke_book):
 
 @pytest.mark.slow
 def test_a_failing_node_fails_the_pipeline_is_named_and_reruns_next_time(smoke_project, smoke_run):
-    # runs last in this module: an unknown training option makes the RAF-DB fine-tunings raise
-    result = reproduce("--profile", "smoke", "--config", "step2.rafdb={bogus: 1}", cwd=smoke_project)
+    # runs last in this module: a batch of no images (a range only the node's own config checks)
+    # makes the RAF-DB fine-tunings raise
+    result = reproduce("--profile", "smoke", "--config", "step2.rafdb={batch_size: 0}", cwd=smoke_project)
     assert result.returncode == 1
     assert re.search(r"notebooks/step2.ipynb FAILED in cell In \[\d+\] \(`config = TrainConfig.preset\(", result.stderr)
-    assert "unknown training option(s) bogus" in result.stderr
+    assert "batch_size must be at least 1, got 0" in result.stderr
     record = next((smoke_run / "smoke" / "failed").rglob("rafdb-standard-seed17-*.json"))
     partial = Path(json.loads(record.read_text())["partial"])
     assert partial.is_file() and f"partial executed copy: {partial}" in result.stderr

@@ -6,7 +6,6 @@ possible, else skipped outside CI) and stops, by PID, at the end."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil

@@ -297,6 +297,16 @@ def test_bad_options_raise() -> None:
         TrainConfig(dataset="rafdb", monitor="acc_8px").resolve()
     with pytest.raises(MaferError, match="preset"):
         TrainConfig.preset("huge")
+    # values are checked when read (YAML file, notebook parameters, profile), not when a run uses them
+    for params, message in [({"bach_size": 8}, "unknown training option 'bach_size'; did you mean 'batch_size'"),
+                            ({"epochs": "5"}, "epochs must be a whole number or null; got '5'"),
+                            ({"augment": "no"}, "augment must be true or false; got 'no'"),
+                            ({"optimizer": "rmsprop"}, "optimizer must be one of sgd, adam; got 'rmsprop'"),
+                            ({"betas": [0.9]}, "betas must be two numbers; got \\[0.9\\]")]:
+        with pytest.raises(MaferError, match=f"^file x.yaml: {message}"):
+            TrainConfig().updated(params, source="file x.yaml")
+    read = TrainConfig().updated({"lr": 1, "betas": [0.9, 0.99], "data_dir": Path("/data"), "seed": None})
+    assert (read.lr, read.betas, read.data_dir, read.seed) == (1, (0.9, 0.99), "/data", None)
 
 
 def test_too_small_training_set(smoke_data: Path, tmp_path: Path) -> None:

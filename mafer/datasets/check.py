@@ -21,8 +21,6 @@ from mafer.datasets import DATASETS, FaceDataset, get_dataset
 from mafer.datasets.base import ARCHIVE_PREFIXES, is_archive
 from mafer.errors import MaferError
 
-CHECK_SPLITS = {"fer2013": ("train", "val", "test"), "rafdb": ("train", "val", "test"), "oulucasia": ("all",),
-                "affwild2": ("train", "val"), "vggface2": ("train", "val")}
 MATCHES = "matches the release the paper used"
 
 
@@ -148,7 +146,7 @@ def check_dataset(name: str, data_dir: str | os.PathLike, progress: bool | None 
     notes: list[str] = []
     details: list[str] = []
     try:
-        for split in CHECK_SPLITS[name]:
+        for split in DATASETS[name].splits_on_disk:
             ds = get_dataset(name, data_dir, split, skip_bad=True, **options)
             report.update(root=str(ds.root), variant=ds.variant)
             if ds.variant_note and ds.variant_note not in notes:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import mafer
+from mafer.datasets.info import DATASETS
 from mafer.errors import MaferError
 from mafer.paper_models import BASE, BY_KEY, KEYS
 
@@ -262,8 +263,8 @@ def parse_part(part: str) -> int | None:
 
 
 def finetune_parts(config: Mapping[str, Any], dataset: str) -> list[str]:
-    """One fine-tuning run per Oulu-CASIA fold listed in the profile; one ``standard`` run otherwise."""
-    if dataset == "oulucasia":
+    """One fine-tuning run per fold listed in the profile (Oulu-CASIA); one ``standard`` run otherwise."""
+    if DATASETS[dataset].has_folds:
         return [part_name(k) for k in config["run_folds"]]
     return [STANDARD_PART]
 
@@ -272,6 +273,34 @@ def oulu_order(config: Mapping[str, Any], dataset: str) -> dict[str, str]:
     """``{"order": file}``, the authors' Oulu-CASIA database the profile names (``oulucasia_order``),
     for Oulu-CASIA nodes only (the other readers have no such option); ``{}`` otherwise."""
     return {"order": config["oulucasia_order"]} if dataset == "oulucasia" and config.get("oulucasia_order") else {}
+
+
+# TrainConfig fields every training node sets itself, and the profile entry (or option) that decides each
+NODE_FIELDS = {"stage": "the step (step1 or step2)", "mode": "the model (step1 sections are per model)",
+               "dataset": "datasets", "data_dir": "--data-dir", "out": "--results", "resume": "the pipeline "
+               "(an interrupted node resumes by itself)", "init": "the graph (the step-1 run, or base_weights)",
+               "fold": "run_folds", "folds": "folds", "protocol": "protocol", "seed": "seeds",
+               "order": "oulucasia_order"}
+
+
+def check_training_sections(config: Mapping[str, Any], overridden: Iterable[str] = ()) -> None:
+    """Read every ``step1``/``step2`` section of a profile with `TrainConfig` itself, before any
+    node runs: an unknown key (with the nearest valid one), a value of the wrong type or outside
+    its choices, or a field the graph sets per node (`NODE_FIELDS`) is one MaferError naming the
+    section, and ``(from --config)`` when a ``--config`` key in ``overridden`` wrote into it."""
+    from mafer.train.config import TrainConfig
+
+    overridden = list(overridden)
+    for step in ("step1", "step2"):
+        for section, options in (config.get(step) or {}).items():
+            where = f"{step}.{section}"
+            if any(key in (step, where) or key.startswith(where + ".") for key in overridden):
+                where += " (from --config)"
+            for key in options or {}:
+                if key in NODE_FIELDS:
+                    raise MaferError(f"{where}: {key!r} is set by the pipeline for each node from "
+                                     f"{NODE_FIELDS[key]}; remove it from the section")
+            TrainConfig.preset(config["preset"]).updated(options or {}, source=where)
 
 
 def train_options(config: Mapping[str, Any], step: str, *keys: str) -> dict[str, Any]:

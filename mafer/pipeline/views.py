@@ -19,17 +19,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mafer.aggregate import accuracy_summary, comparison_sentence, detectable
-from mafer.datasets import get_dataset
+from mafer.datasets import DATASETS, get_dataset
+from mafer.datasets.info import FINETUNE_DATASETS
 from mafer.errors import MaferError
 from mafer.figures import plot_embeddings, save_figure
 from mafer.paper_models import BASE, BY_KEY, MODELS
 
-SPLITS = {"fer2013": ("train", "val", "test"), "rafdb": ("train", "val", "test"),
-          "oulucasia": ("train", "val", "test"), "affwild2": ("train", "val"), "vggface2": ("train", "val")}
-
-
 def _dataset(name: str, data_dir: str | Path, split: str, folds: int, protocol: str, fold: int | None = 1):
-    if name == "oulucasia":
+    if DATASETS[name].has_folds:
         return get_dataset(name, data_dir, split, fold=fold, folds=folds, protocol=protocol)
     return get_dataset(name, data_dir, split)
 
@@ -40,7 +37,7 @@ def class_counts(data_dir: str | Path, datasets: Sequence[str], *, folds: int = 
     tables = {}
     for name in datasets:
         columns = {split: _dataset(name, data_dir, split, folds, protocol).class_counts()
-                   for split in SPLITS[name]}
+                   for split in DATASETS[name].splits}
         table = pd.DataFrame(columns)
         table.loc["total"] = table.sum()
         tables[name] = table
@@ -200,7 +197,7 @@ def glue_accuracies(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) ->
 
 # The resolutions and datasets the book's prose quotes by name (book/*.md glue roles).
 BOOK_RESOLUTIONS = ("native", "8")
-BOOK_DATASETS = ("fer2013", "rafdb", "oulucasia")
+BOOK_DATASETS = FINETUNE_DATASETS
 
 
 def missing_book_numbers(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, str]:

@@ -8,9 +8,9 @@ __all__ = ["PRESETS", "TrainConfig", "run_finetune", "run_pretrain"]
 def __getattr__(name: str):
     # the runners pull in torch, the models and the data code: import them only when used
     if name == "run_pretrain":
-        from mafer.train.pretrain import run_pretrain
+        from mafer.train.cli import run_pretrain
         return run_pretrain
     if name == "run_finetune":
-        from mafer.train.finetune import run_finetune
+        from mafer.train.cli import run_finetune
         return run_finetune
     raise AttributeError(f"module 'mafer.train' has no attribute {name!r}")

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import functools
 import math
+import os
 import sys
 import types
 import typing
@@ -30,20 +33,15 @@ from typing import Any, Mapping
 
 import yaml
 
-from mafer.datasets.info import OULU_PROTOCOLS
+from mafer.datasets.info import DATASETS, FINETUNE_DATASETS, OULU_PROTOCOLS, PRETRAIN_DATASETS
 from mafer.errors import MaferError
 from mafer.yamlfile import read_yaml_mapping
 
 PRETRAIN_MODES = ("base", "cr", "cr-simplified")
-PRETRAIN_DATASETS = ("vggface2", "affwild2")
-FINETUNE_DATASETS = ("fer2013", "rafdb", "oulucasia")
 ARCHS = ("senet50", "senet_tiny")  # `mafer.models.arch_names()`, without importing torch for --help
 # options renamed since a release: old name -> new name (still read from files, dicts and flags)
 RENAMED_OPTIONS = {"model": "arch"}
 
-# Native sizes of the datasets whose images all share one size: they are cached at that size.
-# Datasets with varied sizes are cached at image_size * 256 / 224 (the paper's Resize(256)).
-NATIVE_SIZES = {"fer2013": 48, "rafdb": 100, "affwild2": 112}
 
 
 FROM_SCRATCH_LR = 0.05  # SGD from random weights: 1e-3, a fine-tuning rate, barely moves the network
@@ -67,7 +65,8 @@ class TrainConfig:
     stage: str = _opt("pretrain (step 1) or finetune (step 2); set by the command", "finetune")
     mode: str = _opt("step 1 only: base (full resolution), cr (teacher-student) or cr-simplified", "base",
                       PRETRAIN_MODES)
-    dataset: str = _opt("fer2013, rafdb, oulucasia (finetune); vggface2, affwild2 (pretrain)", "fer2013")
+    dataset: str = _opt(f"{', '.join(FINETUNE_DATASETS)} (finetune); {', '.join(PRETRAIN_DATASETS)} (pretrain)",
+                        "fer2013")
     data_dir: str = _opt("folder with one sub-folder per dataset (or the dataset folder itself)", "data",
                          resumable=True)
     out: str = _opt("run folder: best.pt, last.pt, config.yaml, metrics.jsonl, run_info.json", "runs/run",
@@ -168,13 +167,12 @@ class TrainConfig:
         Old option names (``RENAMED_OPTIONS``) are read as the new ones, with a FutureWarning."""
         params = _renamed(params, source)
         known = {f.name for f in fields(self)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise MaferError(f"{source}: unknown training option(s) {', '.join(unknown)}; "
-                             f"known options: {', '.join(sorted(known))}")
-        values = dict(params)
-        if isinstance(values.get("betas"), list):
-            values["betas"] = tuple(values["betas"])
+        for key in sorted(set(params) - known):
+            near = difflib.get_close_matches(str(key), known, n=1)
+            raise MaferError(f"{source}: unknown training option {key!r}; "
+                             + (f"did you mean {near[0]!r}?" if near else
+                                f"known options: {', '.join(sorted(known))}"))
+        values = {key: _checked_value(key, value, source) for key, value in params.items()}
         return self._replaced(values, {k: source for k in values})
 
     def _replaced(self, values: Mapping[str, Any], sources: Mapping[str, str]) -> "TrainConfig":
@@ -214,7 +212,9 @@ class TrainConfig:
         filled = {k: v for k, v in recipe(self).items() if getattr(self, k) is None}
         cfg = self._replaced(filled, {k: f"recipe ({recipe_name(self)})" for k in filled})
         if cfg.source_size is None:
-            cfg = cfg._replaced({"source_size": NATIVE_SIZES.get(cfg.dataset, math.ceil(cfg.image_size * 256 / 224))},
+            # images of one size are cached at it; varied ones at the paper's Resize(256) of 224
+            native = DATASETS[cfg.dataset].native_size
+            cfg = cfg._replaced({"source_size": native or math.ceil(cfg.image_size * 256 / 224)},
                                 {"source_size": "recipe (native size, else image_size*256/224)"})
         cfg.check_values()
         return cfg
@@ -264,6 +264,35 @@ class TrainConfig:
             return ("acc", "loss")
         low = self.val_resolution
         return ("acc", "loss", f"acc_{low}px", f"loss_{low}px")
+
+
+def _checked_value(name: str, value: Any, source: str) -> Any:
+    """``value`` for field ``name`` if it has the field's type (and is one of its choices); a
+    path as its text, a list of two numbers as a tuple. MaferError naming ``source`` otherwise:
+    a profile, a YAML file or notebook parameters are checked when read, not when a run uses them."""
+    kind, optional = _field_kinds(TrainConfig)[0][name], name in _optional_fields()
+    words = {int: "a whole number", float: "a number", str: "text", bool: "true or false",
+             tuple: "two numbers"}
+    if value is None:
+        if optional:
+            return None
+    elif kind is str and isinstance(value, (str, os.PathLike)):
+        value = os.fspath(value)
+        choices = TrainConfig.__dataclass_fields__[name].metadata["choices"]
+        if choices is None or value in choices:
+            return value
+        raise MaferError(f"{source}: {name} must be one of {', '.join(choices)}; got {value!r}")
+    elif kind is bool and isinstance(value, bool):
+        return value
+    elif kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    elif (kind is tuple and isinstance(value, (list, tuple)) and len(value) == 2
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        return tuple(value)
+    raise MaferError(f"{source}: {name} must be {words[kind]}" + (" or null" if optional else "")
+                     + f"; got {value!r}")
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -526,11 +555,22 @@ def field_types() -> dict[str, type]:
     ``X | None`` counts as ``X``; ``tuple[float, float]`` as tuple (a two-number flag). Any
     other annotation is a TypeError: the flag generator would not know how to parse it.
     """
-    out = {}
-    for name, hint in typing.get_type_hints(TrainConfig).items():
+    return dict(_field_kinds(TrainConfig)[0])
+
+
+def _optional_fields() -> frozenset[str]:
+    """Fields annotated ``X | None`` (``None``: the recipe's value, or unset)."""
+    return _field_kinds(TrainConfig)[1]
+
+
+@functools.cache
+def _field_kinds(cls: type) -> tuple[dict[str, type], frozenset[str]]:
+    out, optional = {}, set()
+    for name, hint in typing.get_type_hints(cls).items():
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
             hint = args[0]
+            optional.add(name)
         if hint in _SIMPLE_TYPES:
             out[name] = hint
         elif typing.get_origin(hint) is tuple and typing.get_args(hint) == (float, float):
@@ -538,4 +578,4 @@ def field_types() -> dict[str, type]:
         else:
             raise TypeError(f"TrainConfig.{name}: unsupported type {hint!r}; the command line handles "
                             "int, float, str, bool, tuple[float, float] and those | None")
-    return out
+    return out, frozenset(optional)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from mafer.datasets import get_dataset
+from mafer.datasets import DATASETS, get_dataset
 from mafer.datasets.base import SKIP_HINT, FaceDataset, resize_square
 from mafer.errors import MaferError
 from mafer.io_decode import decode_bytes, read_bytes
@@ -131,9 +131,9 @@ def _bad_image_hint() -> Iterator[None]:
 def open_split(cfg: TrainConfig, split: str) -> FaceDataset:
     """The dataset split a run trains or validates on (Oulu-CASIA: of fold ``cfg.fold``)."""
     options = {}
-    if cfg.dataset == "oulucasia":
+    if DATASETS[cfg.dataset].has_folds:
         if cfg.fold is None:
-            raise MaferError("oulucasia: pass --fold K (1..folds, as the authors' best_model_ckp_fold_K.pt) to pick the cross-validation fold to train")
+            raise MaferError(f"{cfg.dataset}: pass --fold K (1..folds, as the authors' best_model_ckp_fold_K.pt) to pick the cross-validation fold to train")
         options = dict(fold=cfg.fold, folds=cfg.folds, protocol=cfg.protocol)
         if cfg.order is not None:
             options["order"] = cfg.order
