@@ -26,17 +26,19 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, Callable, Iterable, Mapping, TextIO
 
 import yaml
 
 from mafer.datasets.info import DATASETS, FINETUNE_DATASETS, OULU_PROTOCOLS
 from mafer.errors import MaferError
 from mafer.yamlfile import read_yaml_mapping
-from mafer.pipeline import PIPELINE_DIR, PROFILES_DIR, SNAKEFILE, cluster
+from mafer.pipeline import PIPELINE_DIR, PROFILES_DIR, SNAKEFILE, cluster, paths
 from mafer.pipeline.cap import apply_cap, cap_names, describe_changes
-from mafer.pipeline.graph import RELEASED_TOC, check_training_sections, normalize_seeds, part_name
+from mafer.pipeline.graph import NODE_FIELDS, RELEASED_TOC, normalize_seeds, part_name
+from mafer.paper_models import KEYS
 from mafer.released import LAYOUT, released_checkpoints
+from mafer.train.config import PRESETS, TrainConfig
 
 PROJECT_ROOT = PIPELINE_DIR.parent.parent
 SCHEMA = PIPELINE_DIR / "profile_schema.yaml"
@@ -121,9 +123,6 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
 
 @functools.cache
 def _schema() -> dict[str, Any]:
-    from mafer.paper_models import KEYS
-    from mafer.train.config import PRESETS
-
     schema = yaml.safe_load(SCHEMA.read_text())
     schema["$defs"] = {"dataset": {"enum": list(FINETUNE_DATASETS)}, "model": {"enum": list(KEYS)},
                        "preset": {"enum": list(PRESETS)}, "protocol": {"enum": list(OULU_PROTOCOLS)}}
@@ -161,6 +160,24 @@ def validate_config(config: dict[str, Any], overrides: list[str] = ()) -> None:
     overridden = {item.partition("=")[0].split(".")[0] for item in overrides}
     source = " (from --config)" if error.absolute_path and error.absolute_path[0] in overridden else ""
     raise MaferError(f"{where}{source}: {_schema_message(error)}")
+
+
+def check_training_sections(config: Mapping[str, Any], overridden: Iterable[str] = ()) -> None:
+    """Read every ``step1``/``step2`` section of a profile with `TrainConfig` itself, before any
+    node runs: an unknown key (with the nearest valid one), a value of the wrong type or outside
+    its choices, or a field the graph sets per node (`graph.NODE_FIELDS`) is one MaferError naming the
+    section, and ``(from --config)`` when a ``--config`` key in ``overridden`` wrote into it."""
+    overridden = list(overridden)
+    for step in ("step1", "step2"):
+        for section, options in (config.get(step) or {}).items():
+            where = f"{step}.{section}"
+            if any(key in (step, where) or key.startswith(where + ".") for key in overridden):
+                where += " (from --config)"
+            for key in options or {}:
+                if key in NODE_FIELDS:
+                    raise MaferError(f"{where}: {key!r} is set by the pipeline for each node from "
+                                     f"{NODE_FIELDS[key]}; remove it from the section")
+            TrainConfig.preset(config["preset"]).updated(options or {}, source=where)
 
 
 def _schema_message(error) -> str:
@@ -320,7 +337,7 @@ def _visible_gpus() -> int:
 def report_failures(workdir: Path, since: float) -> list[dict[str, Any]]:
     """Print (and return) the notebooks that failed in this run, with their partial executed copies."""
     failures = []
-    for record in sorted((workdir / "failed").rglob("*.json")):
+    for record in sorted((workdir / paths.FAILED).rglob("*.json")):
         try:
             data = json.loads(record.read_text())
         except (OSError, ValueError):
@@ -397,7 +414,7 @@ def _command_line(args: argparse.Namespace | None = None) -> str:
 
 
 def _executed_notebooks(workdir: Path) -> dict[Path, float]:
-    folder = workdir / "notebooks"
+    folder = workdir / paths.NOTEBOOKS
     return {p: p.stat().st_mtime for p in folder.rglob("*.ipynb")} if folder.is_dir() else {}
 
 
@@ -464,13 +481,9 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-# Benchmark name -> executed notebook, where the two differ (rule data_overview writes notebooks/data.ipynb)
-_NOTEBOOK_OF = {"data_overview": "data"}
-
-
 def node_notebook(workdir: Path, name: str) -> Path:
     """The executed notebook of node ``name`` (its benchmark name, ``step2/cr/rafdb-standard-seed17-17``)."""
-    return workdir / "notebooks" / f"{_NOTEBOOK_OF.get(name, name)}.ipynb"
+    return workdir / paths.notebook(paths.node_of_benchmark(name))
 
 
 def write_node_records(workdir: Path) -> Path:
@@ -485,12 +498,12 @@ def write_node_records(workdir: Path) -> Path:
     pages) have ``startup_seconds`` null and all their time as work.
     """
     nodes: dict[str, dict[str, float | None]] = {}
-    for path in sorted((workdir / "benchmarks").rglob("*.jsonl")):
+    for path in sorted((workdir / paths.BENCHMARKS).rglob("*.jsonl")):
         try:
             record = json.loads(path.read_text().splitlines()[-1])
         except (OSError, ValueError, IndexError):
             continue
-        name = path.relative_to(workdir / "benchmarks").with_suffix("").as_posix()
+        name = path.relative_to(workdir / paths.BENCHMARKS).with_suffix("").as_posix()
         seconds = record.get("s")
         notebook = node_notebook(workdir, name)
         work = notebook_work_seconds(notebook) if notebook.is_file() else None
@@ -501,7 +514,7 @@ def write_node_records(workdir: Path) -> Path:
             startup = round(seconds - work, 2)
         nodes[name] = {"seconds": seconds, "startup_seconds": startup, "work_seconds": work,
                        "max_rss_mb": record.get("max_rss"), "cpu_seconds": record.get("cpu_time")}
-    out = workdir / "nodes.json"
+    out = workdir / paths.NODES
     out.write_text(json.dumps(nodes, indent=1) + "\n")
     return out
 
@@ -672,15 +685,15 @@ def final_message(workdir: Path, book_dir: Path, ran: list[Path], before: dict[P
     """What ran, what was up to date, and where the results are (naming only files that exist)."""
     skipped = len(set(before) - set(ran))
     if ran:
-        names = ", ".join(p.relative_to(workdir / "notebooks").with_suffix("").as_posix() for p in ran[:6])
+        names = ", ".join(p.relative_to(workdir / paths.NOTEBOOKS).with_suffix("").as_posix() for p in ran[:6])
         more = f" and {len(ran) - 6} more" if len(ran) > 6 else ""
         what = f"{len(ran)} notebook node(s) ran ({names}{more}), {skipped} up to date"
     else:
         what = f"nothing to do, all {skipped} notebook node(s) were up to date"
     lines = [f"mafer reproduce: done in {elapsed:.0f} s: {what}."]
-    places = [("summary", workdir / "summary.json"), ("executed notebooks", workdir / "notebooks"),
-              ("figures", workdir / "figures"), ("run config", workdir / "config.yaml"),
-              ("time and memory per node", workdir / "nodes.json"),
+    places = [("summary", workdir / paths.SUMMARY), ("executed notebooks", workdir / paths.NOTEBOOKS),
+              ("figures", workdir / paths.FIGURES), ("run config", workdir / paths.CONFIG),
+              ("time and memory per node", workdir / paths.NODES),
               ("book pages", book_dir)]
     lines += [f"  {label}: {path}" for label, path in places if path.exists()]
     if book_dir.is_dir():

@@ -17,6 +17,7 @@ import mafer
 from mafer.datasets.info import DATASETS
 from mafer.errors import MaferError
 from mafer.paper_models import BASE, BY_KEY, KEYS
+from mafer.pipeline import paths
 
 # Modules the notebooks import only to draw and tabulate. A node whose product is a trained
 # network does not depend on them: redrawing a training curve is no reason to retrain.
@@ -189,7 +190,7 @@ def seed_runs(config: Mapping[str, Any], dataset: str) -> list[tuple[int, int]]:
 
 def run_name(part: str, s1: int, s2: int) -> str:
     """The name of one fine-tuning run: ``<part>-seed<step-1 seed>-<step-2 seed>`` (``standard-seed17-18``)."""
-    return f"{part}-seed{s1}-{s2}"
+    return paths.fill(paths.RUN_NAME, part=part, s1=s1, s2=s2)
 
 
 def split_run_name(name: str) -> tuple[str, dict[str, int] | None]:
@@ -202,24 +203,25 @@ def split_run_name(name: str) -> tuple[str, dict[str, int] | None]:
 
 
 def step1_dir(model: str, seed: int) -> str:
-    return f"runs/step1/{model}/seed{seed}"
+    return paths.fill(paths.STEP1_RUN, model=model, s1=seed)
 
 
 def step2_dir(model: str, dataset: str, part: str, s1: int, s2: int) -> str:
-    return f"runs/step2/{model}/{dataset}/{part}/seed{s1}-{s2}"
+    return paths.fill(paths.STEP2_RUN, model=model, dataset=dataset, part=part, s1=s1, s2=s2)
 
 
 def step1_checkpoints(config: Mapping[str, Any]) -> list[str]:
     """Every checkpoint step 1 trains: each model at each step-1 seed, base only when the profile
     gives no base weight file."""
     trained = [m for m in KEYS if m != BASE.key or not config.get("base_weights")]
-    return [f"{step1_dir(m, s1)}/best.pt" for m in trained for s1 in step1_seeds(config)]
+    return [paths.checkpoint(step1_dir(m, s1)) for m in trained for s1 in step1_seeds(config)]
 
 
 def base_weights(config: Mapping[str, Any], seed: int | None = None) -> str:
     """The base network: the profile's VGGFace2 weight file, else the base step-1 checkpoint of
     step-1 seed ``seed`` (default: the first)."""
-    return config.get("base_weights") or f"{step1_dir(BASE.key, step1_seeds(config)[0] if seed is None else seed)}/best.pt"
+    return config.get("base_weights") or paths.checkpoint(
+        step1_dir(BASE.key, step1_seeds(config)[0] if seed is None else seed))
 
 
 def step1_init(config: Mapping[str, Any], model: str, seed: int | None = None) -> list[str]:
@@ -230,13 +232,13 @@ def step1_init(config: Mapping[str, Any], model: str, seed: int | None = None) -
     start = BY_KEY[model].step1_from
     if start is None:
         return []
-    return [base_weights(config, seed) if start == BASE.key else f"{step1_dir(start, seed)}/best.pt"]
+    return [base_weights(config, seed) if start == BASE.key else paths.checkpoint(step1_dir(start, seed))]
 
 
 def step2_init(config: Mapping[str, Any], model: str, seed: int | None = None) -> str:
     """The checkpoint step 2 (fine-tuning) of ``model`` starts from: its step-1 run of seed ``seed``."""
     seed = step1_seeds(config)[0] if seed is None else seed
-    return base_weights(config, seed) if model == BASE.key else f"{step1_dir(model, seed)}/best.pt"
+    return base_weights(config, seed) if model == BASE.key else paths.checkpoint(step1_dir(model, seed))
 
 
 STANDARD_PART = "standard"  # the one fine-tuning of a dataset with a fixed test split
@@ -283,26 +285,6 @@ NODE_FIELDS = {"stage": "the step (step1 or step2)", "mode": "the model (step1 s
                "order": "oulucasia_order"}
 
 
-def check_training_sections(config: Mapping[str, Any], overridden: Iterable[str] = ()) -> None:
-    """Read every ``step1``/``step2`` section of a profile with `TrainConfig` itself, before any
-    node runs: an unknown key (with the nearest valid one), a value of the wrong type or outside
-    its choices, or a field the graph sets per node (`NODE_FIELDS`) is one MaferError naming the
-    section, and ``(from --config)`` when a ``--config`` key in ``overridden`` wrote into it."""
-    from mafer.train.config import TrainConfig
-
-    overridden = list(overridden)
-    for step in ("step1", "step2"):
-        for section, options in (config.get(step) or {}).items():
-            where = f"{step}.{section}"
-            if any(key in (step, where) or key.startswith(where + ".") for key in overridden):
-                where += " (from --config)"
-            for key in options or {}:
-                if key in NODE_FIELDS:
-                    raise MaferError(f"{where}: {key!r} is set by the pipeline for each node from "
-                                     f"{NODE_FIELDS[key]}; remove it from the section")
-            TrainConfig.preset(config["preset"]).updated(options or {}, source=where)
-
-
 def train_options(config: Mapping[str, Any], step: str, *keys: str) -> dict[str, Any]:
     """TrainConfig overrides of a ``step`` ("step1"/"step2") node: the profile's image size, then
     ``config[step]["common"]``, then the sections ``keys`` (a model slug, a dataset) in order.
@@ -326,20 +308,23 @@ def book_sources(config: Mapping[str, Any]) -> dict[str, str]:
     book = config.get("book", {})
     if config.get("released") is not None:
         dataset = book.get("dataset", "rafdb" if "rafdb" in config["datasets"] else config["datasets"][0])
-        return {"data.ipynb": "notebooks/data.ipynb", "checkpoints.ipynb": "notebooks/checkpoints.ipynb",
-                "evaluation.ipynb": f"notebooks/evaluation/{dataset}.ipynb",
-                "embeddings.ipynb": f"notebooks/embeddings/{config['embeddings']['datasets'][0]}.ipynb",
-                "results.ipynb": "notebooks/results.ipynb"}
+        return {"data.ipynb": paths.notebook(paths.DATA_NODE),
+                "checkpoints.ipynb": paths.notebook(paths.CHECKPOINTS_NODE),
+                "evaluation.ipynb": paths.notebook(paths.fill(paths.EVALUATION_NODE, dataset=dataset)),
+                "embeddings.ipynb": paths.notebook(paths.fill(paths.EMBEDDINGS_NODE,
+                                                              dataset=config["embeddings"]["datasets"][0])),
+                "results.ipynb": paths.notebook(paths.RESULTS_NODE)}
     model = book.get("model", "cr")
     dataset = book.get("dataset", "rafdb" if "rafdb" in config["datasets"] else config["datasets"][0])
     part = finetune_parts(config, dataset)[0]
     s1, s2 = seed_runs(config, dataset)[0]
     embed = config["embeddings"]["datasets"][0]
     return {
-        "data.ipynb": "notebooks/data.ipynb",
-        "step1.ipynb": f"notebooks/step1/{model}-seed{s1}.ipynb",
-        "step2.ipynb": f"notebooks/step2/{model}/{dataset}-{run_name(part, s1, s2)}.ipynb",
-        "evaluation.ipynb": f"notebooks/evaluation/{dataset}.ipynb",
-        "embeddings.ipynb": f"notebooks/embeddings/{embed}.ipynb",
-        "results.ipynb": "notebooks/results.ipynb",
+        "data.ipynb": paths.notebook(paths.DATA_NODE),
+        "step1.ipynb": paths.notebook(paths.fill(paths.STEP1_NODE, model=model, s1=s1)),
+        "step2.ipynb": paths.notebook(paths.fill(paths.STEP2_NODE, model=model, dataset=dataset, part=part,
+                                                 s1=s1, s2=s2)),
+        "evaluation.ipynb": paths.notebook(paths.fill(paths.EVALUATION_NODE, dataset=dataset)),
+        "embeddings.ipynb": paths.notebook(paths.fill(paths.EMBEDDINGS_NODE, dataset=embed)),
+        "results.ipynb": paths.notebook(paths.RESULTS_NODE),
     }

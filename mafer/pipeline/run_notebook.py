@@ -29,6 +29,7 @@ from traitlets.config import Config  # noqa: E402
 
 from mafer.caches import use_writable_caches  # noqa: E402
 from mafer.errors import MaferError  # noqa: E402
+from mafer.pipeline import paths  # noqa: E402
 
 # Curve-encrypted kernel transport, as the kernel spec declares it supports: no plain-TCP warning
 # from every kernel, and code and outputs are not sent in the clear.
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path)
     parser.add_argument("--parameters", default="{}", help="papermill parameters as a JSON object")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads this job may use")
-    parser.add_argument("--failed-dir", type=Path, default=Path("failed"))
+    parser.add_argument("--failed-dir", type=Path, default=Path(paths.FAILED))
     parser.add_argument("--cwd", type=Path, default=None, help="working folder of the kernel")
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="a training node's run folder: resume an interrupted run of the same node, else empty it")
