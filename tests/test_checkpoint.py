@@ -1,7 +1,6 @@
 """This project's checkpoints: atomic save, weights-only load, rebuild for evaluation, resume."""
 
 import os
-import random
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ from mafer.models import (
     load_checkpoint,
     load_pretrained,
     model_from_checkpoint,
-    restore_rng_state,
     save_checkpoint,
 )
 
@@ -61,14 +59,6 @@ def test_round_trip_restores_model_metadata_and_training_state(tmp_path):
     assert meta["mean_bgr"] == [133.05986] * 3 and meta["format"] == "mafer"
     x = torch.randn(2, 3, 48, 48)
     torch.testing.assert_close(rebuilt(x), model.eval()(x))
-
-
-def test_rng_state_resumes_the_same_random_stream(tmp_path):
-    model, _, _ = trained_tiny()
-    path = save_checkpoint(tmp_path / "c.pt", model, arch="senet_tiny", class_names=CLASSES, mean_bgr=(0, 0, 0))
-    expected = (random.random(), np.random.rand(), torch.rand(1))
-    restore_rng_state(load_checkpoint(path)["rng_state"])
-    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
 
 
 def test_own_checkpoint_loads_into_a_new_head_for_fine_tuning(tmp_path):

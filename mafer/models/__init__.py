@@ -11,8 +11,6 @@
 from mafer.models.checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
-    restore_rng_state,
-    rng_state,
     save_checkpoint,
 )
 from mafer.models.preprocess import preprocess
@@ -29,8 +27,6 @@ __all__ = [
     "model_from_checkpoint",
     "preprocess",
     "read_weight_file",
-    "restore_rng_state",
-    "rng_state",
     "save_checkpoint",
     "unwrap_model",
 ]

@@ -7,7 +7,8 @@ A checkpoint is a ``torch.save`` dict of plain values and tensors only, so that
 ``senet50``), ``num_classes``,
 ``class_names``, ``mean_bgr``, ``model_state_dict``, ``config`` (the resolved training
 configuration), ``metrics``, ``optimizer_state_dict``, ``scheduler_state_dict``,
-``rng_state``, ``extra``, ``versions``. Version 1 checkpoints (``model_name`` instead of
+``extra`` (a training run's: the step, and every rank's random states to resume with),
+``versions``. Version 1 checkpoints (``model_name`` instead of
 ``arch``) are read in the current names.
 
 It is written atomically (temporary file + ``os.replace``), so an interrupted save never
@@ -21,7 +22,6 @@ import dataclasses
 import enum
 import os
 import pickle
-import random
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,7 +39,7 @@ from mafer.models.senet import SENet, arch_names, create_model, unwrap_model
 from mafer.models.weights import CHECKPOINT_FORMAT, load_weights, read_weight_file, upgrade_own_checkpoint
 from mafer.writes import RecordingWriter, disk_full_error, is_disk_full
 
-__all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint", "rng_state", "restore_rng_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "model_from_checkpoint"]
 
 # 3: Oulu-CASIA folds in the config numbered 1..folds (as the authors' files; 1-2: 0-based);
 # 2: the architecture is stored as ``arch`` (1: ``model_name``)
@@ -84,28 +84,6 @@ def _state_dict_of(obj: Any, where: str) -> Any:
     return _plain(state, where)
 
 
-def rng_state() -> dict[str, Any]:
-    """The Python, numpy, torch (and CUDA) random states, as checkpoint-safe values."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore the random states saved by :func:`rng_state` (e.g. ``checkpoint["rng_state"]``)."""
-    random.setstate(state["python"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
-
-
 def _atomic_save(payload: dict[str, Any], path: Path) -> None:
     """``torch.save`` to a temporary name beside ``path``, then rename; a full disk is a MaferError
     naming ``path`` (torch reports it as "unexpected pos"), and leaves no temporary file."""
@@ -146,8 +124,8 @@ def save_checkpoint(
     return its path.
 
     ``config`` may be a dict, a dataclass or anything with ``to_dict()``; ``optimizer`` and
-    ``scheduler`` may be the objects or their state dicts. The current RNG states are saved
-    too (see :func:`restore_rng_state`). Wrapped models (DDP, ``torch.compile``) are unwrapped.
+    ``scheduler`` may be the objects or their state dicts (None: a checkpoint to evaluate or
+    start from, not to resume). Wrapped models (DDP, ``torch.compile``) are unwrapped.
     """
     path = Path(path)
     model = unwrap_model(model)
@@ -166,7 +144,6 @@ def save_checkpoint(
         "metrics": _plain(dict(metrics or {}), "metrics"),
         "optimizer_state_dict": _state_dict_of(optimizer, "optimizer"),
         "scheduler_state_dict": _state_dict_of(scheduler, "scheduler"),
-        "rng_state": rng_state(),
         "extra": _plain(dict(extra or {}), "extra"),
         "versions": _plain({"mafer": __version__, "torch": torch.__version__}, "versions"),
     }

@@ -202,6 +202,31 @@ def split_run_name(name: str) -> tuple[str, dict[str, int] | None]:
     return name, None
 
 
+def evaluate_runs(checkpoints: Mapping[str, Mapping[str, str]], dataset: str, data_dir: str | Path,
+                  out_dir: str | Path, **options: Any) -> list[Path]:
+    """Evaluate every run of every model and write ``<out_dir>/<model>/<run>.json``.
+
+    ``checkpoints`` maps model -> {run name (`mafer.pipeline.graph.run_name`, e.g.
+    ``fold3-seed17-18``) -> checkpoint}; the fold comes from the run name, and each file records
+    the run's step-1 and step-2 ``seeds`` (None for a name without them), which
+    `mafer.aggregate.compare` pairs. ``options`` go to `mafer.evaluate.evaluate_checkpoint`.
+    Returns the files written, in the order evaluated."""
+    from mafer.evaluate import evaluate_checkpoint  # torch: only the evaluation node needs it
+
+    written = []
+    for model, runs in checkpoints.items():
+        for run, checkpoint in runs.items():
+            part, seeds = split_run_name(run)
+            result = evaluate_checkpoint(dataset, data_dir, checkpoint, fold=parse_part(part), model_label=model,
+                                         **options)
+            result["seeds"] = seeds
+            path = Path(out_dir) / model / f"{run}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=2))
+            written.append(path)
+    return written
+
+
 def step1_dir(model: str, seed: int) -> str:
     return paths.fill(paths.STEP1_RUN, model=model, s1=seed)
 

@@ -225,32 +225,6 @@ def missing_book_numbers(summary: Mapping[str, Mapping[str, Mapping[str, float]]
 
 
 
-def evaluate_runs(checkpoints: Mapping[str, Mapping[str, str]], dataset: str, data_dir: str | Path,
-                  out_dir: str | Path, **options: Any) -> list[Path]:
-    """Evaluate every run of every model and write ``<out_dir>/<model>/<run>.json``.
-
-    ``checkpoints`` maps model -> {run name (`mafer.pipeline.graph.run_name`, e.g.
-    ``fold3-seed17-18``) -> checkpoint}; the fold comes from the run name, and each file records
-    the run's step-1 and step-2 ``seeds`` (None for a name without them), which
-    `mafer.aggregate.compare` pairs. ``options`` go to `mafer.evaluate.evaluate_checkpoint`.
-    Returns the files written, in the order evaluated."""
-    from mafer.evaluate import evaluate_checkpoint
-    from mafer.pipeline.graph import parse_part, split_run_name
-
-    paths = []
-    for model, runs in checkpoints.items():
-        for run, checkpoint in runs.items():
-            part, seeds = split_run_name(run)
-            result = evaluate_checkpoint(dataset, data_dir, checkpoint, fold=parse_part(part), model_label=model,
-                                         **options)
-            result["seeds"] = seeds
-            path = Path(out_dir) / model / f"{run}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(result, indent=2))
-            paths.append(path)
-    return paths
-
-
 def interval_table(accuracies: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]],
                    dataset: str) -> pd.DataFrame:
     """``mean [lo, hi]`` (percent, 95 % interval over seeds x images) of every model on ``dataset``
