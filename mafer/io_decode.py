@@ -1,4 +1,4 @@
-"""Image decoding, the one place where image files become pixels: `decode_file` (one file, by
+"""Image files to pixels, the one place they are decoded and squashed: `decode_file` (one file, by
 Pillow, for the dataset readers and ``mafer predict``) and `decode_images` (JPEG files to one
 uint8 RGB batch ``[N, 3, S, S]``).
 
@@ -11,7 +11,7 @@ On CUDA the JPEGs of a batch are decoded together by nvJPEG
 (``torchvision.io.decode_jpeg(list, device="cuda")``), which keeps the CPU free for
 reading files; elsewhere JPEGs are decoded one by one on the CPU by
 ``torchvision.io.decode_jpeg`` and other formats by `decode_file`. With ``size`` each image is squashed to
-``size x size`` like the authors' ``A.Resize(size, size)``, by ``mafer.datasets.base.resize_square``
+``size x size`` like the authors' ``A.Resize(size, size)``, by `resize_square`
 as ``FaceDataset.load_uint8(size)`` does, so that the images stack into one batch: OpenCV itself
 for images on the CPU; for images decoded on the GPU, bilinear ``F.interpolate`` there, within
 one gray level of OpenCV.
@@ -27,8 +27,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
@@ -212,11 +214,10 @@ def resize_to_batch(images: list[Tensor], size: int | None) -> Tensor:
     """Stack ``[3, H, W]`` uint8 images into ``[N, 3, S, S]``, resizing each shape group once.
 
     Each image is squashed to ``size x size`` (aspect not kept, the authors' ``Resize``) by
-    ``mafer.datasets.base.resize_square``, as the dataset cache does: OpenCV on the CPU,
+    `resize_square`, as the dataset cache does: OpenCV on the CPU,
     within one gray level of it on the GPU. With ``size=None`` all images must already share
     one shape.
     """
-    from mafer.datasets.base import resize_square  # here: the readers import this module
 
     if not images:
         raise MaferError("no images to decode: the list of files is empty")
@@ -259,3 +260,41 @@ def decode_bytes(data: Sequence[Tensor], size: int | None = None, device: str | 
     else:
         images = [_decode_cpu(d, name).to(device) for d, name in zip(data, names)]
     return resize_to_batch(images, size)
+
+
+def resize_square(image: Tensor, size: int) -> Tensor:
+    """Squash uint8 ``[..., C, H, W]`` to ``[..., C, size, size]`` as the authors' ``A.Resize(size, size)`` does.
+
+    The aspect ratio is not kept (a non-square face is stretched, nothing is cut). On the CPU this
+    is OpenCV's ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)`` itself, the call behind
+    albumentations' ``Resize``, so the pixels are theirs bit for bit. On another device the
+    images stay there and go through ``F.interpolate(mode="bilinear", align_corners=False)``
+    without antialiasing, the same sampling in float: within one gray level of OpenCV's
+    fixed-point result. Float input is resized in float (CPU included) and stays float.
+    """
+    if image.ndim < 3:
+        raise MaferError(f"resize_square expects images [..., C, H, W], got shape {tuple(image.shape)}")
+    if size < 1:
+        raise MaferError(f"resize_square: size must be at least 1 pixel, got {size}")
+    if tuple(image.shape[-2:]) == (size, size):
+        return image
+    if image.device.type == "cpu" and image.dtype == torch.uint8:
+        return _cv2_resize(image, size)
+    lead, (c, h, w) = image.shape[:-3], image.shape[-3:]
+    x = image.reshape(-1, c, h, w)
+    out = F.interpolate(x.float() if x.dtype == torch.uint8 else x, size=(size, size), mode="bilinear",
+                        align_corners=False, antialias=False)
+    if image.dtype == torch.uint8:
+        out = out.round_().clamp_(0, 255).to(torch.uint8)
+    return out.reshape(*lead, c, size, size)
+
+
+def _cv2_resize(image: Tensor, size: int) -> Tensor:
+    """OpenCV ``INTER_LINEAR`` on each uint8 ``[C, H, W]`` image of a CPU batch (channels last for cv2)."""
+    lead, (c, h, w) = image.shape[:-3], image.shape[-3:]
+    flat = image.reshape(-1, c, h, w).permute(0, 2, 3, 1).numpy()
+    out = np.empty((flat.shape[0], size, size, c), dtype=np.uint8)
+    for i, hwc in enumerate(flat):
+        # cv2 drops a trailing channel axis of 1; resizing every channel at once gives the same values
+        out[i] = cv2.resize(np.ascontiguousarray(hwc), (size, size), interpolation=cv2.INTER_LINEAR).reshape(size, size, c)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).reshape(*lead, c, size, size).contiguous()

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mafer.datasets.base import decode_image, resize_square
+from mafer.datasets.base import decode_image
+from mafer.io_decode import resize_square
 from mafer.errors import MaferError
 from mafer.io_decode import decode_bytes, decode_file, decode_images, is_jpeg, read_bytes
 

@@ -10,17 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import cv2
 import natsort
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from mafer.datasets.info import DatasetInfo, dataset_info
 from mafer.errors import MaferError
-from mafer.io_decode import decode_file
+from mafer.io_decode import decode_file, resize_square
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 # every command that reads datasets has --skip-bad; training configs and get_dataset() take skip_bad
@@ -44,44 +42,6 @@ def decode_image(path: str | os.PathLike, orient: bool = False) -> Tensor:
 def gray_to_rgb(pixels: np.ndarray) -> Tensor:
     """A ``[H, W]`` uint8 gray array as a uint8 RGB tensor ``[3, H, W]``."""
     return torch.from_numpy(np.ascontiguousarray(pixels)).unsqueeze(0).expand(3, -1, -1).contiguous()
-
-
-def resize_square(image: Tensor, size: int) -> Tensor:
-    """Squash uint8 ``[..., C, H, W]`` to ``[..., C, size, size]`` as the authors' ``A.Resize(size, size)`` does.
-
-    The aspect ratio is not kept (a non-square face is stretched, nothing is cut). On the CPU this
-    is OpenCV's ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)`` itself, the call behind
-    albumentations' ``Resize``, so the pixels are theirs bit for bit. On another device the
-    images stay there and go through ``F.interpolate(mode="bilinear", align_corners=False)``
-    without antialiasing, the same sampling in float: within one gray level of OpenCV's
-    fixed-point result. Float input is resized in float (CPU included) and stays float.
-    """
-    if image.ndim < 3:
-        raise MaferError(f"resize_square expects images [..., C, H, W], got shape {tuple(image.shape)}")
-    if size < 1:
-        raise MaferError(f"resize_square: size must be at least 1 pixel, got {size}")
-    if tuple(image.shape[-2:]) == (size, size):
-        return image
-    if image.device.type == "cpu" and image.dtype == torch.uint8:
-        return _cv2_resize(image, size)
-    lead, (c, h, w) = image.shape[:-3], image.shape[-3:]
-    x = image.reshape(-1, c, h, w)
-    out = F.interpolate(x.float() if x.dtype == torch.uint8 else x, size=(size, size), mode="bilinear",
-                        align_corners=False, antialias=False)
-    if image.dtype == torch.uint8:
-        out = out.round_().clamp_(0, 255).to(torch.uint8)
-    return out.reshape(*lead, c, size, size)
-
-
-def _cv2_resize(image: Tensor, size: int) -> Tensor:
-    """OpenCV ``INTER_LINEAR`` on each uint8 ``[C, H, W]`` image of a CPU batch (channels last for cv2)."""
-    lead, (c, h, w) = image.shape[:-3], image.shape[-3:]
-    flat = image.reshape(-1, c, h, w).permute(0, 2, 3, 1).numpy()
-    out = np.empty((flat.shape[0], size, size, c), dtype=np.uint8)
-    for i, hwc in enumerate(flat):
-        # cv2 drops a trailing channel axis of 1; resizing every channel at once gives the same values
-        out[i] = cv2.resize(np.ascontiguousarray(hwc), (size, size), interpolation=cv2.INTER_LINEAR).reshape(size, size, c)
-    return torch.from_numpy(out).permute(0, 3, 1, 2).reshape(*lead, c, size, size).contiguous()
 
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
