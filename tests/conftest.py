@@ -18,6 +18,26 @@ SHARED_FIXTURE_GROUPS = {"smoke_project": "smoke", "smoke_run": "smoke", "smoke_
                          "copied_project": "smoke", "paper_check": "paper"}
 
 
+AFFWILD2_HEADER = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise"
+
+
+def write_affwild2(root: Path, videos: dict[str, dict[str, list[int]]], write_image,
+                   missing: tuple[tuple[str, int], ...] = (("v2", 3),)) -> None:
+    """An AffWild2 copy as released under ``root``: ``annotations/EXPR_Set/<split>/<video>.txt``
+    (the header, then one label per frame, -1 unlabelled) and a face crop
+    ``cropped_aligned/<video>/<frame:05d>.jpg`` (frames count from 1) written by
+    ``write_image(path, frame)`` for every frame but the ``(video, frame)`` pairs in ``missing``.
+    ``videos``: ``{split folder: {video: labels}}``."""
+    for split, labels_of in videos.items():
+        folder = root / "annotations" / "EXPR_Set" / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for video, labels in labels_of.items():
+            (folder / f"{video}.txt").write_text("\n".join([AFFWILD2_HEADER] + [str(y) for y in labels]) + "\n")
+            for frame in range(1, len(labels) + 1):
+                if (video, frame) not in missing:
+                    write_image(root / "cropped_aligned" / video / f"{frame:05d}.jpg", frame)
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import write_affwild2 as write_affwild2_copy
 from mafer.datasets import DATASETS, get_dataset
 from mafer.datasets.base import decode_image
 from mafer.errors import MaferError
@@ -85,17 +86,10 @@ def write_oulu_flat(root: Path, per_class: int = 5) -> None:
 
 
 def write_affwild2(root: Path) -> None:
-    header = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise"
-    videos = {"Training_Set": {"v1": [0, 1, -1, 2, 3, 4, 5, 6], "v2": [6, 5, 4, 3, 2, 1, 0]},
-              "Validation_Set": {"v3": [0, 1, 2, 3, 4, 5, 6, -1]}}
-    for split, labels_of in videos.items():
-        folder = root / "annotations" / "EXPR_Set" / split
-        folder.mkdir(parents=True, exist_ok=True)
-        for video, labels in labels_of.items():
-            (folder / f"{video}.txt").write_text("\n".join([header] + [str(y) for y in labels]) + "\n")
-            for frame in range(1, len(labels) + 1):
-                if not (video == "v2" and frame == 3):  # one frame without a face crop
-                    save_image(root / "cropped_aligned" / video / f"{frame:05d}.jpg", (8, 8))
+    """Two training videos, one validation video; frame 3 of v2 has no face crop."""
+    write_affwild2_copy(root, {"Training_Set": {"v1": [0, 1, -1, 2, 3, 4, 5, 6], "v2": [6, 5, 4, 3, 2, 1, 0]},
+                               "Validation_Set": {"v3": [0, 1, 2, 3, 4, 5, 6, -1]}},
+                        lambda path, frame: save_image(path, (8, 8)))
 
 
 def write_vggface2(root: Path, identities=("n000010", "n000002", "n000005"), per_identity: int = 5) -> None:

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_affwild2 as write_affwild2_copy
 from mafer.cli import main
 from mafer.datasets import get_dataset
 from mafer.datasets import base
 from mafer.errors import MaferError
 
 OULU = ("Surprise", "Happiness", "Sadness", "Anger", "Fear", "Disgust")
-AFF_HEADER = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise"
 
 
 def image(path: Path, value: int = 0, size: tuple[int, int] = (8, 8)) -> None:
@@ -178,16 +178,10 @@ def test_rafdb_layouts_it_cannot_resolve_name_the_problem_without_advising_skip_
 # -- situation 5: AffWild2 crops named by OpenFace ------------------------------------------------
 def write_affwild2(root: Path) -> dict[str, int]:
     """Two training videos and one validation video; frame 3 of v2 has no crop. Returns labelled frames per split."""
-    videos = {"Training_Set": {"v1": [0, 1, -1, 2, 3, 4, 5, 6, 0, 1, 2, 3], "v2": [6, 5, 4, 3, 2, 1, 0]},
-              "Validation_Set": {"v3": [0, 1, 2, 3, 4, 5, 6, -1, 0, 1, 2]}}
-    for split, labels_of in videos.items():
-        folder = root / "annotations" / "EXPR_Set" / split
-        folder.mkdir(parents=True, exist_ok=True)
-        for video, labels in labels_of.items():
-            (folder / f"{video}.txt").write_text("\n".join([AFF_HEADER] + [str(y) for y in labels]) + "\n")
-            for frame in range(1, len(labels) + 1):
-                if not (video == "v2" and frame == 3):
-                    image(root / "cropped_aligned" / video / f"{frame:05d}.jpg", value=frame)
+    write_affwild2_copy(root, {"Training_Set": {"v1": [0, 1, -1, 2, 3, 4, 5, 6, 0, 1, 2, 3],
+                                                "v2": [6, 5, 4, 3, 2, 1, 0]},
+                               "Validation_Set": {"v3": [0, 1, 2, 3, 4, 5, 6, -1, 0, 1, 2]}},
+                        lambda path, frame: image(path, value=frame))
     return {"train": 18, "val": 10}
 
 
