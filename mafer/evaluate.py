@@ -189,16 +189,26 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.d
 def run_model(model: torch.nn.Module, loader: DataLoader, mean_bgr: Sequence[float], device: torch.device,
               features: bool = False) -> tuple[Tensor, Tensor]:
     """Logits (or pooled features with ``features=True``) and labels of every batch, on the CPU."""
-    outputs, labels = [], []
+    return run_models([(model, mean_bgr)], loader, device, features)[0]
+
+
+@torch.no_grad()
+def run_models(models: Sequence[tuple[torch.nn.Module, Sequence[float]]], loader: DataLoader, device: torch.device,
+               features: bool = False) -> list[tuple[Tensor, Tensor]]:
+    """`run_model` of each ``(model, mean_bgr)`` over one pass of ``loader``: every batch is
+    read once and given to each network in turn."""
+    outputs: list[list[Tensor]] = [[] for _ in models]
+    labels = []
     try:
         for images, targets in loader:
-            x = preprocess(images.to(device, non_blocking=True), mean_bgr)
-            out = model.forward_features(x) if features else model(x)
-            outputs.append(out.float().cpu())
+            images = images.to(device, non_blocking=True)
+            for kept, (model, mean_bgr) in zip(outputs, models):
+                x = preprocess(images, mean_bgr)
+                kept.append((model.forward_features(x) if features else model(x)).float().cpu())
             labels.append(torch.as_tensor(targets))
     except MaferError as exc:
         raise MaferError(worker_error_message(exc)) from None
-    return torch.cat(outputs), torch.cat(labels)
+    return [(torch.cat(kept), torch.cat(labels)) for kept in outputs]
 
 
 def worker_error_message(exc: MaferError) -> str:
@@ -288,11 +298,14 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
 def open_checkpoint_and_data(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.PathLike, split: str,
                              fold: int | None, folds: int | None, protocol: str | None, dev: torch.device,
                              skip_bad: bool = False, order: str | os.PathLike | None = None,
+                             opened: dict[tuple[str | None, int | None], FaceDataset] | None = None,
                              ) -> tuple[torch.nn.Module, dict, FaceDataset, str | None, int | None]:
     """What testing ``checkpoint`` on ``split`` of ``dataset`` needs, checked before any image is
     run: ``(model, meta, data, protocol, folds)``, the network on ``dev`` in eval mode and its
     metadata (`load_classifier`), the split (`open_test_data`), and for a dataset with folds the
     protocol and fold count it is tested under (`check_fold_rule`; None otherwise).
+    ``opened`` (``{(protocol, folds): split}``) keeps the splits opened for earlier checkpoints
+    of the same call, so that checkpoints under one fold rule share one.
 
     Raises MaferError for a checkpoint that is not a classifier of ``dataset``, one tested on
     folds other than its own, or classes that differ from the split's (`check_classes`)."""
@@ -301,7 +314,11 @@ def open_checkpoint_and_data(dataset: str, data_dir: str | os.PathLike, checkpoi
         protocol, folds = check_fold_rule(meta, checkpoint, fold, folds, protocol)
     else:
         protocol = folds = None
-    data = open_test_data(dataset, data_dir, split, fold, folds or AUTHORS_FOLDS, protocol or "image", skip_bad, order)
+    opened = {} if opened is None else opened
+    if (protocol, folds) not in opened:
+        opened[protocol, folds] = open_test_data(dataset, data_dir, split, fold, folds or AUTHORS_FOLDS,
+                                                 protocol or "image", skip_bad, order)
+    data = opened[protocol, folds]
     check_classes(meta, data, checkpoint)
     return model, meta, data, protocol, folds
 
@@ -313,34 +330,76 @@ def _evaluate(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.Pa
               skip_bad: bool, max_images: int | None, order: str | os.PathLike | None,
               keep_logits: bool) -> tuple[dict, Tested]:
     """`evaluate_checkpoint`'s result and, with ``keep_logits``, the logits `write_predictions` writes."""
-    model, meta, data, protocol, folds = open_checkpoint_and_data(dataset, data_dir, checkpoint, split, fold, folds,
-                                                                  protocol, dev, skip_bad, order)
+    return _evaluate_many(dataset, data_dir, [(checkpoint, model_label)], split, fold, folds, protocol, resolutions,
+                          dev, image_size, batch_size, workers, skip_bad, max_images, order, keep_logits)[0]
+
+
+def _evaluate_many(dataset: str, data_dir: str | os.PathLike,
+                   checkpoints: Sequence[tuple[str | os.PathLike, str | None]], split: str,
+                   fold: int | None, folds: int | None, protocol: str | None, resolutions: list[str | int],
+                   dev: torch.device, image_size: int | None, batch_size: int, workers: int | None,
+                   skip_bad: bool, max_images: int | None, order: str | os.PathLike | None,
+                   keep_logits: bool) -> list[tuple[dict, Tested]]:
+    """`_evaluate` of several ``(checkpoint, model label)`` on one test set: the images are read,
+    lowered and resized once per resolution and input size, and every network sees the same
+    batches (so each result equals its own `_evaluate`, to the bit)."""
+    opened, test_sets = [], {}  # (checkpoint, label, model, meta, data, protocol, folds, size); the splits
+    for checkpoint, label in checkpoints:
+        model, meta, data, used_protocol, used_folds = open_checkpoint_and_data(
+            dataset, data_dir, checkpoint, split, fold, folds, protocol, dev, skip_bad, order, test_sets)
+        opened.append((checkpoint, label, model, meta, data, used_protocol, used_folds,
+                       checkpoint_image_size(meta, image_size)))
+    logits_of: dict[int, list[tuple[str | int, Tensor, Tensor]]] = {i: [] for i in range(len(opened))}
+    groups: dict[tuple[int, int], list[int]] = {}  # (test set, input size) -> checkpoints
+    for i, o in enumerate(opened):
+        groups.setdefault((id(o[4]), o[7]), []).append(i)
+    for members in groups.values():
+        data, size = opened[members[0]][4], opened[members[0]][7]
+        loader = make_loader(limited(data, max_images), batch_size, default_workers() if workers is None else workers,
+                             dev)
+        for r in resolutions:
+            data.transform = LoweredEvalTransform(dataset, size, r)
+            outputs = run_models([(opened[i][2], opened[i][3]["mean_bgr"]) for i in members], loader, dev)
+            for i, (logits, labels) in zip(members, outputs):
+                logits_of[i].append((r, logits, labels))
     is_kfold = dataset_info(dataset).has_folds
-    size = checkpoint_image_size(meta, image_size)
-    loader = make_loader(limited(data, max_images), batch_size, default_workers() if workers is None else workers, dev)
-    results: dict[str, Any] = {}
-    dumped: list[tuple[str | int, Tensor, Tensor]] = []
-    for r in resolutions:
-        data.transform = LoweredEvalTransform(dataset, size, r)
-        logits, labels = run_model(model, loader, meta["mean_bgr"], dev)
-        if keep_logits:
-            dumped.append((r, logits, labels))
-        y_true, y_pred = labels.numpy(), logits.argmax(1).numpy()
-        entry = classification_metrics(y_true, y_pred, len(data.classes))
-        entry["accuracy_ci"] = list(bootstrap_accuracy_ci(y_true, y_pred, n_resamples=BOOTSTRAP_RESAMPLES,
-                                                          seed=BOOTSTRAP_SEED))
-        entry["predictions"] = y_pred.tolist()
-        results[str(r)] = entry
-    result = {
-        "dataset": dataset, "checkpoint": str(checkpoint), "model": model_label, "classes": list(data.classes),
-        "split": split, "fold": fold, "folds": folds if is_kfold and fold is not None else None,
-        "protocol": protocol if is_kfold else None,
-        "fold_order": getattr(data, "fold_order", None) if is_kfold and fold is not None else None,
-        "image_size": size, "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": 0.95, "seed": BOOTSTRAP_SEED},
-        "bad_items": list(data.bad_items), "max_images": max_images, "resolutions": results,
-        "labels": y_true.tolist(), "seed": (meta.get("config") or {}).get("seed"),
-    }
-    return result, (fold, list(data.samples), dumped)
+    out = []
+    for i, (checkpoint, label, _, meta, data, used_protocol, used_folds, size) in enumerate(opened):
+        results: dict[str, Any] = {}
+        for r, logits, labels in logits_of[i]:
+            y_true, y_pred = labels.numpy(), logits.argmax(1).numpy()
+            entry = classification_metrics(y_true, y_pred, len(data.classes))
+            entry["accuracy_ci"] = list(bootstrap_accuracy_ci(y_true, y_pred, n_resamples=BOOTSTRAP_RESAMPLES,
+                                                              seed=BOOTSTRAP_SEED))
+            entry["predictions"] = y_pred.tolist()
+            results[str(r)] = entry
+        result = {
+            "dataset": dataset, "checkpoint": str(checkpoint), "model": label, "classes": list(data.classes),
+            "split": split, "fold": fold, "folds": used_folds if is_kfold and fold is not None else None,
+            "protocol": used_protocol if is_kfold else None,
+            "fold_order": getattr(data, "fold_order", None) if is_kfold and fold is not None else None,
+            "image_size": size, "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": 0.95, "seed": BOOTSTRAP_SEED},
+            "bad_items": list(data.bad_items), "max_images": max_images, "resolutions": results,
+            "labels": y_true.tolist(), "seed": (meta.get("config") or {}).get("seed"),
+        }
+        out.append((result, (fold, list(data.samples), logits_of[i] if keep_logits else [])))
+    return out
+
+
+def evaluate_checkpoints(dataset: str, data_dir: str | os.PathLike,
+                         checkpoints: Sequence[tuple[str | os.PathLike, str | None]], split: str = "test",
+                         fold: int | None = None, folds: int | None = None, protocol: str | None = None,
+                         resolutions: Iterable[str | int] = DEFAULT_RESOLUTIONS, device: str = "auto",
+                         image_size: int | None = None, batch_size: int = 64, workers: int | None = None,
+                         skip_bad: bool = False, max_images: int | None = None,
+                         order: str | os.PathLike | None = None) -> list[dict]:
+    """`evaluate_checkpoint` of every ``(checkpoint, model label)`` on one test set (one ``fold``),
+    each result equal to its own call's; the test images are read, lowered and resized once per
+    resolution (and input size) for all of them, which is most of the time of a small network's
+    test. Every network is held in memory at once: pass a few at a time on a small GPU."""
+    return [result for result, _ in _evaluate_many(
+        dataset, data_dir, checkpoints, split, fold, folds, protocol, parse_resolutions(resolutions),
+        pick_device(device), image_size, batch_size, workers, skip_bad, max_images, order, keep_logits=False)]
 
 
 def evaluate_folds(data_dir: str | os.PathLike, folder: str | os.PathLike, *, folds: int | None = None,

@@ -10,7 +10,7 @@ import torch
 from mafer.cli import main
 from mafer.datasets import DATASETS, get_dataset
 from mafer.errors import MaferError
-from mafer.evaluate import evaluate_checkpoint, load_classifier, parse_resolutions
+from mafer.evaluate import evaluate_checkpoint, evaluate_checkpoints, load_classifier, parse_resolutions
 from mafer.models import create_model, model_from_checkpoint, preprocess
 from mafer.resolution import lower_pil
 from mafer.transforms import eval_transform
@@ -201,3 +201,30 @@ def test_corrupt_image_named_without_traceback_or_skipped(smoke_data, rafdb_chec
                                  workers=0, skip_bad=True)
     assert result["resolutions"]["native"]["n"] == len(test) - 1
     assert len(result["bad_items"]) == 1 and result["bad_items"][0].startswith(str(bad))
+
+
+def test_checkpoints_tested_together_give_each_ones_own_result(smoke_data, tmp_path, tiny_checkpoint):
+    # the pipeline tests every checkpoint of a test set in one pass over its images: nothing may
+    # leak between the networks, whatever their input sizes
+    paths = [tiny_checkpoint(tmp_path / f"s{seed}-{size}.pt", "rafdb", seed=seed, image_size=size)
+             for seed, size in ((0, 48), (1, 64), (2, 48))]
+    options = dict(resolutions=["native", 8], device="cpu", workers=0, batch_size=5)
+    together = evaluate_checkpoints("rafdb", smoke_data, [(p, f"m{i}") for i, p in enumerate(paths)], **options)
+    alone = [evaluate_checkpoint("rafdb", smoke_data, p, model_label=f"m{i}", **options) for i, p in enumerate(paths)]
+    assert together == alone
+    assert together[0]["resolutions"]["native"]["predictions"] != together[2]["resolutions"]["native"]["predictions"]
+
+
+def test_checkpoints_of_other_fold_rules_are_each_tested_on_their_own(smoke_data, tmp_path, tiny_checkpoint):
+    image = tiny_checkpoint(tmp_path / "image.pt", "oulucasia", seed=0, image_size=48)
+    four_folds = tmp_path / "four-folds.pt"
+    ckpt = torch.load(image, weights_only=True)
+    ckpt["config"] |= {"protocol": "image", "folds": 5, "fold": 2}
+    torch.save(ckpt, image)
+    ckpt["config"] |= {"folds": 4}
+    torch.save(ckpt, four_folds)
+    options = dict(fold=2, resolutions=["native"], device="cpu", workers=0)
+    together = evaluate_checkpoints("oulucasia", smoke_data, [(image, "a"), (four_folds, "b")], **options)
+    assert [r["folds"] for r in together] == [5, 4]
+    assert together == [evaluate_checkpoint("oulucasia", smoke_data, image, model_label="a", **options),
+                        evaluate_checkpoint("oulucasia", smoke_data, four_folds, model_label="b", **options)]

@@ -209,17 +209,25 @@ def evaluate_runs(checkpoints: Mapping[str, Mapping[str, str]], dataset: str, da
     ``checkpoints`` maps model -> {run name (`mafer.pipeline.graph.run_name`, e.g.
     ``fold3-seed17-18``) -> checkpoint}; the fold comes from the run name, and each file records
     the run's step-1 and step-2 ``seeds`` (None for a name without them), which
-    `mafer.aggregate.compare` pairs. ``options`` go to `mafer.evaluate.evaluate_checkpoint`.
-    Returns the files written, in the order evaluated."""
-    from mafer.evaluate import evaluate_checkpoint  # torch: only the evaluation node needs it
+    `mafer.aggregate.compare` pairs. ``options`` go to `mafer.evaluate.evaluate_checkpoints`,
+    which tests the checkpoints of one part (the same test images) together, reading the images
+    once per resolution. Returns the files written, model by model and run by run."""
+    from mafer.evaluate import evaluate_checkpoints  # torch: only the evaluation node needs it
 
-    written = []
+    by_part: dict[str, list[tuple[str, str, str]]] = {}
     for model, runs in checkpoints.items():
         for run, checkpoint in runs.items():
-            part, seeds = split_run_name(run)
-            result = evaluate_checkpoint(dataset, data_dir, checkpoint, fold=parse_part(part), model_label=model,
-                                         **options)
-            result["seeds"] = seeds
+            by_part.setdefault(split_run_name(run)[0], []).append((model, run, checkpoint))
+    results = {}
+    for part, members in by_part.items():
+        tested = evaluate_checkpoints(dataset, data_dir, [(checkpoint, model) for model, _, checkpoint in members],
+                                      fold=parse_part(part), **options)
+        results.update({(model, run): result for (model, run, _), result in zip(members, tested)})
+    written = []
+    for model, runs in checkpoints.items():
+        for run in runs:
+            result = results[model, run]
+            result["seeds"] = split_run_name(run)[1]
             path = Path(out_dir) / model / f"{run}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(result, indent=2))
