@@ -255,8 +255,7 @@ class Trainer:
     def _build_model(self) -> None:
         cfg, device = self.cfg, self.device
         model, teacher = self.build_networks(len(self.classes))
-        channels_last = cfg.channels_last and device.type == "cuda"
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = model.to(device, memory_format=self.memory_format)
         self.teacher = teacher.to(device, memory_format=self.memory_format) if teacher is not None else None
         net: nn.Module = FeaturesAndLogits(self.model)
