@@ -19,7 +19,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -334,6 +334,19 @@ def _evaluate(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.Pa
                           dev, image_size, batch_size, workers, skip_bad, max_images, order, keep_logits)[0]
 
 
+class _Opened(NamedTuple):
+    """One checkpoint ready to test: its network and metadata, its test set, the fold rule and
+    input size it is tested under."""
+    checkpoint: str | os.PathLike
+    label: str | None
+    model: torch.nn.Module
+    meta: dict
+    data: FaceDataset
+    protocol: str | None
+    folds: int | None
+    size: int
+
+
 def _evaluate_many(dataset: str, data_dir: str | os.PathLike,
                    checkpoints: Sequence[tuple[str | os.PathLike, str | None]], split: str,
                    fold: int | None, folds: int | None, protocol: str | None, resolutions: list[str | int],
@@ -343,23 +356,24 @@ def _evaluate_many(dataset: str, data_dir: str | os.PathLike,
     """`_evaluate` of several ``(checkpoint, model label)`` on one test set: the images are read,
     lowered and resized once per resolution and input size, and every network sees the same
     batches (so each result equals its own `_evaluate`, to the bit)."""
-    opened, test_sets = [], {}  # (checkpoint, label, model, meta, data, protocol, folds, size); the splits
+    test_sets: dict[tuple[str | None, int | None], FaceDataset] = {}
+    opened = []
     for checkpoint, label in checkpoints:
         model, meta, data, used_protocol, used_folds = open_checkpoint_and_data(
             dataset, data_dir, checkpoint, split, fold, folds, protocol, dev, skip_bad, order, test_sets)
-        opened.append((checkpoint, label, model, meta, data, used_protocol, used_folds,
-                       checkpoint_image_size(meta, image_size)))
+        opened.append(_Opened(checkpoint, label, model, meta, data, used_protocol, used_folds,
+                              checkpoint_image_size(meta, image_size)))
     logits_of: dict[int, list[tuple[str | int, Tensor, Tensor]]] = {i: [] for i in range(len(opened))}
     groups: dict[tuple[int, int], list[int]] = {}  # (test set, input size) -> checkpoints
     for i, o in enumerate(opened):
-        groups.setdefault((id(o[4]), o[7]), []).append(i)
+        groups.setdefault((id(o.data), o.size), []).append(i)
     for members in groups.values():
-        data, size = opened[members[0]][4], opened[members[0]][7]
+        data, size = opened[members[0]].data, opened[members[0]].size
         loader = make_loader(limited(data, max_images), batch_size, default_workers() if workers is None else workers,
                              dev)
         for r in resolutions:
             data.transform = LoweredEvalTransform(dataset, size, r)
-            outputs = run_models([(opened[i][2], opened[i][3]["mean_bgr"]) for i in members], loader, dev)
+            outputs = run_models([(opened[i].model, opened[i].meta["mean_bgr"]) for i in members], loader, dev)
             for i, (logits, labels) in zip(members, outputs):
                 logits_of[i].append((r, logits, labels))
     is_kfold = dataset_info(dataset).has_folds

@@ -168,9 +168,10 @@ class TrainConfig:
         Old option names (``RENAMED_OPTIONS``) are read as the new ones, with a FutureWarning."""
         params = _renamed(params, source)
         known = {f.name for f in fields(self)}
-        for key in sorted(set(params) - known):
-            near = difflib.get_close_matches(str(key), known, n=1)
-            raise MaferError(f"{source}: unknown training option {key!r}; "
+        unknown = sorted(map(str, set(params) - known))
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], known, n=1)
+            raise MaferError(f"{source}: unknown training option {unknown[0]!r}; "
                              + (f"did you mean {near[0]!r}?" if near else
                                 f"known options: {', '.join(sorted(known))}"))
         values = {key: _checked_value(key, value, source) for key, value in params.items()}
@@ -394,7 +395,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # seconds on CPU, for tests and the smoke profile (mafer synth --scale smoke)
     "smoke": dict(arch="senet_tiny", image_size=32, batch_size=8, accum_steps=1, epochs=1,
                   max_steps=4, workers=0, log_every=1, progress=False, in_memory=True),
-    # one training (step 1 or 2) on `mafer synth --scale demo` data in about a minute on 2 CPU cores
+    # one training (step 1 or 2) on `mafer synth --scale demo` data in under a minute on 2 CPU cores
     "demo": dict(arch="senet_tiny", image_size=48, batch_size=32, accum_steps=1, epochs=3,
                  workers=0, log_every=5, in_memory=True),
 }
