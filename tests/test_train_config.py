@@ -82,7 +82,7 @@ def test_help_shows_defaults_and_names_presets_and_recipes(capsys: pytest.Captur
     assert "SGD momentum (default: 0.9)" in text
     # each recipe-filled flag names its value in the recipe table and the presets that set it
     assert "--lr LR learning rate of the classifier (default: recipe table below: 0.01)" in text
-    assert "(default: recipe table below: 16; presets: smoke 8, demo 16)" in text
+    assert "(default: recipe table below: 16; presets: smoke 8, demo 32)" in text
     assert "(default: senet50; presets: smoke senet_tiny, demo senet_tiny)" in text
     assert "presets (--preset NAME" in text and "demo arch=senet_tiny, image_size=48" in text
     assert "finetune: optimizer=adam, lr=0.01, backbone_lr=0.0001" in text
