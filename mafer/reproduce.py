@@ -100,12 +100,18 @@ def load_profile(profile: str) -> dict[str, Any]:
     return data
 
 
+def _not_key_value(item: str) -> str:
+    # the usual cause: a value with spaces the shell split, e.g. step2.rafdb={epochs: 5}
+    return (f"--config {item!r}: expected KEY=VALUE; quote a value that holds spaces, "
+            "e.g. --config 'step2.rafdb={epochs: 5}'")
+
+
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set ``KEY=VALUE`` pairs (dotted keys reach nested mappings, values parsed as YAML)."""
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise MaferError(f"--config {item!r}: expected KEY=VALUE")
+            raise MaferError(_not_key_value(item))
         try:
             value = yaml.safe_load(text) if text else None
         except yaml.YAMLError as exc:
@@ -136,7 +142,10 @@ def check_override_keys(profile: dict[str, Any], overrides: list[str]) -> None:
     would otherwise add an entry nothing reads)."""
     known = set(_schema()["properties"]) | set(profile)
     for item in overrides:
-        top = item.partition("=")[0].split(".")[0]
+        key, sep, _ = item.partition("=")
+        if not sep or not key:
+            raise MaferError(_not_key_value(item))
+        top = key.split(".")[0]
         if top not in known:
             raise MaferError(f"--config {item!r}: no profile entry {top!r}; expected one of {', '.join(sorted(known))}")
 

@@ -354,6 +354,7 @@ def test_dry_run_lists_the_jobs_and_runs_none(tmp_path):
     ("step1.crr={epochs: 2}", 'step1 (from --config): got "crr", expected one of common, base, cr, cr_simplified, '
                               'cr_affwild2'),
     ("book.model=crs", 'book.model (from --config): expected one of "base", "cr", "cr_simplified", "cr_affwild2"'),
+    ("2}", "--config '2}': expected KEY=VALUE; quote a value that holds spaces"),  # {fold: 2} split by the shell
     ("step2.oulucasia={fold: 3}", "step2.oulucasia (from --config): 'fold' is set by the pipeline for each node from run_folds"),
 ])
 def test_config_overrides_are_checked_against_the_schema(override, message):
