@@ -10,7 +10,7 @@
 # cut short still leaves what it measured. Run from the repository root:
 #   bash benchmarks/gpu_check.sh
 # Sizes for a quick try on a CPU: ARCH=senet_tiny SIZE=32 BATCH=16 STEPS=2 DEVICE=cpu SKIP_BENCH=1
-# Parts: ENGINE_RUNS="finetune folders" (default both), BENCH_ARGS (e.g. --rows compiled), *_TIMEOUT.
+# Parts: ENGINE_RUNS="step2 folders" (default both), BENCH_ARGS (e.g. --rows compiled), *_TIMEOUT.
 set -o pipefail
 OUT=${OUT:-gpu_out}
 ARCH=${ARCH:-senet50} SIZE=${SIZE:-224} BATCH=${BATCH:-256} STEPS=${STEPS:-20} DEVICE=${DEVICE:-cuda}
@@ -41,13 +41,13 @@ EOF
 }
 common=(--arch "$ARCH" --image-size "$SIZE" --batch-size "$BATCH" --accum-steps 1 --max-steps "$STEPS"
         --val-per-epoch 1 --device "$DEVICE" --log-every 2 --no-progress)
-runs=${ENGINE_RUNS:-finetune folders}
-sets=$(echo "$runs" | sed -e 's/finetune/rafdb/' -e 's/folders/vggface2/' -e 's/ /,/g')
+runs=${ENGINE_RUNS:-step2 folders}
+sets=$(echo "$runs" | sed -e 's/step2/rafdb/' -e 's/folders/vggface2/' -e 's/ /,/g')
 timeout 60 $PY -m mafer.cli synth --out "$work/data" --scale demo --datasets "$sets" > "$OUT/engine.log" 2>&1
 for run in $runs; do
     case $run in
-        finetune) args=(finetune --dataset rafdb) ;;
-        folders) args=(pretrain --mode base --dataset vggface2 --no-in-memory --workers 8) ;;
+        step2) args=(step2 --dataset rafdb) ;;
+        folders) args=(step1 --mode base --dataset vggface2 --no-in-memory --workers 8) ;;
     esac
     timeout "${ENGINE_TIMEOUT:-60}" $PY -m mafer.cli "${args[@]}" --data-dir "$work/data" --out "$work/$run" \
         "${common[@]}" >> "$OUT/engine.log" 2>&1 || echo "$run: failed or timed out (see engine.log)"

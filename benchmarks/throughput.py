@@ -1,13 +1,13 @@
 """Images per second of the training engine's own step, and of the paper-style CPU input pipeline.
 
-Every training row calls ``mafer.train.engine.Trainer.train_step`` (the code ``mafer finetune``
-and ``mafer pretrain`` run) on a batch held in memory on the device; rows are timed after
+Every training row calls ``mafer.train.engine.Trainer.train_step`` (the code ``mafer step2``
+and ``mafer step1`` run) on a batch held in memory on the device; rows are timed after
 warm-up, the device synchronised around the timed loop:
 
-* ``ours step2``: ``finetune`` with the recipe (Adam, class-weighted CE): a uint8 batch ->
+* ``ours step2``: ``step2`` with the recipe (Adam, class-weighted CE): a uint8 batch ->
   the engine's input path (augmentation of the fine-tuning set, ``preprocess``) -> forward/backward
   -> optimiser step;
-* ``ours CR step1``: ``pretrain --mode cr``: uint8 batch -> per-image lowering -> the same
+* ``ours CR step1``: ``step1 --mode cr``: uint8 batch -> per-image lowering -> the same
   augmentation draws for the lowered and the full-resolution copy -> frozen teacher forward ->
   student forward/backward -> CE + ``cr_lambda`` x feature MSE -> SGD step;
 * ``... model-only``: the same ``train_step`` with the input path skipped, from random
@@ -140,19 +140,19 @@ class ModelOnlyTrainer(Trainer):
 
 
 def step_config(args: argparse.Namespace, stage: str, workdir: Path, compile_: bool) -> TrainConfig:
-    """The run a row times: step 2 (``finetune`` on ``--step2-dataset``) or CR step 1 (``pretrain
+    """The run a row times: step 2 (``step2`` on ``--step2-dataset``) or CR step 1 (``step1
     --mode cr`` on ``--cr-dataset``, teacher = a random ``--init``), with the recipe's optimiser
     and loss, one batch of ``--batch-size`` per optimiser step."""
     common = dict(arch=args.arch, image_size=args.image_size, batch_size=args.batch_size, accum_steps=1,
                   device=args.device.split(":")[0], compile=compile_, progress=False, in_memory=True)
     out = workdir / f"{stage}-{'compiled' if compile_ else 'eager'}-{len(list(workdir.iterdir()))}"
-    if stage == "finetune":
-        return TrainConfig(stage="finetune", dataset=args.step2_dataset, source_size=args.step2_source,
+    if stage == "step2":
+        return TrainConfig(stage="step2", dataset=args.step2_dataset, source_size=args.step2_source,
                            out=str(out), **common).resolve()
     init = workdir / f"init-{args.arch}.pt"
     if not init.exists():  # the teacher is a frozen copy of --init; random weights time the same
         torch.save(create_model(args.arch, VGGFACE2_CLASSES).state_dict(), init)
-    return TrainConfig(stage="pretrain", mode="cr", dataset=args.cr_dataset, source_size=args.cr_source,
+    return TrainConfig(stage="step1", mode="cr", dataset=args.cr_dataset, source_size=args.cr_source,
                        init=str(init), lower_p=args.lower_p, out=str(out), **common).resolve()
 
 
@@ -434,8 +434,8 @@ def run(args: argparse.Namespace) -> Table:
         variants = ["eager", "compiled"] if args.compile else ["eager"]
         for variant in variants:
             compile_, suffix = variant == "compiled", ", compiled" if variant == "compiled" else ""
-            step2 = lambda: step_config(args, "finetune", workdir, compile_)
-            cr = lambda: step_config(args, "pretrain", workdir, compile_)
+            step2 = lambda: step_config(args, "step2", workdir, compile_)
+            cr = lambda: step_config(args, "step1", workdir, compile_)
             table.add(Row("augment step2" + suffix,
                           f"Trainer.train_inputs {args.step2_dataset} {args.step2_source}->{size} + preprocess", n),
                       lambda: time_steps(augment_fn(step_trainer(step2(), device, step2_batch)[0], step2_batch),
@@ -463,8 +463,8 @@ def run(args: argparse.Namespace) -> Table:
             model_only_input = model_only_input.contiguous(memory_format=torch.channels_last)
         for variant in variants:
             compile_ = variant == "compiled"
-            step2 = lambda: step_config(args, "finetune", workdir, compile_)
-            cr = lambda: step_config(args, "pretrain", workdir, compile_)
+            step2 = lambda: step_config(args, "step2", workdir, compile_)
+            cr = lambda: step_config(args, "step1", workdir, compile_)
 
             def engine_row(cfg: TrainConfig, batch: Tensor, **kw: Any) -> dict[str, float]:
                 trainer, labels = step_trainer(cfg, device, batch, **kw)

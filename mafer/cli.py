@@ -19,13 +19,14 @@ from mafer.caches import use_writable_caches
 from mafer.errors import MaferError, MaferWarning
 from mafer.writes import disk_full_error, is_disk_full, stream_is_full, stream_name
 
+STAGE_COMMANDS = ("step1", "step2")
+OLD_COMMANDS = {"pretrain": "step1", "finetune": "step2"}  # their names before they took the paper's
 # name -> (module, one-line help). Order is the order shown in `mafer --help`.
-STAGE_COMMANDS = ("pretrain", "finetune")
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("mafer.synth", "generate synthetic faces in the real datasets' on-disk formats"),
     "data": ("mafer.datasets.cli", "inspect a dataset: counts per split and class, channel mean"),
-    "pretrain": ("mafer.train.cli", "step 1: base, CR or CR-Simplified training (VGGFace2 or AffWild2)"),
-    "finetune": ("mafer.train.cli", "step 2: fine-tune on FER2013, RAF-DB or Oulu-CASIA"),
+    "step1": ("mafer.train.cli", "step 1: base, CR or CR-Simplified training (VGGFace2 or AffWild2)"),
+    "step2": ("mafer.train.cli", "step 2: fine-tune on FER2013, RAF-DB or Oulu-CASIA"),
     "evaluate": ("mafer.evaluate", "accuracy, F1 and confusion matrices at several test resolutions"),
     "aggregate": ("mafer.aggregate", "k-fold means and the results table across models and datasets"),
     "embed": ("mafer.embed", "deep features of a dataset and their t-SNE / UMAP projections"),
@@ -55,6 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _escape_unencodable_output()
     use_writable_caches()  # before a command imports numba or matplotlib, or starts a kernel
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in OLD_COMMANDS:
+        print(f"mafer: 'mafer {argv[0]}' is now 'mafer {OLD_COMMANDS[argv[0]]}' (the paper's step names); "
+              "running that", file=sys.stderr)
+        argv[0] = OLD_COMMANDS[argv[0]]
     selected = argv[0] if argv and argv[0] in COMMANDS else None
     parser = _build_parser(selected)
     args = parser.parse_args(argv)

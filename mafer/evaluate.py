@@ -84,7 +84,7 @@ def load_classifier(checkpoint: str | os.PathLike, device: torch.device,
     """
     path = Path(checkpoint)
     if not path.is_file():
-        raise MaferError(f"{path}: checkpoint not found; expected a .pt file written by mafer finetune")
+        raise MaferError(f"{path}: checkpoint not found; expected a .pt file written by mafer step2")
     model, meta = model_from_checkpoint(path, device=device)
     if not meta.get("class_names") and dataset is not None:
         info = dataset_info(dataset)
@@ -93,7 +93,7 @@ def load_classifier(checkpoint: str | os.PathLike, device: torch.device,
                     "config": {"dataset": dataset}}
     if not meta.get("class_names"):
         raise MaferError(f"{path}: a {meta.get('format', 'weight')} file with {meta['num_classes']} outputs and no "
-                         f"class names; expected an expression classifier written by mafer finetune"
+                         f"class names; expected an expression classifier written by mafer step2"
                          + (f" or fine-tuned on {dataset}" if dataset else ""))
     return model.eval(), meta
 
@@ -473,7 +473,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, choices=EXPRESSION_DATASETS)
     parser.add_argument("--data-dir", required=True, type=Path, help="folder holding <dataset>/ (or the dataset itself)")
     parser.add_argument("--checkpoint", required=True, type=Path,
-                        help="checkpoint written by mafer finetune or released by the authors; for Oulu-CASIA also a "
+                        help="checkpoint written by mafer step2 or released by the authors; for Oulu-CASIA also a "
                              "folder of fold checkpoints (best_model_ckp_fold_<k>.pt or fold<k>/best.pt), each tested "
                              "on its own test fold")
     parser.add_argument("--split", default="test", help="split to evaluate (default test)")

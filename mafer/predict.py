@@ -56,7 +56,7 @@ def checkpoint_dataset(meta: dict, checkpoint: str | os.PathLike) -> str:
     if len(matches) == 1:
         return matches[0]
     raise MaferError(f"{checkpoint}: cannot tell which dataset the checkpoint was fine-tuned on "
-                     f"(classes {list(meta['class_names'])}); expected a checkpoint written by mafer finetune")
+                     f"(classes {list(meta['class_names'])}); expected a checkpoint written by mafer step2")
 
 
 class Predictor:
@@ -113,7 +113,7 @@ def format_text(results: Sequence[dict]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="face images or folders of them")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint written by mafer finetune")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint written by mafer step2")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")

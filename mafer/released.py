@@ -42,7 +42,7 @@ def fold_checkpoints(folder: str | os.PathLike) -> dict[int, Path]:
     """``{fold: checkpoint}`` (folds ascending) in a folder of Oulu-CASIA fold checkpoints.
 
     Files whose name gives the fold (the authors' ``best_model_ckp_fold_<k>.pt``, or any
-    ``*fold<k>.pt``) and sub-folders ``fold<k>/`` holding a ``best.pt`` directly (``mafer finetune
+    ``*fold<k>.pt``) and sub-folders ``fold<k>/`` holding a ``best.pt`` directly (``mafer step2
     --fold k --out DIR/fold<k>``) or one level down (the pipeline's ``fold<k>/seed<a>-<b>/best.pt``).
     MaferError when the folder holds none, or several for one fold.
     """
@@ -61,7 +61,7 @@ def fold_checkpoints(folder: str | os.PathLike) -> dict[int, Path]:
     found = {k: paths for k, paths in found.items() if paths}
     if not found:
         raise MaferError(f"{folder}: no fold checkpoints; expected the authors' best_model_ckp_fold_<k>.pt files or "
-                         "fold<k>/best.pt (mafer finetune --fold k)")
+                         "fold<k>/best.pt (mafer step2 --fold k)")
     for k, paths in found.items():
         if len(paths) > 1:
             shown = ", ".join(str(p) for p in paths[:3])

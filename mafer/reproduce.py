@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, TextIO
 
 import yaml
 
-from mafer.datasets.info import DATASETS, FINETUNE_DATASETS, OULU_PROTOCOLS
+from mafer.datasets.info import DATASETS, STEP2_DATASETS, OULU_PROTOCOLS
 from mafer.errors import MaferError
 from mafer.yamlfile import read_yaml_mapping
 from mafer.pipeline import PIPELINE_DIR, PROFILES_DIR, SNAKEFILE, cluster, paths
@@ -130,9 +130,9 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
 @functools.cache
 def _schema() -> dict[str, Any]:
     schema = yaml.safe_load(SCHEMA.read_text())
-    schema["$defs"] = {"dataset": {"enum": list(FINETUNE_DATASETS)}, "model": {"enum": list(KEYS)},
+    schema["$defs"] = {"dataset": {"enum": list(STEP2_DATASETS)}, "model": {"enum": list(KEYS)},
                        "preset": {"enum": list(PRESETS)}, "protocol": {"enum": list(OULU_PROTOCOLS)}}
-    for step, names in (("step1", KEYS), ("step2", FINETUNE_DATASETS)):
+    for step, names in (("step1", KEYS), ("step2", STEP2_DATASETS)):
         schema["properties"][step]["propertyNames"]["description"] = f"one of common, {', '.join(names)}"
     return schema
 

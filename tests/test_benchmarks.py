@@ -63,7 +63,7 @@ def test_rows_filter_measures_only_the_matching_rows(tmp_path: Path) -> None:
 
 
 def test_quick_run_times_the_engines_train_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The training rows time `Trainer.train_step` itself (the code `mafer finetune/pretrain` run),
+    """The training rows time `Trainer.train_step` itself (the code `mafer step1/step2` run),
     not a copy of it; the augment rows time the engine's `train_inputs`."""
     from mafer.train.engine import Trainer
 
@@ -89,7 +89,7 @@ def test_quick_run_times_the_engines_train_step(monkeypatch: pytest.MonkeyPatch)
     steps = [c for c in calls if c[0] == "train_step"]
     # 2 full rows and 2 model-only rows, each warm-up + timed steps, one batch of --batch-size per step
     assert len(steps) == 4 * per_row and {c[2] for c in steps} == {args.batch_size}
-    assert {c[1] for c in steps} == {"finetune", "pretrain"}
+    assert {c[1] for c in steps} == {"step2", "step1"}
     # the input path runs inside train_step for the full rows, and alone for the augment rows
     assert len([c for c in calls if c[0] == "train_inputs"]) == 4 * per_row
 

@@ -187,7 +187,7 @@ def test_released_fold_checkpoints_on_other_folds_are_refused(flat_oulu, release
 
 
 def test_fold_checkpoint_folders_of_this_project(tmp_path, tiny_checkpoint):
-    for k in (1, 2):  # mafer finetune --fold k --out DIR/fold<k>, or the pipeline's fold<k>/seed<a>-<b>/best.pt
+    for k in (1, 2):  # mafer step2 --fold k --out DIR/fold<k>, or the pipeline's fold<k>/seed<a>-<b>/best.pt
         tiny_checkpoint(tmp_path / "runs" / f"fold{k}" / ("best.pt" if k == 1 else "seed17-17/best.pt"), "oulucasia")
     assert fold_checkpoints(tmp_path / "runs") == {1: tmp_path / "runs/fold1/best.pt",
                                                    2: tmp_path / "runs/fold2/seed17-17/best.pt"}
@@ -201,7 +201,7 @@ def test_fold_checkpoint_folders_of_this_project(tmp_path, tiny_checkpoint):
 
 def test_a_folder_of_our_fold_checkpoints_is_tested_with_the_folds_they_were_trained_on(flat_oulu, tmp_path,
                                                                                         tiny_checkpoint, capsys):
-    for k in (1, 2):  # as `mafer finetune --fold k --folds 3` records it
+    for k in (1, 2):  # as `mafer step2 --fold k --folds 3` records it
         path = tiny_checkpoint(tmp_path / "runs" / f"fold{k}" / "best.pt", "oulucasia", image_size=32)
         raw = torch.load(path, weights_only=True)
         raw["config"].update(fold=k, folds=3, protocol="image")

@@ -59,14 +59,14 @@ def node_configs(config: dict) -> dict[str, TrainConfig]:
         if model == "base" and config.get("base_weights"):
             continue  # the VGGFace2 weights are the base network: no step-1 node
         nodes[f"step1/{model}"] = TrainConfig.preset(
-            config["preset"], stage="pretrain", mode=paper_model.step1_mode, dataset=paper_model.step1_dataset,
+            config["preset"], stage="step1", mode=paper_model.step1_mode, dataset=paper_model.step1_dataset,
             data_dir=config["data_dir"], out=f"runs/step1/{model}", init=init[0] if init else None,
             **graph.train_options(config, "step1", model)).resolve()
     for model in KEYS:
         for dataset in config["datasets"]:
-            for part in graph.finetune_parts(config, dataset):
+            for part in graph.step2_parts(config, dataset):
                 nodes[f"step2/{model}/{dataset}-{part}"] = TrainConfig.preset(
-                    config["preset"], stage="finetune", dataset=dataset, data_dir=config["data_dir"],
+                    config["preset"], stage="step2", dataset=dataset, data_dir=config["data_dir"],
                     out=f"runs/step2/{model}/{dataset}/{part}", init=graph.step2_init(config, model),
                     fold=graph.parse_part(part), folds=config["folds"],
                     protocol=config["protocol"], **graph.train_options(config, "step2", dataset)).resolve()

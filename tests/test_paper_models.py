@@ -4,7 +4,7 @@ import pytest
 
 from mafer.aggregate import PAPER_RESULTS
 from mafer.paper_models import BASE, BY_KEY, KEYS, LABELS, MODELS, model_from_name, model_from_path
-from mafer.train.config import PRETRAIN_MODES
+from mafer.train.config import STEP1_MODES
 
 
 def test_the_table_holds_the_papers_four_models_and_their_step1():
@@ -14,7 +14,7 @@ def test_the_table_holds_the_papers_four_models_and_their_step1():
     assert [(m.step1_mode, m.step1_dataset, m.step1_from) for m in MODELS] == [
         ("base", "vggface2", None), ("cr", "vggface2", "base"), ("cr-simplified", "vggface2", "base"),
         ("cr-simplified", "affwild2", "cr")]
-    assert all(m.step1_mode in PRETRAIN_MODES for m in MODELS)
+    assert all(m.step1_mode in STEP1_MODES for m in MODELS)
     assert all(m.step1_from is None or KEYS.index(m.step1_from) < KEYS.index(m.key) for m in MODELS)
     assert set(PAPER_RESULTS) == set(LABELS)
 

@@ -143,8 +143,8 @@ def test_step1_and_step2_start_from_the_right_checkpoints(tmp_path):
     assert graph.step2_init(paper, "base") == "/w/senet50_ft_weight.pkl"
     assert graph.step1_checkpoints(paper) == [f"runs/step1/{m}/seed17/best.pt" for m in ("cr", "cr_simplified",
                                                                                           "cr_affwild2")]
-    assert graph.finetune_parts(demo, "oulucasia") == [f"fold{k}" for k in demo["run_folds"]]
-    assert graph.finetune_parts(demo, "rafdb") == ["standard"]
+    assert graph.step2_parts(demo, "oulucasia") == [f"fold{k}" for k in demo["run_folds"]]
+    assert graph.step2_parts(demo, "rafdb") == ["standard"]
 
 
 @pytest.mark.parametrize("part,fold", [("standard", None), ("fold1", 1), ("fold3", 3), ("fold12", 12)])
@@ -426,7 +426,7 @@ def test_every_node_pays_only_for_the_libraries_it_uses():
     assert _imported_by("import mafer.pipeline.run_notebook, papermill", heavy) == []
     # a training notebook's imports (step2.ipynb's): torch, nothing of the evaluation's or figures' libraries
     training = ("from mafer.models import load_checkpoint\nfrom mafer.pipeline import views\n"
-                "from mafer.train import TrainConfig, run_finetune, run_pretrain\nimport mafer.train.engine")
+                "from mafer.train import TrainConfig, run_step2, run_step1\nimport mafer.train.engine")
     assert _imported_by(training, heavy) == ["torch"]
 
 

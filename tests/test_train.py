@@ -13,7 +13,7 @@ from mafer.cli import main as cli_main
 from mafer.datasets import get_dataset
 from mafer.errors import MaferError
 from mafer.models import create_model, load_checkpoint, save_checkpoint
-from mafer.train import TrainConfig, run_finetune, run_pretrain
+from mafer.train import TrainConfig, run_step2, run_step1
 from mafer.train import data as train_data
 from mafer.train.config import FROM_SCRATCH_LR, PRESETS
 from mafer.train.distributed import setup
@@ -35,16 +35,16 @@ def read_metrics(run: Path) -> list[dict]:
 def identity_init(smoke_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A step-1 base run on the VGGFace2 stand-in: the --init of the CR runs."""
     out = tmp_path_factory.mktemp("base") / "run"
-    return run_pretrain(smoke(smoke_data, out, mode="base", dataset="vggface2")) / "best.pt"
+    return run_step1(smoke(smoke_data, out, mode="base", dataset="vggface2")) / "best.pt"
 
 
 # --------------------------------------------------------------------------- runs
-def test_finetune_writes_the_run_folder(smoke_data: Path, tmp_path: Path) -> None:
-    run = run_finetune(smoke(smoke_data, tmp_path / "ft", dataset="rafdb"))
+def test_step2_writes_the_run_folder(smoke_data: Path, tmp_path: Path) -> None:
+    run = run_step2(smoke(smoke_data, tmp_path / "ft", dataset="rafdb"))
     assert {p.name for p in run.iterdir()} >= {"best.pt", "last.pt", "config.yaml", "metrics.jsonl", "run_info.json"}
     ckpt = load_checkpoint(run / "best.pt")
     assert ckpt["class_names"] == list(get_dataset("rafdb", smoke_data).classes)
-    assert ckpt["config"]["stage"] == "finetune" and ckpt["arch"] == "senet_tiny"
+    assert ckpt["config"]["stage"] == "step2" and ckpt["arch"] == "senet_tiny"
     assert "acc" in ckpt["metrics"]
     assert yaml.safe_load((run / "config.yaml").read_text())["optimizer"] == "adam"
     info = json.loads((run / "run_info.json").read_text())
@@ -61,16 +61,16 @@ def test_finetune_writes_the_run_folder(smoke_data: Path, tmp_path: Path) -> Non
 
 
 def test_no_keep_last_leaves_best_pt_alone_and_resume_says_why(smoke_data: Path, tmp_path: Path) -> None:
-    run = run_finetune(smoke(smoke_data, tmp_path / "ft", dataset="rafdb", max_steps=2, keep_last=False))
+    run = run_step2(smoke(smoke_data, tmp_path / "ft", dataset="rafdb", max_steps=2, keep_last=False))
     assert (run / "best.pt").is_file() and not (run / "last.pt").exists()
     with pytest.raises(MaferError, match="nothing to resume; expected the last.pt"):
-        run_finetune(smoke(smoke_data, run, dataset="rafdb", max_steps=3, keep_last=False, resume=True))
+        run_step2(smoke(smoke_data, run, dataset="rafdb", max_steps=3, keep_last=False, resume=True))
 
 
 @pytest.mark.parametrize("mode,dataset", [("base", "affwild2"), ("cr-simplified", "vggface2"),
                                           ("cr", "vggface2"), ("cr-simplified", "affwild2")])
-def test_pretrain_modes_run(mode: str, dataset: str, smoke_data: Path, identity_init: Path, tmp_path: Path) -> None:
-    run = run_pretrain(smoke(smoke_data, tmp_path / "run", mode=mode, dataset=dataset, init=str(identity_init)))
+def test_step1_modes_run(mode: str, dataset: str, smoke_data: Path, identity_init: Path, tmp_path: Path) -> None:
+    run = run_step1(smoke(smoke_data, tmp_path / "run", mode=mode, dataset=dataset, init=str(identity_init)))
     ckpt = load_checkpoint(run / "last.pt")
     classes = get_dataset(dataset, smoke_data).classes
     assert ckpt["num_classes"] == len(classes)  # affwild2: a new 7-way head on the identity network
@@ -84,7 +84,7 @@ def test_pretrain_modes_run(mode: str, dataset: str, smoke_data: Path, identity_
 
 def test_cr_teacher_is_frozen_and_loss_has_both_terms(smoke_data: Path, identity_init: Path, tmp_path: Path) -> None:
     cfg = smoke(smoke_data, tmp_path / "cr", mode="cr", dataset="vggface2", init=str(identity_init),
-                stage="pretrain").resolve()
+                stage="step1").resolve()
     trainer = Trainer(cfg, setup("cpu"))
     teacher_before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
     student_before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
@@ -101,19 +101,19 @@ def test_cr_teacher_is_frozen_and_loss_has_both_terms(smoke_data: Path, identity
 
 def test_cr_needs_a_teacher(smoke_data: Path, tmp_path: Path) -> None:
     with pytest.raises(MaferError, match="--init"):
-        run_pretrain(smoke(smoke_data, tmp_path / "cr", mode="cr", dataset="vggface2"))
+        run_step1(smoke(smoke_data, tmp_path / "cr", mode="cr", dataset="vggface2"))
 
 
 # --------------------------------------------------------------------------- exact resume
 @pytest.mark.parametrize("stage,options,cut,total", [
     # 2 steps per epoch, the second accumulating one batch; cut mid-epoch, run across epochs
-    ("pretrain", dict(mode="cr-simplified", dataset="vggface2", accum_steps=2, curriculum_every=2), 3, 5),
+    ("step1", dict(mode="cr-simplified", dataset="vggface2", accum_steps=2, curriculum_every=2), 3, 5),
     # 4 steps per epoch, validated twice per epoch (the plateau scheduler steps on the way)
-    ("finetune", dict(dataset="fer2013", accum_steps=2), 3, 5),
+    ("step2", dict(dataset="fer2013", accum_steps=2), 3, 5),
 ])
 def test_interrupted_and_resumed_run_equals_straight_run(stage: str, options: dict, cut: int, total: int,
                                                          smoke_data: Path, tmp_path: Path) -> None:
-    runner = run_pretrain if stage == "pretrain" else run_finetune
+    runner = run_step1 if stage == "step1" else run_step2
     common = dict(options, epochs=6, log_every=1)
     straight = runner(smoke(smoke_data, tmp_path / "straight", max_steps=total, **common))
     interrupted = runner(smoke(smoke_data, tmp_path / "cut", max_steps=cut, **common))
@@ -134,8 +134,8 @@ def test_interrupted_and_resumed_run_equals_straight_run(stage: str, options: di
 
 
 def test_folder_loader_gives_the_in_memory_batches(smoke_data: Path, tmp_path: Path) -> None:
-    memory = run_finetune(smoke(smoke_data, tmp_path / "memory", dataset="rafdb", max_steps=2, in_memory=True))
-    folder = run_finetune(smoke(smoke_data, tmp_path / "folder", dataset="rafdb", max_steps=2, in_memory=False))
+    memory = run_step2(smoke(smoke_data, tmp_path / "memory", dataset="rafdb", max_steps=2, in_memory=True))
+    folder = run_step2(smoke(smoke_data, tmp_path / "folder", dataset="rafdb", max_steps=2, in_memory=False))
     a, b = load_checkpoint(memory / "last.pt"), load_checkpoint(folder / "last.pt")
     assert all(torch.equal(v, b["model_state_dict"][k]) for k, v in a["model_state_dict"].items())
 
@@ -162,8 +162,8 @@ def test_fer2013_has_no_image_files_so_cuda_keeps_the_worker_path(smoke_data: Pa
 def test_compiled_run_follows_the_eager_run(smoke_data: Path, tmp_path: Path) -> None:
     # --compile compiles the network and the augmentation; same batches and draws, same losses
     options = dict(dataset="rafdb", max_steps=2, log_every=1)
-    eager = run_finetune(smoke(smoke_data, tmp_path / "eager", **options))
-    compiled = run_finetune(smoke(smoke_data, tmp_path / "compiled", compile=True, **options))
+    eager = run_step2(smoke(smoke_data, tmp_path / "eager", **options))
+    compiled = run_step2(smoke(smoke_data, tmp_path / "compiled", compile=True, **options))
     losses = lambda run: [r["loss"] for r in read_metrics(run) if r["kind"] == "train"]
     assert losses(compiled) == pytest.approx(losses(eager), rel=1e-3)
 
@@ -173,7 +173,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 @needs_cuda
 def test_cuda_folder_runs_decode_on_the_gpu(smoke_data: Path) -> None:
-    cfg = TrainConfig(stage="pretrain", mode="base", dataset="vggface2", data_dir=str(smoke_data), in_memory=False,
+    cfg = TrainConfig(stage="step1", mode="base", dataset="vggface2", data_dir=str(smoke_data), in_memory=False,
                       workers=2).resolve()
     gpu = torch.device("cuda")
     source = train_data.make_source(cfg, get_dataset("vggface2", smoke_data, "train"), gpu)
@@ -190,8 +190,8 @@ def test_cuda_folder_runs_decode_on_the_gpu(smoke_data: Path) -> None:
 @pytest.mark.parametrize("compile_", [False, True])
 def test_cuda_runs_bf16_channels_last(compile_: bool, smoke_data: Path, identity_init: Path, tmp_path: Path) -> None:
     cuda = dict(device="cuda", compile=compile_, amp=True, channels_last=True)
-    ft = run_finetune(smoke(smoke_data, tmp_path / "ft", dataset="rafdb", in_memory=False, workers=2, **cuda))
-    cr = run_pretrain(smoke(smoke_data, tmp_path / "cr", mode="cr", dataset="vggface2", init=str(identity_init),
+    ft = run_step2(smoke(smoke_data, tmp_path / "ft", dataset="rafdb", in_memory=False, workers=2, **cuda))
+    cr = run_step1(smoke(smoke_data, tmp_path / "cr", mode="cr", dataset="vggface2", init=str(identity_init),
                             **cuda))
     for run in (ft, cr):
         info = json.loads((run / "run_info.json").read_text())
@@ -201,23 +201,23 @@ def test_cuda_runs_bf16_channels_last(compile_: bool, smoke_data: Path, identity
 
 
 def test_resume_refuses_changed_options_and_existing_runs(smoke_data: Path, tmp_path: Path) -> None:
-    run_finetune(smoke(smoke_data, tmp_path / "run", dataset="rafdb", max_steps=2))
+    run_step2(smoke(smoke_data, tmp_path / "run", dataset="rafdb", max_steps=2))
     with pytest.raises(MaferError, match="already holds a run"):
-        run_finetune(smoke(smoke_data, tmp_path / "run", dataset="rafdb", max_steps=2))
+        run_step2(smoke(smoke_data, tmp_path / "run", dataset="rafdb", max_steps=2))
     with pytest.raises(MaferError, match="batch_size"):
-        run_finetune(smoke(smoke_data, tmp_path / "run", dataset="rafdb", batch_size=4, resume=True))
+        run_step2(smoke(smoke_data, tmp_path / "run", dataset="rafdb", batch_size=4, resume=True))
     with pytest.raises(MaferError, match="nothing to resume"):
-        run_finetune(smoke(smoke_data, tmp_path / "empty", dataset="rafdb", resume=True))
+        run_step2(smoke(smoke_data, tmp_path / "empty", dataset="rafdb", resume=True))
     for name in ("best.pt", ".best.pt.kept"):
         (tmp_path / "run" / name).unlink()
     with pytest.raises(MaferError, match="best weights .* are lost"):
-        run_finetune(smoke(smoke_data, tmp_path / "run", dataset="rafdb", max_steps=3, resume=True))
+        run_step2(smoke(smoke_data, tmp_path / "run", dataset="rafdb", max_steps=3, resume=True))
 
 
 def test_arch_flag_reaches_the_checkpoint_and_a_format_v1_last_pt_resumes(
         smoke_data: Path, tmp_path: Path, as_format_v1) -> None:
     out = tmp_path / "cli"
-    argv = ["finetune", "--arch", "senet_tiny", "--image-size", "32", "--batch-size", "8", "--accum-steps", "1",
+    argv = ["step2", "--arch", "senet_tiny", "--image-size", "32", "--batch-size", "8", "--accum-steps", "1",
             "--epochs", "1", "--workers", "0", "--in-memory", "--no-progress", "--dataset", "rafdb",
             "--data-dir", str(smoke_data), "--out", str(out), "--device", "cpu"]
     assert cli_main(argv + ["--max-steps", "2"]) == 0
@@ -232,11 +232,11 @@ def test_arch_flag_reaches_the_checkpoint_and_a_format_v1_last_pt_resumes(
     # and a changed architecture is still caught by the comparison of the saved options
     as_format_v1(out / "last.pt")
     with pytest.raises(MaferError, match="arch \\(saved 'senet_tiny', now 'senet50'\\)"):
-        run_finetune(TrainConfig.from_dict({**ckpt["config"], "arch": "senet50", "max_steps": 4, "resume": True}))
+        run_step2(TrainConfig.from_dict({**ckpt["config"], "arch": "senet50", "max_steps": 4, "resume": True}))
 
 
 # --------------------------------------------------------------------------- the recipe
-def test_finetune_recipe_class_weights_and_two_learning_rates(smoke_data: Path, identity_init: Path,
+def test_step2_recipe_class_weights_and_two_learning_rates(smoke_data: Path, identity_init: Path,
                                                               tmp_path: Path) -> None:
     cfg = TrainConfig(dataset="rafdb", data_dir=str(smoke_data), out=str(tmp_path / "r"), init=str(identity_init),
                       arch="senet_tiny", image_size=32, device="cpu").resolve()
@@ -269,15 +269,15 @@ def test_no_augment_trains_on_the_evaluation_view(smoke_data: Path, tmp_path: Pa
 
 
 def test_step1_recipes() -> None:
-    cr = TrainConfig(stage="pretrain", mode="cr", dataset="vggface2", init="x.pt").resolve()
+    cr = TrainConfig(stage="step1", mode="cr", dataset="vggface2", init="x.pt").resolve()
     assert (cr.optimizer, cr.lr, cr.backbone_lr, cr.momentum, cr.weight_decay) == ("sgd", 1e-3, 1e-3, 0.9, 5e-4)
     assert (cr.batch_size, cr.accum_steps, cr.cr_lambda, cr.lower_p) == (32, 8, 0.1, None)
     assert (cr.monitor, cr.best_metric, cr.plateau_factor, cr.plateau_threshold, cr.plateau_min_lr) == \
         ("loss_8px", "acc_8px", 0.5, 0.1, 1e-7)
-    aff = TrainConfig(stage="pretrain", mode="cr-simplified", dataset="affwild2").resolve()
+    aff = TrainConfig(stage="step1", mode="cr-simplified", dataset="affwild2").resolve()
     assert (aff.optimizer, aff.lr, aff.backbone_lr, aff.batch_size, aff.accum_steps) == ("adam", 1e-2, 1e-4, 32, 4)
     assert aff.class_weighted and aff.lower_p == 1.0
-    scratch = TrainConfig(stage="pretrain", mode="base", dataset="vggface2").resolve()
+    scratch = TrainConfig(stage="step1", mode="base", dataset="vggface2").resolve()
     assert scratch.lower_p == 0.0 and scratch.lr == scratch.backbone_lr == FROM_SCRATCH_LR  # no --init
 
 
@@ -285,14 +285,14 @@ def test_step1_recipes() -> None:
 def test_nan_loss_stops_with_the_step(smoke_data: Path, tmp_path: Path) -> None:
     cfg = smoke(smoke_data, tmp_path / "nan", dataset="rafdb", optimizer="sgd", lr=1e30, backbone_lr=1e30)
     with pytest.raises(MaferError, match=r"step \d+ .*not a finite number"):
-        run_finetune(cfg)
+        run_step2(cfg)
 
 
 def test_bad_options_raise() -> None:
     with pytest.raises(MaferError, match="unknown training option"):
         TrainConfig.from_dict({"learning_rate": 0.1})
     with pytest.raises(MaferError, match="dataset"):
-        TrainConfig(stage="finetune", dataset="vggface2").resolve()
+        TrainConfig(stage="step2", dataset="vggface2").resolve()
     with pytest.raises(MaferError, match="monitor"):
         TrainConfig(dataset="rafdb", monitor="acc_8px").resolve()
     with pytest.raises(MaferError, match="preset"):
@@ -311,7 +311,7 @@ def test_bad_options_raise() -> None:
 
 def test_too_small_training_set(smoke_data: Path, tmp_path: Path) -> None:
     with pytest.raises(MaferError, match="fewer than one batch"):
-        run_finetune(smoke(smoke_data, tmp_path / "r", dataset="rafdb", batch_size=10_000))
+        run_step2(smoke(smoke_data, tmp_path / "r", dataset="rafdb", batch_size=10_000))
 
 
 # --------------------------------------------------------------------------- configuration
@@ -322,9 +322,9 @@ def test_precedence_defaults_preset_yaml_flags(smoke_data: Path, tmp_path: Path)
     yaml_file = tmp_path / "run.yaml"
     yaml_file.write_text("lr: 0.5\nbatch_size: 4\nbetas: [0.8, 0.99]\n")
     parser = argparse.ArgumentParser()
-    add_config_arguments(parser, "finetune")
+    add_config_arguments(parser, "step2")
     args = parser.parse_args(["--preset", "demo", "--config", str(yaml_file), "--batch-size", "2", "--no-amp"])
-    cfg = config_from_args(args, "finetune")
+    cfg = config_from_args(args, "step2")
     assert cfg.arch == PRESETS["demo"]["arch"]  # preset over default
     assert cfg.lr == 0.5 and cfg.betas == (0.8, 0.99)  # YAML over preset/default
     assert cfg.batch_size == 2 and cfg.amp is False  # flags over YAML
@@ -338,7 +338,7 @@ def test_precedence_defaults_preset_yaml_flags(smoke_data: Path, tmp_path: Path)
 
 def test_cli_runs_and_reports_errors(smoke_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "cli"
-    argv = ["finetune", "--preset", "smoke", "--dataset", "fer2013", "--data-dir", str(smoke_data),
+    argv = ["step2", "--preset", "smoke", "--dataset", "fer2013", "--data-dir", str(smoke_data),
             "--out", str(out), "--max-steps", "2", "--device", "cpu"]
     assert cli_main(argv) == 0
     assert (out / "best.pt").is_file()
@@ -351,7 +351,7 @@ def test_init_with_another_architecture_is_refused(smoke_data: Path, tmp_path: P
     save_checkpoint(wrong, create_model("senet50", 7), arch="senet50", class_names=list("abcdefg"),
                     mean_bgr=(0.0, 0.0, 0.0))
     with pytest.raises(MaferError, match="senet50.pt"):
-        run_finetune(smoke(smoke_data, tmp_path / "r", dataset="rafdb", init=str(wrong)))
+        run_step2(smoke(smoke_data, tmp_path / "r", dataset="rafdb", init=str(wrong)))
 
 
 def test_skip_bad_skips_a_truncated_image_and_lists_it(smoke_data: Path, tmp_path: Path,
@@ -362,7 +362,7 @@ def test_skip_bad_skips_a_truncated_image_and_lists_it(smoke_data: Path, tmp_pat
     shutil.copytree(smoke_data / "rafdb", data / "rafdb")
     victim = Path(get_dataset("rafdb", data, "train").samples[3])
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
-    argv = ["finetune", "--preset", "smoke", "--dataset", "rafdb", "--data-dir", str(data), "--max-steps", "1",
+    argv = ["step2", "--preset", "smoke", "--dataset", "rafdb", "--data-dir", str(data), "--max-steps", "1",
             "--device", "cpu"]
     assert cli_main(argv + ["--out", str(tmp_path / "fails")]) == 2
     err = capsys.readouterr().err
@@ -375,17 +375,17 @@ def test_skip_bad_skips_a_truncated_image_and_lists_it(smoke_data: Path, tmp_pat
     assert data_line["skipped_train"] == 1 and data_line["skipped_val"] == 0
     assert json.loads((tmp_path / "ft" / "run_info.json").read_text())["skipped"] == {"train": 1, "val": 0}
 
-    # the same from a config field, on the from-disk path (pretrain on AffWild2 frames)
+    # the same from a config field, on the from-disk path (step 1 on AffWild2 frames)
     shutil.copytree(smoke_data / "affwild2", data / "affwild2")
-    failing = smoke(data, tmp_path / "pre-fails", stage="pretrain", mode="base", dataset="affwild2",
+    failing = smoke(data, tmp_path / "pre-fails", stage="step1", mode="base", dataset="affwild2",
                     in_memory=False, workers=1, max_steps=1)
     frames = get_dataset("affwild2", data, "train").samples
     first = int(train_data.epoch_permutation(len(frames), failing.resolve().seed, 0)[0])
     frame = Path(frames[first])  # in the first batch
     frame.write_bytes(b"")
     with pytest.raises(MaferError) as exc:  # met by a loader worker in mid-run: one line, the option named
-        run_pretrain(failing)
+        run_step1(failing)
     assert str(exc.value).startswith(str(frame)) and "--skip-bad" in str(exc.value) and "\n" not in str(exc.value)
-    run = run_pretrain(smoke(data, tmp_path / "pre", mode="base", dataset="affwild2", in_memory=False,
+    run = run_step1(smoke(data, tmp_path / "pre", mode="base", dataset="affwild2", in_memory=False,
                              skip_bad=True, max_steps=1))
     assert str(frame) in (run / "skipped.txt").read_text()

@@ -36,7 +36,7 @@ def test_two_processes_train_one_model(smoke_data: Path, tmp_path: Path) -> None
     out = tmp_path / "ddp"
     common = ["--preset", "smoke", "--dataset", "fer2013", "--data-dir", str(smoke_data), "--out", str(out),
               "--device", "cpu", "--batch-size", "4", "--accum-steps", "2", "--epochs", "3"]
-    done = torchrun(["finetune", *common, "--max-steps", "2"], tmp_path)
+    done = torchrun(["step2", *common, "--max-steps", "2"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["extra"]["resume"]["world_size"] == 2 and ckpt["extra"]["resume"]["step"] == 2
@@ -48,7 +48,7 @@ def test_two_processes_train_one_model(smoke_data: Path, tmp_path: Path) -> None
     steps = [r for r in train if r["kind"] == "train"]
     assert [r["step"] for r in steps] == [1, 2]  # rank 0 alone writes the log
     assert all(r["images"] == 4 * 2 * 2 for r in steps)  # per step: batch 4 x 2 accumulated x 2 processes
-    resumed = torchrun(["finetune", *common, "--max-steps", "3", "--resume"], tmp_path)
+    resumed = torchrun(["step2", *common, "--max-steps", "3", "--resume"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = load_checkpoint(out / "last.pt")
     assert after["extra"]["resume"]["step"] == 3

@@ -23,7 +23,7 @@ class DatasetInfo:
     ``native_size`` is the side in pixels of its images as released (None: varied, as
     VGGFace2's and Oulu-CASIA's photos), the size training caches them at. ``has_folds``:
     tested by k-fold cross-validation (``fold``, ``folds``, ``protocol`` apply). ``step``: 1 for
-    the step-1 (pretrain) datasets, 2 for the step-2 (finetune) ones.
+    the step-1 datasets, 2 for the step-2 ones.
     """
 
     name: str
@@ -77,8 +77,8 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 # step 2's test sets (the paper's three columns) and step 1's training sets
-FINETUNE_DATASETS = tuple(name for name, info in DATASETS.items() if info.step == 2)
-PRETRAIN_DATASETS = tuple(name for name, info in DATASETS.items() if info.step == 1)
+STEP2_DATASETS = tuple(name for name, info in DATASETS.items() if info.step == 2)
+STEP1_DATASETS = tuple(name for name, info in DATASETS.items() if info.step == 1)
 # the sets with expression labels: what `mafer evaluate` and `mafer predict` can take a label order from
 EXPRESSION_DATASETS = tuple(name for name, info in DATASETS.items() if info.classes)
 

@@ -297,7 +297,7 @@ def parse_part(part: str) -> int | None:
     return int(digits)
 
 
-def finetune_parts(config: Mapping[str, Any], dataset: str) -> list[str]:
+def step2_parts(config: Mapping[str, Any], dataset: str) -> list[str]:
     """One fine-tuning run per fold listed in the profile (Oulu-CASIA); one ``standard`` run otherwise."""
     if DATASETS[dataset].has_folds:
         return [part_name(k) for k in config["run_folds"]]
@@ -349,7 +349,7 @@ def book_sources(config: Mapping[str, Any]) -> dict[str, str]:
                 "results.ipynb": paths.notebook(paths.RESULTS_NODE)}
     model = book.get("model", "cr")
     dataset = book.get("dataset", "rafdb" if "rafdb" in config["datasets"] else config["datasets"][0])
-    part = finetune_parts(config, dataset)[0]
+    part = step2_parts(config, dataset)[0]
     s1, s2 = seed_runs(config, dataset)[0]
     embed = config["embeddings"]["datasets"][0]
     return {

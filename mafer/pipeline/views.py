@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from mafer.aggregate import accuracy_summary, comparison_sentence, detectable
 from mafer.datasets import DATASETS, get_dataset
-from mafer.datasets.info import FINETUNE_DATASETS
+from mafer.datasets.info import STEP2_DATASETS
 from mafer.errors import MaferError
 from mafer.figures import plot_embeddings, save_figure
 from mafer.paper_models import BASE, BY_KEY, MODELS
@@ -197,7 +197,7 @@ def glue_accuracies(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) ->
 
 # The resolutions and datasets the book's prose quotes by name (book/*.md glue roles).
 BOOK_RESOLUTIONS = ("native", "8")
-BOOK_DATASETS = FINETUNE_DATASETS
+BOOK_DATASETS = STEP2_DATASETS
 
 
 def missing_book_numbers(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, str]:

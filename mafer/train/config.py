@@ -33,14 +33,17 @@ from typing import Any, Mapping
 
 import yaml
 
-from mafer.datasets.info import DATASETS, FINETUNE_DATASETS, OULU_PROTOCOLS, PRETRAIN_DATASETS
+from mafer.datasets.info import DATASETS, OULU_PROTOCOLS, STEP1_DATASETS, STEP2_DATASETS
 from mafer.errors import MaferError
 from mafer.yamlfile import read_yaml_mapping
 
-PRETRAIN_MODES = ("base", "cr", "cr-simplified")
+STEP1_MODES = ("base", "cr", "cr-simplified")
 ARCHS = ("senet50", "senet_tiny")  # `mafer.models.arch_names()`, without importing torch for --help
 # options renamed since a release: old name -> new name (still read from files, dicts and flags)
 RENAMED_OPTIONS = {"model": "arch"}
+# values renamed since a release: option -> {old value: new value}. The two steps were called
+# pretrain and finetune; they are the paper's step 1 and step 2 everywhere now.
+RENAMED_VALUES = {"stage": {"pretrain": "step1", "finetune": "step2"}}
 
 
 
@@ -56,16 +59,16 @@ def _opt(help_: str, default: Any = None, choices: tuple[str, ...] | None = None
 
 @dataclass
 class TrainConfig:
-    """Every option of a step-1 (``pretrain``) or step-2 (``finetune``) run.
+    """Every option of a step-1 (``step1``) or step-2 (``step2``) run.
 
     ``None`` means "the recipe's value" (see `recipe`); call `resolve` to fill them in.
     """
 
     # what to train
-    stage: str = _opt("pretrain (step 1) or finetune (step 2); set by the command", "finetune")
+    stage: str = _opt("step1 or step2, the paper's two training steps; set by the command", "step2")
     mode: str = _opt("step 1 only: base (full resolution), cr (teacher-student) or cr-simplified", "base",
-                      PRETRAIN_MODES)
-    dataset: str = _opt(f"{', '.join(FINETUNE_DATASETS)} (finetune); {', '.join(PRETRAIN_DATASETS)} (pretrain)",
+                      STEP1_MODES)
+    dataset: str = _opt(f"{', '.join(STEP2_DATASETS)} (step2); {', '.join(STEP1_DATASETS)} (step1)",
                         "fer2013")
     data_dir: str = _opt("folder with one sub-folder per dataset (or the dataset folder itself)", "data",
                          resumable=True)
@@ -143,6 +146,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # where each field's value came from (see `sources`); not a field: it is not an option
         self._sources: dict[str, str] = {}
+        if self.stage in RENAMED_VALUES["stage"]:  # TrainConfig(stage="finetune") from older code
+            self.stage = _renamed({"stage": self.stage}, "TrainConfig")["stage"]
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -224,18 +229,18 @@ class TrainConfig:
     @property
     def lowers(self) -> bool:
         """Whether training images are lowered (step 1 cr / cr-simplified)."""
-        return self.stage == "pretrain" and self.mode != "base"
+        return self.stage == "step1" and self.mode != "base"
 
     def check(self) -> None:
         """MaferError on an option outside its set of choices."""
-        _choice("stage", self.stage, ("pretrain", "finetune"))
-        if self.stage == "pretrain":
-            _choice("mode", self.mode, PRETRAIN_MODES)
-            _choice("dataset", self.dataset, PRETRAIN_DATASETS)
+        _choice("stage", self.stage, ("step1", "step2"))
+        if self.stage == "step1":
+            _choice("mode", self.mode, STEP1_MODES)
+            _choice("dataset", self.dataset, STEP1_DATASETS)
             if self.mode == "cr" and not self.init:
                 raise MaferError("mode 'cr' needs --init: the teacher is a frozen copy of that network")
         else:
-            _choice("dataset", self.dataset, FINETUNE_DATASETS)
+            _choice("dataset", self.dataset, STEP2_DATASETS)
         _choice("arch", self.arch, ARCHS)
         _choice("protocol", self.protocol, OULU_PROTOCOLS)
         _choice("device", self.device, ("auto", "cpu", "cuda"))
@@ -262,7 +267,7 @@ class TrainConfig:
 
     def val_metrics(self) -> tuple[str, ...]:
         """Names of the validation metrics this run computes."""
-        if self.stage == "finetune":
+        if self.stage == "step2":
             return ("acc", "loss")
         low = self.val_resolution
         return ("acc", "loss", f"acc_{low}px", f"loss_{low}px")
@@ -303,28 +308,31 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 
 def _renamed(params: Mapping[str, Any], source: str) -> Mapping[str, Any]:
-    """``params`` with old option names replaced by the new ones (a FutureWarning for each)."""
-    old = [k for k in params if k in RENAMED_OPTIONS]
-    if not old:
-        return params
-    for key in old:
+    """``params`` with old option names and values replaced by the new ones (a FutureWarning for each)."""
+    for key in [k for k in params if k in RENAMED_OPTIONS]:
         new = RENAMED_OPTIONS[key]
         if new in params:
             raise MaferError(f"{source}: both {key!r} (the old name) and {new!r} given; keep only {new!r}")
         warnings.warn(f"{source}: training option {key!r} is now called {new!r}", FutureWarning, stacklevel=3)
-    return {RENAMED_OPTIONS.get(k, k): v for k, v in params.items()}
+    params = {RENAMED_OPTIONS.get(k, k): v for k, v in params.items()}
+    for key, values in RENAMED_VALUES.items():
+        if isinstance(params.get(key), str) and params[key] in values:
+            warnings.warn(f"{source}: {key} {params[key]!r} is now called {values[params[key]]!r}", FutureWarning,
+                          stacklevel=3)
+            params[key] = values[params[key]]
+    return params
 
 
 FROM_SCRATCH = "from scratch"  # suffix of the recipe of a VGGFace2 step 1 without --init
 
 
 def recipe_name(cfg: TrainConfig) -> str:
-    """The row of ``RECIPES`` that applies: ``finetune``, ``pretrain MODE DATASET``, or
-    ``pretrain MODE vggface2 from scratch`` (step 1 on VGGFace2 without ``--init``)."""
-    if cfg.stage == "finetune":
-        return "finetune"
+    """The row of ``RECIPES`` that applies: ``step2``, ``step1 MODE DATASET``, or
+    ``step1 MODE vggface2 from scratch`` (step 1 on VGGFace2 without ``--init``)."""
+    if cfg.stage == "step2":
+        return "step2"
     scratch = f" {FROM_SCRATCH}" if cfg.dataset == "vggface2" and not cfg.init else ""
-    return f"pretrain {cfg.mode} {cfg.dataset}{scratch}"
+    return f"step1 {cfg.mode} {cfg.dataset}{scratch}"
 
 
 @dataclass(frozen=True)
@@ -363,16 +371,16 @@ _AFFWILD2_LOWERED = dict(_AFFWILD2, lower_p=1.0, monitor=f"acc_{_LOW}", best_met
 # stand-in for the VGGFace2 pre-training the paper starts from) uses FROM_SCRATCH_LR, since 1e-3
 # is a fine-tuning lr.
 RECIPES: dict[str, dict[str, Any]] = {
-    "finetune": dict(_STEP2_OPTIM, epochs=30, batch_size=16, accum_steps=4, monitor="acc", best_metric="acc",
+    "step2": dict(_STEP2_OPTIM, epochs=30, batch_size=16, accum_steps=4, monitor="acc", best_metric="acc",
                      lower_p=0.0, val_per_epoch=2, seed=17),
-    "pretrain base vggface2": _VGGFACE2_BASE,
-    "pretrain cr vggface2": _VGGFACE2_LOWERED,
-    "pretrain cr-simplified vggface2": _VGGFACE2_LOWERED,
-    f"pretrain base vggface2 {FROM_SCRATCH}": dict(_VGGFACE2_BASE, lr=FROM_SCRATCH_LR),
-    f"pretrain cr-simplified vggface2 {FROM_SCRATCH}": dict(_VGGFACE2_LOWERED, lr=FROM_SCRATCH_LR),
-    "pretrain base affwild2": dict(_AFFWILD2, lower_p=0.0, monitor="acc", best_metric="acc"),
-    "pretrain cr affwild2": _AFFWILD2_LOWERED,
-    "pretrain cr-simplified affwild2": _AFFWILD2_LOWERED,
+    "step1 base vggface2": _VGGFACE2_BASE,
+    "step1 cr vggface2": _VGGFACE2_LOWERED,
+    "step1 cr-simplified vggface2": _VGGFACE2_LOWERED,
+    f"step1 base vggface2 {FROM_SCRATCH}": dict(_VGGFACE2_BASE, lr=FROM_SCRATCH_LR),
+    f"step1 cr-simplified vggface2 {FROM_SCRATCH}": dict(_VGGFACE2_LOWERED, lr=FROM_SCRATCH_LR),
+    "step1 base affwild2": dict(_AFFWILD2, lower_p=0.0, monitor="acc", best_metric="acc"),
+    "step1 cr affwild2": _AFFWILD2_LOWERED,
+    "step1 cr-simplified affwild2": _AFFWILD2_LOWERED,
 }
 
 
@@ -408,7 +416,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- command line
 _CLI_SKIP = {"stage"}  # set by the command itself
-_STAGE_ONLY = {"pretrain": {"fold", "folds", "protocol", "order"}, "finetune": {"mode"}}  # flags the other stage lacks
+_STAGE_ONLY = {"step1": {"fold", "folds", "protocol", "order"}, "step2": {"mode"}}  # flags the other stage lacks
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
@@ -445,7 +453,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
             help_ += f" ({presets})"
         choices = f.metadata["choices"]
         if f.name == "dataset":
-            choices = PRETRAIN_DATASETS if stage == "pretrain" else FINETUNE_DATASETS
+            choices = STEP1_DATASETS if stage == "step1" else STEP2_DATASETS
         flag = "--" + f.name.replace("_", "-")
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
@@ -468,7 +476,7 @@ class _RenamedFlag(argparse.Action):
 
 
 # the fields the recipe fills when they are None (every row of RECIPES sets the same fields)
-RECIPE_FIELDS = frozenset(RECIPES["finetune"])
+RECIPE_FIELDS = frozenset(RECIPES["step2"])
 
 
 def _shown(name: str, value: Any) -> str:
@@ -491,7 +499,7 @@ def _recipe_summary(name: str, stage: str) -> str:
     values = {row: _shown(name, RECIPES[row][name]) for row in rows}
     if len(set(values.values())) == 1:
         return values[rows[0]]
-    # rows are "pretrain MODE DATASET[ from scratch]": a from-scratch row is named only where it
+    # rows are "step1 MODE DATASET[ from scratch]": a from-scratch row is named only where it
     # differs from the row with --init, and a dataset stands for all of its modes
     modes_of: dict[str, list[str]] = {}
     where: dict[str, dict[str, list[str]]] = {}
@@ -520,12 +528,12 @@ def help_epilog(stage: str) -> str:
     lines.append("")
     lines.append("recipes (mafer.train.config.RECIPES: the values of the options left unset, the paper's; "
                  "--print-config shows which row a run uses)")
-    if stage == "pretrain":
+    if stage == "step1":
         lines.append(f"  row by --mode and --dataset; '{FROM_SCRATCH}': VGGFace2 without --init; 8px: the "
                      "--val-resolution; lr*0.01: the run's lr times 0.01")
     for row in _stage_recipes(stage):
         lines.append(f"  {row}:")
-        lines.append("    " + ", ".join(f"{k}={_shown(k, RECIPES[row][k])}" for k in RECIPES["finetune"]))
+        lines.append("    " + ", ".join(f"{k}={_shown(k, RECIPES[row][k])}" for k in RECIPES["step2"]))
     return "\n".join(lines)
 
 

@@ -65,7 +65,7 @@ class FeaturesAndLogits(nn.Module):
 
 
 def run_stage(stage: str, cfg: TrainConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> Path:
-    """Run ``stage`` (``pretrain`` or ``finetune``) with ``cfg`` (a TrainConfig or a dict of its
+    """Run ``stage`` (``step1`` or ``step2``) with ``cfg`` (a TrainConfig or a dict of its
     fields) updated by ``overrides``; returns the run folder."""
     cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg or {})
     return train(cfg.updated(dict(overrides, stage=stage)))
@@ -136,10 +136,10 @@ def build_networks(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, nn.Mo
     model = create_model(cfg.arch, num_classes)
     if cfg.init:
         weights = read_weight_file(cfg.init)
-        keep_head = cfg.stage == "pretrain" and weights.num_classes == num_classes
+        keep_head = cfg.stage == "step1" and weights.num_classes == num_classes
         load_weights(model, weights, head=keep_head)
     teacher = None
-    if cfg.stage == "pretrain" and cfg.mode == "cr":
+    if cfg.stage == "step1" and cfg.mode == "cr":
         # only the teacher's pooled features are used, so its classifier does not matter
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
     return model, teacher
@@ -380,7 +380,7 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Validation accuracy and (unweighted) cross-entropy; step 1 also at ``val_resolution`` px."""
         resolutions: list[int | None] = [None]
-        if self.cfg.stage == "pretrain":
+        if self.cfg.stage == "step1":
             resolutions.append(self.cfg.val_resolution)
         self.model.eval()
         sums = torch.zeros(2 * len(resolutions) + 1, device=self.device)
@@ -503,7 +503,7 @@ class Trainer:
         """Train from the current step to the last one, validating and checkpointing on the way."""
         cfg = self.cfg
         show = self.env.is_main and (cfg.progress if cfg.progress is not None else sys.stderr.isatty())
-        desc = " ".join([cfg.stage] + ([cfg.mode] if cfg.stage == "pretrain" else []) + [cfg.dataset])
+        desc = " ".join([cfg.stage] + ([cfg.mode] if cfg.stage == "step1" else []) + [cfg.dataset])
         bar = tqdm(total=self.last_step, initial=self.step, disable=not show, unit="step", desc=desc)
         # without a terminal (logs, CI, nohup) a bar prints nothing until the end: a line per validation
         self.progress_lines = self.env.is_main and cfg.progress is None and not show
