@@ -26,7 +26,7 @@ work=$(mktemp -d)
 
 echo "== CUDA tests"
 timeout "${TEST_TIMEOUT:-240}" $PY -m pytest -q -p no:cacheprovider tests/test_batch_augment.py \
-    tests/test_io_decode.py tests/test_benchmarks.py tests/test_train.py -k cuda 2>&1 | tee "$OUT/tests.log" | tail -n 15
+    tests/test_image.py tests/test_benchmarks.py tests/test_train.py -k cuda 2>&1 | tee "$OUT/tests.log" | tail -n 15
 
 echo "== training engine at $SIZE px ($ARCH, batch $BATCH, $STEPS steps)"
 engine_rate() {  # median images/s of the logged training steps after the first (the median skips

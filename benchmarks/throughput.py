@@ -49,9 +49,9 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
 from mafer.datasets.info import dataset_info
-from mafer.io_decode import decode_bytes
+from mafer.image import decode_bytes, lowered_size
 from mafer.models import create_model
-from mafer.resolution import lowered_size, sample_resolutions
+from mafer.resolution import sample_resolutions
 from mafer.train.config import TrainConfig
 from mafer.train.data import InMemorySource, TrainingData
 from mafer.train.distributed import DistEnv
@@ -245,7 +245,7 @@ def paper_style_rate(encoded: list[bytes], dataset: str, image_size: int, lower_
 
 
 def decode_rate(encoded: list[bytes], size: int, device: torch.device, iters: int) -> dict[str, float]:
-    """Images/s of ``mafer.io_decode.decode_bytes`` on a list of JPEGs (nvJPEG on CUDA)."""
+    """Images/s of ``mafer.image.decode_bytes`` on a list of JPEGs (nvJPEG on CUDA)."""
     data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in encoded]
     return time_steps(lambda: decode_bytes(data, size=size, device=device), device, len(data), iters, warmup=1)
 
@@ -445,7 +445,7 @@ def run(args: argparse.Namespace) -> Table:
                       lambda: time_steps(augment_fn(step_trainer(cr(), device, cr_batch)[0], cr_batch),
                                          warmup=warm[variant], **timing))
         encoded = jpeg_bytes(cr_batch[: min(n, 64)])
-        table.add(Row("decode JPEG", f"io_decode.decode_bytes {args.cr_source}px JPEGs on {device.type}"
+        table.add(Row("decode JPEG", f"image.decode_bytes {args.cr_source}px JPEGs on {device.type}"
                       + (" (nvJPEG, batched)" if device.type == "cuda" else " (one thread per call)"), len(encoded)),
                   lambda: decode_rate(encoded, args.cr_source, device, iters=max(args.iters // 3, 1)))
 

@@ -1,7 +1,7 @@
 """Evaluate a fine-tuned checkpoint at several test resolutions (``mafer evaluate``).
 
 For each resolution r the test faces are lowered as in step 1 of the paper, with the authors'
-PIL lowering (`mafer.resolution.lower_pil` on the original-size image: shorter side to r, back to
+PIL lowering (`mafer.image.lower_pil` on the original-size image: shorter side to r, back to
 the original size), and only then go through the dataset's eval transform (the authors' OpenCV
 ``Resize`` + ``CenterCrop``, on the CPU whatever the device, so that CPU and GPU runs get the same
 inputs); ``native`` leaves them alone.
@@ -32,7 +32,7 @@ from mafer.metrics import bootstrap_accuracy_ci, classification_metrics
 from mafer.models import model_from_checkpoint, preprocess
 from mafer.models.weights import AUTHORS_FORMAT
 from mafer.released import AUTHORS_FOLDS, fold_checkpoints, fold_in_name
-from mafer.resolution import lower_pil
+from mafer.image import lower_pil
 from mafer.device import pick_device
 from mafer.transforms import eval_transform
 

@@ -1,7 +1,7 @@
 """Expression probabilities for face images (``mafer predict``).
 
 Each face crop, of any size, gray or colour, is turned upright by its EXIF orientation (as a
-phone stores photos) and decoded to uint8 RGB as a viewer shows it (`mafer.io_decode.decode_file`:
+phone stores photos) and decoded to uint8 RGB as a viewer shows it (`mafer.image.decode_file`:
 16-bit scaled, alpha composed onto white, CMYK and palette converted; an image over the
 decompression-bomb limit refused with its size), goes through the eval
 transform of the dataset the checkpoint was fine-tuned on (at the checkpoint's input size),
@@ -24,7 +24,7 @@ from mafer.datasets.info import EXPRESSION_DATASETS
 from mafer.datasets.base import IMAGE_EXTENSIONS
 from mafer.errors import MaferError
 from mafer.evaluate import checkpoint_image_size, load_classifier
-from mafer.io_decode import decode_file
+from mafer.image import decode_file
 from mafer.models import preprocess
 from mafer.device import pick_device
 from mafer.transforms import eval_transform

@@ -22,7 +22,7 @@ Choices where the paper's table is not explicit (the authors used albumentations
 * **Probabilities** the table does not give (FER2013 elastic, all cutouts) are 1: the op always runs.
 * **Resize** is the authors' ``A.Resize(R, R)``: the image is squashed to ``R x R`` (aspect
   ratio not kept) by OpenCV's bilinear ``INTER_LINEAR`` on uint8, through OpenCV itself
-  (``mafer.io_decode.resize_square``), so evaluation inputs are the authors' bit for bit
+  (``mafer.image.resize_square``), so evaluation inputs are the authors' bit for bit
   (``tests/fixtures/authors/``). Their ``CenterCrop`` cuts at ``(R - S) // 2``. Evaluation is
   ``Resize(256, 256)`` + ``CenterCrop(224, 224)`` for FER2013, RAF-DB (and the VGGFace2 /
   AffWild2 stage), ``Resize(224, 224)`` alone for Oulu-CASIA. The training ops after the resize
@@ -39,7 +39,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from mafer.augment_spec import PAPER_SIZE, AugmentSpec, augment_spec, center_crop_offset
-from mafer.io_decode import resize_square
+from mafer.image import resize_square
 from mafer.errors import MaferError
 from mafer.resolution import RandomLowering
 

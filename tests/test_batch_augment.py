@@ -15,7 +15,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from mafer.batch_augment import AugmentParams, BatchAugment
-from mafer.io_decode import resize_square
+from mafer.image import resize_square
 from mafer.errors import MaferError
 from mafer.transforms import Cutout, augment_spec, eval_transform
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mafer.resolution import lower
+from mafer.image import lower
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "throughput.py"
@@ -114,7 +114,7 @@ def test_goals_and_ratios_from_rows() -> None:
 
 
 def test_pil_lowering_matches_the_tensor_lowering() -> None:
-    """The paper-style pipeline lowers with PIL bilinear; mafer.resolution.lower is its antialiased twin."""
+    """The paper-style pipeline lowers with PIL bilinear; mafer.image.lower is its antialiased twin."""
     bench = load_benchmark()
     image = bench.source_batch(1, 96, torch.device("cpu"))[0]
     pil = Image.fromarray(image.permute(1, 2, 0).numpy())

@@ -646,7 +646,7 @@ def test_smoke_data_loads(smoke_data, name, splits):
 
 
 def test_readers_scale_a_16bit_face_instead_of_clamping_it(smoke_data, tmp_path):
-    # every reader decodes through mafer.io_decode.decode_file: 16-bit gray is scaled to 0..255
+    # every reader decodes through mafer.image.decode_file: 16-bit gray is scaled to 0..255
     shutil.copytree(smoke_data / "rafdb", tmp_path / "rafdb")
     ds = get_dataset("rafdb", tmp_path, "test")
     path = ds.image_file(0)

@@ -12,7 +12,7 @@ from mafer.datasets import DATASETS, get_dataset
 from mafer.errors import MaferError
 from mafer.evaluate import evaluate_checkpoint, evaluate_checkpoints, load_classifier, parse_resolutions
 from mafer.models import create_model, model_from_checkpoint, preprocess
-from mafer.resolution import lower_pil
+from mafer.image import lower_pil
 from mafer.transforms import eval_transform
 
 IMAGE_SIZE = 64  # small input keeps the tests fast; the checkpoint records it

@@ -168,7 +168,7 @@ def test_a_bad_fold_number_is_named(fold):
 def test_code_files_are_the_import_closure_of_what_a_node_runs():
     step2 = graph.code_files(str(ROOT / "notebooks" / "step2.ipynb"), skip=graph.PRESENTATION, relative_to=ROOT)
     # imported through mafer.train, not named anywhere by hand
-    for module in ("mafer/train/engine.py", "mafer/device.py", "mafer/io_decode.py", "mafer/models/senet.py",
+    for module in ("mafer/train/engine.py", "mafer/device.py", "mafer/image.py", "mafer/models/senet.py",
                    "mafer/__init__.py"):
         assert module in step2
     assert "mafer/pipeline/views.py" not in step2 and "mafer/synth/__init__.py" not in step2

@@ -10,15 +10,8 @@ from PIL import Image
 
 from mafer.datasets import get_dataset
 from mafer.errors import MaferError
-from mafer.resolution import (
-    RESOLUTIONS,
-    LoweringCurriculum,
-    RandomLowering,
-    lower,
-    lower_pil,
-    lowered_size,
-    sample_resolutions,
-)
+from mafer.image import lower, lower_pil, lowered_size
+from mafer.resolution import RESOLUTIONS, LoweringCurriculum, RandomLowering, sample_resolutions
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

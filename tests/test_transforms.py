@@ -17,7 +17,7 @@ from mafer.datasets import dataset_info
 from mafer.datasets.base import decode_image
 from mafer.errors import MaferError
 from mafer.models import preprocess
-from mafer.resolution import lower_pil
+from mafer.image import lower_pil
 from mafer.transforms import Cutout, RandomCropFraction, augment_spec, eval_transform, train_transform
 
 AUTHORS = Path(__file__).parent / "fixtures" / "authors"

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from mafer.datasets.info import DatasetInfo, dataset_info
 from mafer.errors import MaferError
-from mafer.io_decode import decode_file, resize_square
+from mafer.image import decode_file, resize_square
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 # every command that reads datasets has --skip-bad; training configs and get_dataset() take skip_bad
@@ -29,7 +29,7 @@ SPLIT_SEED = 17  # the paper's seed; every split we carve out (RAF-DB val, folds
 def decode_image(path: str | os.PathLike, orient: bool = False) -> Tensor:
     """Decode an image file into a uint8 RGB tensor ``[3, H, W]`` as a viewer shows it.
 
-    This is `mafer.io_decode.decode_file`, the one decoder of image files: gray repeated to 3
+    This is `mafer.image.decode_file`, the one decoder of image files: gray repeated to 3
     channels, 16-bit scaled to 0..255 (not clamped), alpha composed onto white, CMYK and palette
     converted, an image over the decompression-bomb limit refused with its size. With ``orient``
     the EXIF orientation tag is applied first; dataset readers leave it off because the released

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from mafer.datasets import DATASETS, get_dataset
 from mafer.datasets.base import SKIP_HINT, FaceDataset
 from mafer.errors import MaferError
-from mafer.io_decode import decode_bytes, read_bytes, resize_square
+from mafer.image import decode_bytes, read_bytes, resize_square
 from mafer.train.config import TrainConfig
 
 IN_MEMORY_LIMIT_BYTES = 4 * 1024**3  # auto in_memory: cache a set when its uint8 pixels fit in this

@@ -35,9 +35,10 @@ from tqdm import tqdm
 import mafer
 from mafer.batch_augment import BatchAugment
 from mafer.errors import MaferError
+from mafer.image import lower
 from mafer.models import create_model, load_checkpoint, preprocess, save_checkpoint
 from mafer.models.weights import load_weights, read_weight_file
-from mafer.resolution import LoweringCurriculum, lower, sample_resolutions
+from mafer.resolution import LoweringCurriculum, sample_resolutions
 from mafer.train import data as train_data
 from mafer.train.config import TrainConfig, resumable_fields
 from mafer.train.distributed import DistEnv, all_reduce_sum, barrier, gather_objects, setup, teardown

@@ -11,9 +11,8 @@ import torch
 from PIL import Image
 
 from mafer.datasets.base import decode_image
-from mafer.io_decode import resize_square
 from mafer.errors import MaferError
-from mafer.io_decode import decode_bytes, decode_file, decode_images, is_jpeg, read_bytes
+from mafer.image import decode_bytes, decode_file, decode_images, is_jpeg, read_bytes, resize_square
 
 
 def _write(path: Path, array: np.ndarray, fmt: str) -> Path:

@@ -1,6 +1,7 @@
-"""Image files to pixels, the one place they are decoded and squashed: `decode_file` (one file, by
-Pillow, for the dataset readers and ``mafer predict``) and `decode_images` (JPEG files to one
-uint8 RGB batch ``[N, 3, S, S]``).
+"""The operations on a face image's pixels, in one module: decoding (`decode_file`, one file by
+Pillow, for the dataset readers and ``mafer predict``; `decode_images`, JPEG files to one uint8
+RGB batch ``[N, 3, S, S]``), the authors' squash-resize (`resize_square`) and lowering
+(`lower_pil`, `lower`). Datasets, transforms, training and evaluation import them from here.
 
 Every image comes out as a viewer shows it, as uint8 RGB (see `to_rgb`): 16-bit and 32-bit
 gray are scaled to 0..255, not clamped; alpha is composed onto white; palette, CMYK and
@@ -15,6 +16,18 @@ reading files; elsewhere JPEGs are decoded one by one on the CPU by
 as ``FaceDataset.load_uint8(size)`` does, so that the images stack into one batch: OpenCV itself
 for images on the CPU; for images decoded on the GPU, bilinear ``F.interpolate`` there, within
 one gray level of OpenCV.
+
+Lowering (step 1 of the paper, and every low-resolution test): an image is resized so that its
+shorter side becomes ``r`` (aspect kept) and resized back to its original size. The authors
+lower with **PIL** (``img.resize((int(w_n), int(h_n)), Image.BILINEAR)`` and back, in
+``datasets/affwild2.py`` of their repository, the only lowering in their code), not with OpenCV,
+which they use for every other resize. PIL's bilinear filter widens with the shrink factor (it
+low-pass filters), OpenCV's ``INTER_LINEAR`` does not, so the two give different 8-px faces.
+``lower_pil`` therefore calls Pillow itself and is what evaluation (``mafer evaluate``,
+``mafer embed``, ``eval_transform(resolution=r)``) uses: the same pixels as the authors' code.
+``lower`` is its batched twin for training on any device: an antialiased bilinear
+``F.interpolate`` (the same filter in float, without Pillow's 8-bit rounding between the
+horizontal and vertical passes), within two gray levels of ``lower_pil``.
 """
 
 from __future__ import annotations
@@ -298,3 +311,73 @@ def _cv2_resize(image: Tensor, size: int) -> Tensor:
         # cv2 drops a trailing channel axis of 1; resizing every channel at once gives the same values
         out[i] = cv2.resize(np.ascontiguousarray(hwc), (size, size), interpolation=cv2.INTER_LINEAR).reshape(size, size, c)
     return torch.from_numpy(out).permute(0, 3, 1, 2).reshape(*lead, c, size, size).contiguous()
+
+
+def lowered_size(height: int, width: int, r: int) -> tuple[int, int]:
+    """Size ``(h, w)`` with the shorter side ``r`` and the aspect kept, truncated to whole pixels.
+
+    The arithmetic is the authors' (``ratio = h / w``; the longer side is ``r / ratio`` or
+    ``r * ratio``, then ``int``), so that rounding at the edge of a pixel goes their way too.
+    """
+    ratio = height / float(width)
+    if height < width:
+        return r, int(r / ratio)
+    return int(r * ratio), r
+
+
+def lower_pil(image: Tensor, r: int) -> Tensor:
+    """The authors' lowering of one uint8 image ``[C, H, W]`` (any device; computed on the CPU).
+
+    PIL bilinear to ``lowered_size(H, W, r)`` and PIL bilinear back to ``H x W``, channel by
+    channel (Pillow filters every channel of an RGB image alike). Unchanged where ``r <= 0`` or
+    ``r >= H`` or ``r >= W``. Returns uint8 ``[C, H, W]`` on the input's device.
+    """
+    if image.ndim != 3 or image.dtype != torch.uint8:
+        raise MaferError(f"lower_pil() expects one uint8 image [C, H, W], got {image.dtype} {tuple(image.shape)}")
+    height, width = image.shape[-2:]
+    if r <= 0 or r >= height or r >= width:
+        return image
+    small_h, small_w = lowered_size(height, width, r)
+    planes = []
+    for plane in image.cpu().numpy():
+        pil = Image.fromarray(plane, mode="L")
+        planes.append(np.asarray(pil.resize((small_w, small_h), Image.BILINEAR).resize((width, height), Image.BILINEAR)))
+    return torch.from_numpy(np.stack(planes)).to(image.device)
+
+
+def _lower_batch(images: Tensor, r: int) -> Tensor:
+    height, width = images.shape[-2:]
+    if r <= 0 or r >= height or r >= width:
+        return images
+    small = F.interpolate(images, size=lowered_size(height, width, r), mode="bilinear",
+                          align_corners=False, antialias=True)
+    return F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def lower(images: Tensor, r: int | Tensor) -> Tensor:
+    """Lower the resolution of a batch ``[N, C, H, W]`` to ``r`` and bring it back to ``H x W``.
+
+    ``r`` is one int for the whole batch or a LongTensor ``[N]`` with one value per image
+    (0 = leave that image). Images are unchanged where ``r >= H`` or ``r >= W``. Works on any
+    device (the training path); float batches stay float, uint8 batches are rounded back to
+    uint8, within two gray levels of the authors' PIL lowering (``lower_pil``).
+    """
+    if images.ndim != 4:
+        raise MaferError(f"lower() expects a batch [N, C, H, W], got shape {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return lower(images.float(), r).round_().clamp_(0, 255).to(torch.uint8)
+    if not images.is_floating_point():
+        raise MaferError(f"lower() expects float or uint8 images, got {images.dtype}")
+    if not isinstance(r, Tensor):
+        return _lower_batch(images, int(r))
+    r = r.reshape(-1)
+    if r.numel() != images.shape[0]:
+        raise MaferError(f"lower(): {r.numel()} resolutions for {images.shape[0]} images")
+    out = images.clone()
+    r_cpu = r.cpu()
+    for value in torch.unique(r_cpu).tolist():  # one resize per distinct r, not per image
+        if value <= 0:
+            continue
+        idx = (r_cpu == value).nonzero().squeeze(1).to(images.device)
+        out[idx] = _lower_batch(images[idx], value)
+    return out
