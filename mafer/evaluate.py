@@ -36,7 +36,9 @@ from mafer.image import lower_pil
 from mafer.device import pick_device
 from mafer.transforms import eval_transform
 
-DEFAULT_RESOLUTIONS: tuple[str | int, ...] = ("native", 8, 16, 32, 64)
+# the test resolutions wherever none are given: `mafer evaluate`, the functions below and the paper and
+# released profiles (a test holds those to it); demo and smoke test a subset, for time
+DEFAULT_RESOLUTIONS: tuple[str | int, ...] = ("native", 8, 16, 24, 32, 48, 64)
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 
@@ -497,8 +499,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
-    parser.add_argument("--resolutions", default="native,8,12,16,24,32,48,64",
-                        help="comma-separated test resolutions (shorter side in pixels) or native")
+    parser.add_argument("--resolutions", default=",".join(map(str, DEFAULT_RESOLUTIONS)),
+                        help="comma-separated test resolutions (shorter side in pixels) or native "
+                             "(default: %(default)s)")
     parser.add_argument("--model", help="model name stored in the metrics (base, CR, CR-Simplified, ...), "
                                         "used by mafer aggregate")
     parser.add_argument("--out", required=True, type=Path, help="metrics JSON to write")

@@ -67,6 +67,11 @@ def test_paper_profile_is_the_papers_setting():
     paper = load_profile("paper")
     assert (paper["preset"], paper["image_size"], paper["folds"]) == ("paper", 224, 10)
     assert paper["run_folds"] == list(range(1, 11)) and paper["gpus_per_job"] == 1
+    # one set of test resolutions: what `mafer evaluate` tests by default is what the paper's graph tests
+    from mafer.evaluate import DEFAULT_RESOLUTIONS
+
+    assert paper["resolutions"] == load_profile("released")["resolutions"] == list(DEFAULT_RESOLUTIONS)
+    assert set(load_profile("demo")["resolutions"]) <= set(DEFAULT_RESOLUTIONS)
     smoke = load_profile("smoke")
     assert len(smoke["run_folds"]) == 2 and len(smoke["resolutions"]) == 3
 
