@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import functools
 import json
 import os
@@ -25,13 +26,14 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TextIO
 
 import yaml
 
-from mafer.datasets.info import DATASETS, STEP2_DATASETS, OULU_PROTOCOLS
-from mafer.errors import MaferError
+from mafer.datasets.info import DATASETS, OULU_PROTOCOLS, STEP2_DATASETS
+from mafer.errors import MaferError, MaferWarning
 from mafer.yamlfile import read_yaml_mapping
 from mafer.pipeline import PIPELINE_DIR, PROFILES_DIR, SNAKEFILE, cluster, paths
 from mafer.pipeline.cap import apply_cap, cap_names, describe_changes
@@ -50,6 +52,9 @@ PID_FILE = ".snakemake/mafer-reproduce.json"
 # kernel releases it when that process ends, however it ends, so it never goes stale
 RUN_LOCK = ".snakemake/mafer-reproduce.lock"
 
+# profile entries renamed since a release: old -> new, still read (profile files and --config) with a notice.
+# `seed` sat beside `seeds` (training) but seeds the synthetic data and the projections only.
+RENAMED_KEYS = {"seed": "data_seed"}
 REQUIRED_KEYS = ("name", "datasets", "folds", "run_folds", "resolutions", "preset", "image_size",
                  "step1", "step2", "embeddings")
 
@@ -93,11 +98,31 @@ def load_profile(profile: str) -> dict[str, Any]:
         if not path.is_file():
             names = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
             raise MaferError(f"unknown profile {profile!r}; expected one of {names} or a YAML file")
-    data = read_yaml_mapping(path, "profile")
+    data = _renamed_keys(read_yaml_mapping(path, "profile"), str(path))
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise MaferError(f"{path}: profile lacks {', '.join(missing)}")
     return data
+
+
+def _renamed_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """``data`` with the old top-level names of ``RENAMED_KEYS`` read as the new ones, a note for each."""
+    for old, new in RENAMED_KEYS.items():
+        if old in data:
+            if new in data:
+                raise MaferError(f"{source}: both {old!r} (the old name) and {new!r} given; keep only {new!r}")
+            warnings.warn(f"{source}: profile entry {old!r} is now called {new!r}", MaferWarning)  # once per run
+            data[new] = data.pop(old)
+    return data
+
+
+def _new_key(key: str) -> str:
+    top, dot, rest = key.partition(".")
+    if top not in RENAMED_KEYS:
+        return key
+    warnings.warn(f"--config {key}: profile entry {top!r} is now called {RENAMED_KEYS[top]!r}", MaferWarning,
+                  stacklevel=3)
+    return RENAMED_KEYS[top] + dot + rest
 
 
 def _not_key_value(item: str) -> str:
@@ -116,6 +141,7 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
             value = yaml.safe_load(text) if text else None
         except yaml.YAMLError as exc:
             raise MaferError(f"--config {item!r}: value is not valid YAML ({exc})") from None
+        key = _new_key(key)
         node = config
         *parents, leaf = key.split(".")
         for part in parents:
@@ -146,7 +172,7 @@ def check_override_keys(profile: dict[str, Any], overrides: list[str]) -> None:
         if not sep or not key:
             raise MaferError(_not_key_value(item))
         top = key.split(".")[0]
-        if top not in known:
+        if top not in known and top not in RENAMED_KEYS:
             raise MaferError(f"--config {item!r}: no profile entry {top!r}; expected one of {', '.join(sorted(known))}")
 
 
@@ -210,13 +236,14 @@ def _schema_message(error) -> str:
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     """The profile with the command line applied, paths made absolute, inputs checked."""
     config = load_profile(args.profile)
+    profile_seeds = copy.deepcopy(config.get("seeds"))  # before --config and --cap change them
     if getattr(args, "cap", None):
         config, changes = apply_cap(config, args.cap)
         print(describe_changes(args.cap, changes), file=sys.stderr)
     check_override_keys(config, args.config)
     config = apply_overrides(config, args.config)
     validate_config(config, args.config)
-    config["seeds"] = normalize_seeds(config.get("seeds"), load_profile(args.profile).get("seeds"))
+    config["seeds"] = normalize_seeds(config.get("seeds"), profile_seeds)
     if args.data_dir:
         config["data_dir"], config["synthetic"] = args.data_dir, None
     if not config.get("synthetic"):

@@ -338,6 +338,22 @@ def test_dry_run_lists_the_jobs_and_runs_none(tmp_path):
     assert "runs/step2/cr/oulucasia/fold1/seed17-2/best.pt" in result.stdout + result.stderr
 
 
+def test_the_old_profile_seed_entry_is_read_as_data_seed_with_a_note(tmp_path):
+    # `seed` (synthetic data, projections) sat beside `seeds` (training) until it was renamed
+    old = tmp_path / "old.yaml"
+    old.write_text((ROOT / "mafer/pipeline/profiles/smoke.yaml").read_text().replace("data_seed: 0", "seed: 3"))
+    with pytest.warns(UserWarning, match="profile entry 'seed' is now called 'data_seed'"):
+        config = load_profile(str(old))
+    assert config["data_seed"] == 3 and "seed" not in config
+    with pytest.warns(UserWarning, match="--config seed: profile entry 'seed' is now called 'data_seed'"):
+        assert apply_overrides(load_profile("smoke"), ["seed=5"])["data_seed"] == 5
+    result = reproduce("--profile", str(old), "--dry-run", "--results", str(tmp_path), "--config", "seed=4")
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "is now called" in line]
+    assert notes == [f"mafer reproduce: note: {old}: profile entry 'seed' is now called 'data_seed'",
+                     "mafer reproduce: note: --config seed: profile entry 'seed' is now called 'data_seed'"]
+
+
 @pytest.mark.parametrize("override, message", [
     ("run_folds=1", "run_folds (from --config): expected a list, got 1"),
     ("datasets=rafdb", 'datasets (from --config): expected a list, got "rafdb"'),
