@@ -264,6 +264,20 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     assert other["fer2013/fer2013.csv"] != _digest(tmp_path / "a")["fer2013/fer2013.csv"]
 
 
+def test_datasets_written_in_parallel_are_the_same_bytes_and_a_failure_leaves_no_partial(tmp_path: Path) -> None:
+    write_synthetic(tmp_path / "one", scale="smoke")
+    assert main(["synth", "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    assert _digest(tmp_path / "one") == _digest(tmp_path / "two")
+    # a dataset that cannot be written (a file where its folder must go) stops the run; the
+    # datasets still being written are not left half-written
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / ".oulucasia.partial").write_text("in the way")
+    with pytest.raises(OSError):
+        write_synthetic(tmp_path / "bad", scale="smoke", workers=2)
+    assert not [p for p in (tmp_path / "bad").iterdir() if p.name.endswith(".partial") and p.is_dir()]
+    assert "oulucasia" not in json.loads((tmp_path / "bad" / "synthetic.json").read_text())
+
+
 def test_cli_help_and_cli_writes_the_same_files(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["synth", "--help"])
