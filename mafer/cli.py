@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in OLD_COMMANDS:
         print(f"mafer: 'mafer {argv[0]}' is now 'mafer {OLD_COMMANDS[argv[0]]}' (the paper's step names); "
-              "running that", file=sys.stderr)
+              "running it now", file=sys.stderr)
         argv[0] = OLD_COMMANDS[argv[0]]
     selected = argv[0] if argv and argv[0] in COMMANDS else None
     parser = _build_parser(selected)

@@ -276,6 +276,9 @@ def test_datasets_written_in_parallel_are_the_same_bytes_and_a_failure_leaves_no
         write_synthetic(tmp_path / "bad", scale="smoke", workers=2)
     assert not [p for p in (tmp_path / "bad").iterdir() if p.name.endswith(".partial") and p.is_dir()]
     assert "oulucasia" not in json.loads((tmp_path / "bad" / "synthetic.json").read_text())
+    with pytest.raises(MaferError, match="workers must be at least 1, got 0"):
+        write_synthetic(tmp_path / "none", workers=0)
+    assert not (tmp_path / "none").exists()  # refused before anything is written
 
 
 def test_cli_help_and_cli_writes_the_same_files(tmp_path: Path, capsys) -> None:

@@ -121,7 +121,7 @@ def test_the_old_step_names_still_run_with_a_notice(capsys: pytest.CaptureFixtur
     for old, new in (("pretrain", "step1"), ("finetune", "step2")):
         assert main([old, "--dataset", "affwild2" if old == "pretrain" else "rafdb", "--print-config"]) == 0
         out, err = capsys.readouterr()
-        assert err.strip() == f"mafer: 'mafer {old}' is now 'mafer {new}' (the paper's step names); running that"
+        assert err.strip() == f"mafer: 'mafer {old}' is now 'mafer {new}' (the paper's step names); running it now"
         assert next(line.split(maxsplit=2) for line in out.splitlines() if line.startswith("stage ")) == \
             ["stage", f"'{new}'", "command"]
         old_config = tmp_path / f"{old}.yaml"

@@ -107,6 +107,8 @@ def write_synthetic(out: str | Path, scale: str = "smoke", seed: int = 0,
     """
     if scale not in SCALES:
         raise MaferError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
+    if workers < 1:
+        raise MaferError(f"workers must be at least 1, got {workers}")
     spec = SCALES[scale]
     faces = face_variant(variant)
     out = Path(out)
@@ -124,8 +126,6 @@ def write_synthetic(out: str | Path, scale: str = "smoke", seed: int = 0,
         raise MaferError(f"{out}: cannot make the output folder ({exc.strerror or exc}); choose another --out") from None
     for name in names:
         _check_replaceable(out, name, manifest)
-    if workers < 1:
-        raise MaferError(f"workers must be at least 1, got {workers}")
     counts = {}
     with contextlib.ExitStack() as stack:
         futures = {}
