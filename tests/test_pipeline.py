@@ -683,6 +683,16 @@ def _start(*argv: str, log: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def _cmdline(process) -> str:
+    """``process``'s command line, empty for one that has just exited (a zombie until reaped, or gone)."""
+    import psutil
+
+    try:
+        return " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):  # ZombieProcess is a NoSuchProcess
+        return ""
+
+
 def _kernels_started(proc: subprocess.Popen, timeout: float = 600) -> list:
     """Every process below ``proc`` once a notebook kernel runs among them."""
     import psutil
@@ -690,7 +700,7 @@ def _kernels_started(proc: subprocess.Popen, timeout: float = 600) -> list:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
         family = psutil.Process(proc.pid).children(recursive=True)
-        if any("ipykernel_launcher" in " ".join(p.cmdline()) for p in family if p.is_running()):
+        if any("ipykernel_launcher" in _cmdline(p) for p in family):
             time.sleep(2)  # let the kernel get to work
             return psutil.Process(proc.pid).children(recursive=True)
         time.sleep(0.5)
@@ -716,7 +726,7 @@ def test_an_interrupt_stops_every_process_frees_the_lock_and_the_next_run_contin
             os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group
         assert proc.wait(timeout=120) in (128 + signal.SIGTERM, 128 + signal.SIGINT), log.read_text()
         gone, alive = psutil.wait_procs(family, timeout=15)
-        assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+        assert not alive, f"left running: {[_cmdline(p) for p in alive]}"
         text = log.read_text()
         assert "finished and are kept" in text and "Continue with: mafer reproduce --profile smoke" in text
         locks = work / ".snakemake" / "locks"
