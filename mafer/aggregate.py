@@ -44,10 +44,9 @@ import numpy as np
 
 from mafer.datasets.info import DATASETS
 from mafer.errors import MaferError
-from mafer.metrics import fold_average
+from mafer.metrics import SCALAR_METRICS, fold_average
 from mafer.paper_models import BASE, LABELS, model_from_path
 
-SCALAR_METRICS: tuple[str, ...] = ("accuracy", "mean_class_accuracy", "macro_f1", "score")
 
 # Oulu-CASIA protocols whose folds are drawn over images, as the paper's: ours stratified, or the
 # authors' exact rule (`mafer.datasets.oulucasia`). Either is the paper's column.
@@ -155,6 +154,9 @@ def summarize_group(files: Sequence[tuple[str, Mapping[str, Any]]]) -> dict:
     for key in keys:
         entries = [m["resolutions"][key] for _, m in files if key in m["resolutions"]]
         summary = {metric: _spread([e[metric] for e in entries]) for metric in SCALAR_METRICS}
+        adapted = [e["bn_recalibrated"] for e in entries if "bn_recalibrated" in e]
+        if adapted and len(adapted) == len(entries):  # the diagnostic of `mafer.evaluate.bn_recalibrated`
+            summary["bn_recalibrated"] = {metric: _spread([a[metric] for a in adapted]) for metric in SCALAR_METRICS}
         summary["n"] = int(sum(e.get("n", 0) for e in entries))
         summary["runs"] = len(entries)
         matrices = [e["confusion_matrix"] for e in entries if "confusion_matrix" in e]

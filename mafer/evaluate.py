@@ -10,11 +10,18 @@ macro F1, the authors' score 0.33*acc + 0.67*F1, the confusion matrix, the numbe
 and a bootstrap 95 % interval for accuracy. ``--dump-predictions FILE`` also writes one CSV row
 per test image and resolution (``write_predictions``), to compare with another implementation
 image by image.
+
+``--bn-recalibrated`` adds a diagnostic that is *not* the paper's protocol: at each lowered
+resolution the network's BatchNorm statistics are re-estimated on that resolution's test faces
+(their images only, never their labels) before testing, so that a model whose features survive
+the lowering but whose normalisation does not (every prediction collapsing onto one class) can be
+told apart from one that has lost the information.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import os
@@ -28,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from mafer.datasets import FaceDataset, dataset_info, get_dataset
 from mafer.datasets.info import EXPRESSION_DATASETS, OULU_PROTOCOLS
 from mafer.errors import MaferError
-from mafer.metrics import bootstrap_accuracy_ci, classification_metrics
+from mafer.metrics import SCALAR_METRICS, bootstrap_accuracy_ci, classification_metrics
 from mafer.models import model_from_checkpoint, preprocess
 from mafer.models.weights import AUTHORS_FORMAT
 from mafer.released import AUTHORS_FOLDS, fold_checkpoints, fold_in_name
@@ -213,6 +220,35 @@ def run_models(models: Sequence[tuple[torch.nn.Module, Sequence[float]]], loader
     return [(torch.cat(kept), torch.cat(labels)) for kept in outputs]
 
 
+def read_batches(loader: DataLoader) -> list[tuple[Tensor, Tensor]]:
+    """Every ``(images, labels)`` batch of ``loader`` in memory (uint8 images: a 3,000-face test set
+    at 224 px is about 450 MB)."""
+    try:
+        return [(images, torch.as_tensor(targets)) for images, targets in loader]
+    except MaferError as exc:
+        raise MaferError(worker_error_message(exc)) from None
+
+
+@torch.no_grad()
+def bn_recalibrated(model: torch.nn.Module, batches: Iterable[tuple[Tensor, Tensor]], mean_bgr: Sequence[float],
+                    device: torch.device) -> torch.nn.Module:
+    """A copy of ``model`` (in eval mode) whose BatchNorm running mean and variance are the averages,
+    over ``batches`` (``(uint8 images [N, 3, H, W], labels)``; the labels are not used), of each
+    batch's mean and unbiased variance (PyTorch's cumulative average, ``momentum=None``).
+
+    The diagnostic of AdaBN (Li et al., 2016), not the paper's protocol: everything else in the
+    network is unchanged, and ``model`` itself is left as it was."""
+    copied = copy.deepcopy(model).eval()
+    norms = [m for m in copied.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over every batch, whatever their number
+        m.train()
+    for images, _ in batches:
+        copied(preprocess(images.to(device, non_blocking=True), mean_bgr))
+    return copied.eval()
+
+
 def worker_error_message(exc: MaferError) -> str:
     """The original message of a MaferError re-raised by a DataLoader worker (which prepends a traceback)."""
     text = str(exc)
@@ -266,7 +302,7 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
                         image_size: int | None = None, batch_size: int = 64, workers: int | None = None,
                         model_label: str | None = None, skip_bad: bool = False,
                         dump_predictions: str | os.PathLike | None = None, max_images: int | None = None,
-                        order: str | os.PathLike | None = None) -> dict:
+                        order: str | os.PathLike | None = None, bn_recalibration: bool = False) -> dict:
     """Metrics of ``checkpoint`` on ``split`` of ``dataset`` at each test resolution.
 
     Oulu-CASIA: ``fold`` (1..folds) of ``folds`` under ``protocol`` (None: those the checkpoint
@@ -288,10 +324,16 @@ def evaluate_checkpoint(dataset: str, data_dir: str | os.PathLike, checkpoint: s
     (``write_predictions``).
     ``max_images`` (a capped run) tests only that many images, every class in turn (see
     `class_interleaved`), and is recorded under ``max_images`` (None: every image).
+    With ``bn_recalibration`` each resolution also has ``bn_recalibrated``: ``accuracy``,
+    ``mean_class_accuracy``, ``macro_f1``, ``score`` and ``n`` of the network with its BatchNorm
+    statistics re-estimated on that resolution's test images (`bn_recalibrated`; a diagnostic, not
+    the paper's protocol). At ``native`` these are the plain metrics: the network's statistics
+    were estimated at that resolution in training.
     """
     result, tested = _evaluate(dataset, data_dir, checkpoint, split, fold, folds, protocol,
                                parse_resolutions(resolutions), pick_device(device), image_size, batch_size, workers,
-                               model_label, skip_bad, max_images, order, keep_logits=dump_predictions is not None)
+                               model_label, skip_bad, max_images, order, keep_logits=dump_predictions is not None,
+                               bn_recalibration=bn_recalibration)
     if dump_predictions is not None:
         write_predictions(dump_predictions, result["classes"], [tested])
     return result
@@ -330,10 +372,11 @@ def _evaluate(dataset: str, data_dir: str | os.PathLike, checkpoint: str | os.Pa
               dev: torch.device,
               image_size: int | None, batch_size: int, workers: int | None, model_label: str | None,
               skip_bad: bool, max_images: int | None, order: str | os.PathLike | None,
-              keep_logits: bool) -> tuple[dict, Tested]:
+              keep_logits: bool, bn_recalibration: bool = False) -> tuple[dict, Tested]:
     """`evaluate_checkpoint`'s result and, with ``keep_logits``, the logits `write_predictions` writes."""
     return _evaluate_many(dataset, data_dir, [(checkpoint, model_label)], split, fold, folds, protocol, resolutions,
-                          dev, image_size, batch_size, workers, skip_bad, max_images, order, keep_logits)[0]
+                          dev, image_size, batch_size, workers, skip_bad, max_images, order, keep_logits,
+                          bn_recalibration)[0]
 
 
 class _Opened(NamedTuple):
@@ -354,7 +397,7 @@ def _evaluate_many(dataset: str, data_dir: str | os.PathLike,
                    fold: int | None, folds: int | None, protocol: str | None, resolutions: list[str | int],
                    dev: torch.device, image_size: int | None, batch_size: int, workers: int | None,
                    skip_bad: bool, max_images: int | None, order: str | os.PathLike | None,
-                   keep_logits: bool) -> list[tuple[dict, Tested]]:
+                   keep_logits: bool, bn_recalibration: bool = False) -> list[tuple[dict, Tested]]:
     """`_evaluate` of several ``(checkpoint, model label)`` on one test set: the images are read,
     lowered and resized once per resolution and input size, and every network sees the same
     batches (so each result equals its own `_evaluate`, to the bit)."""
@@ -366,6 +409,7 @@ def _evaluate_many(dataset: str, data_dir: str | os.PathLike,
         opened.append(_Opened(checkpoint, label, model, meta, data, used_protocol, used_folds,
                               checkpoint_image_size(meta, image_size)))
     logits_of: dict[int, list[tuple[str | int, Tensor, Tensor]]] = {i: [] for i in range(len(opened))}
+    recalibrated_of: dict[int, dict[str, Tensor]] = {i: {} for i in range(len(opened))}
     groups: dict[tuple[int, int], list[int]] = {}  # (test set, input size) -> checkpoints
     for i, o in enumerate(opened):
         groups.setdefault((id(o.data), o.size), []).append(i)
@@ -375,9 +419,16 @@ def _evaluate_many(dataset: str, data_dir: str | os.PathLike,
                              dev)
         for r in resolutions:
             data.transform = LoweredEvalTransform(dataset, size, r)
-            outputs = run_models([(opened[i].model, opened[i].meta["mean_bgr"]) for i in members], loader, dev)
+            recalibrate = bn_recalibration and r != "native"
+            batches = read_batches(loader) if recalibrate else loader
+            models = [(opened[i].model, opened[i].meta["mean_bgr"]) for i in members]
+            outputs = run_models(models, batches, dev)
             for i, (logits, labels) in zip(members, outputs):
                 logits_of[i].append((r, logits, labels))
+            if recalibrate:
+                copies = [(bn_recalibrated(model, batches, mean, dev), mean) for model, mean in models]
+                for i, (logits, _) in zip(members, run_models(copies, batches, dev)):
+                    recalibrated_of[i][str(r)] = logits
     is_kfold = dataset_info(dataset).has_folds
     out = []
     for i, (checkpoint, label, _, meta, data, used_protocol, used_folds, size) in enumerate(opened):
@@ -388,6 +439,11 @@ def _evaluate_many(dataset: str, data_dir: str | os.PathLike,
             entry["accuracy_ci"] = list(bootstrap_accuracy_ci(y_true, y_pred, n_resamples=BOOTSTRAP_RESAMPLES,
                                                               seed=BOOTSTRAP_SEED))
             entry["predictions"] = y_pred.tolist()
+            if bn_recalibration:
+                adapted = recalibrated_of[i].get(str(r))
+                metrics = entry if adapted is None else classification_metrics(
+                    y_true, adapted.argmax(1).numpy(), len(data.classes))
+                entry["bn_recalibrated"] = {k: metrics[k] for k in (*SCALAR_METRICS, "n")}
             results[str(r)] = entry
         result = {
             "dataset": dataset, "checkpoint": str(checkpoint), "model": label, "classes": list(data.classes),
@@ -408,14 +464,15 @@ def evaluate_checkpoints(dataset: str, data_dir: str | os.PathLike,
                          resolutions: Iterable[str | int] = DEFAULT_RESOLUTIONS, device: str = "auto",
                          image_size: int | None = None, batch_size: int = 64, workers: int | None = None,
                          skip_bad: bool = False, max_images: int | None = None,
-                         order: str | os.PathLike | None = None) -> list[dict]:
+                         order: str | os.PathLike | None = None, bn_recalibration: bool = False) -> list[dict]:
     """`evaluate_checkpoint` of every ``(checkpoint, model label)`` on one test set (one ``fold``),
     each result equal to its own call's; the test images are read, lowered and resized once per
     resolution (and input size) for all of them, which is most of the time of a small network's
     test. Every network is held in memory at once: pass a few at a time on a small GPU."""
     return [result for result, _ in _evaluate_many(
         dataset, data_dir, checkpoints, split, fold, folds, protocol, parse_resolutions(resolutions),
-        pick_device(device), image_size, batch_size, workers, skip_bad, max_images, order, keep_logits=False)]
+        pick_device(device), image_size, batch_size, workers, skip_bad, max_images, order, keep_logits=False,
+        bn_recalibration=bn_recalibration)]
 
 
 def evaluate_folds(data_dir: str | os.PathLike, folder: str | os.PathLike, *, folds: int | None = None,
@@ -423,7 +480,8 @@ def evaluate_folds(data_dir: str | os.PathLike, folder: str | os.PathLike, *, fo
                    resolutions: Iterable[str | int] = DEFAULT_RESOLUTIONS, device: str = "auto",
                    image_size: int | None = None, batch_size: int = 64, workers: int | None = None,
                    model_label: str | None = None, skip_bad: bool = False,
-                   dump_predictions: str | os.PathLike | None = None, max_images: int | None = None) -> dict:
+                   dump_predictions: str | os.PathLike | None = None, max_images: int | None = None,
+                   bn_recalibration: bool = False) -> dict:
     """Each Oulu-CASIA fold checkpoint of ``folder`` (`fold_checkpoints`) tested on its own test fold.
 
     Returns `evaluate_checkpoint`'s keys for the whole folder (``checkpoint``: the folder,
@@ -432,18 +490,19 @@ def evaluate_folds(data_dir: str | os.PathLike, folder: str | os.PathLike, *, fo
     ``mean_class_accuracy``, ``macro_f1`` and ``score`` (``<metric>_std``: sample standard deviation
     over folds, None for one fold), ``confusion_matrix`` (counts, summed) and
     ``confusion_matrix_fold_average`` (the mean of the row-normalised matrices: the paper's and the
-    authors' figure), ``n`` (images, all folds) and ``folds`` (how many). With ``dump_predictions``
+    authors' figure), ``n`` (images, all folds), ``folds`` (how many) and with ``bn_recalibration``
+    the fold means of ``bn_recalibrated``'s metrics (see `evaluate_checkpoint`). With ``dump_predictions``
     every fold's rows go to one CSV with their ``fold`` (`write_predictions`). MaferError as
     `evaluate_checkpoint`, or when the checkpoints were trained under different fold rules.
     """
-    from mafer.aggregate import SCALAR_METRICS, summarize_group
+    from mafer.aggregate import summarize_group
 
     dev, resolutions = pick_device(device), parse_resolutions(resolutions)
     per_fold, tested = [], []
     for fold, checkpoint in fold_checkpoints(folder).items():
         result, one = _evaluate("oulucasia", data_dir, checkpoint, "test", fold, folds, protocol, resolutions, dev,
                                 image_size, batch_size, workers, model_label, skip_bad, max_images, order,
-                                keep_logits=dump_predictions is not None)
+                                keep_logits=dump_predictions is not None, bn_recalibration=bn_recalibration)
         if per_fold and result["protocol"] != per_fold[0]["protocol"]:
             raise MaferError(f"{checkpoint}: trained under Oulu-CASIA protocol {result['protocol']!r}, "
                              f"{per_fold[0]['checkpoint']} under {per_fold[0]['protocol']!r}; expected one fold rule "
@@ -458,6 +517,9 @@ def evaluate_folds(data_dir: str | os.PathLike, folder: str | os.PathLike, *, fo
                          "confusion_matrix": entry["confusion_matrix"],
                          "confusion_matrix_fold_average": entry["confusion_matrix_fold_average"],
                          "n": entry["n"], "folds": entry["runs"]}
+        if "bn_recalibrated" in entry:
+            averaged[key]["bn_recalibrated"] = {**{m: entry["bn_recalibrated"][m]["mean"] for m in SCALAR_METRICS},
+                                                "n": entry["n"]}
     if dump_predictions is not None:
         write_predictions(dump_predictions, per_fold[0]["classes"], tested)
     first = per_fold[0]
@@ -505,15 +567,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name stored in the metrics (base, CR, CR-Simplified, ...), "
                                         "used by mafer aggregate")
     parser.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
+    parser.add_argument("--bn-recalibrated", action="store_true",
+                        help="also test each lowered resolution with the BatchNorm statistics re-estimated on its "
+                             "test images (a diagnostic, not the paper's protocol)")
     parser.add_argument("--dump-predictions", type=Path, metavar="FILE",
                         help="also write a CSV with one row per test image and resolution: fold, item, label, "
                              "predicted class and the logits")
 
 
+def _bn_cell(metrics: dict) -> str:
+    return f"  {metrics['bn_recalibrated']['accuracy']:12.4f}" if "bn_recalibrated" in metrics else ""
+
+
 def run(args: argparse.Namespace) -> int:
     common = dict(resolutions=args.resolutions, device=args.device, image_size=args.image_size,
                   batch_size=args.batch_size, workers=args.workers, model_label=args.model, skip_bad=args.skip_bad,
-                  dump_predictions=args.dump_predictions, order=args.order)
+                  dump_predictions=args.dump_predictions, order=args.order,
+                  bn_recalibration=args.bn_recalibrated)
     if args.checkpoint.is_dir():
         if not dataset_info(args.dataset).has_folds or args.fold is not None or args.split != "test":
             raise MaferError(f"{args.checkpoint}: a folder is read as Oulu-CASIA fold checkpoints, each tested on "
@@ -525,6 +595,7 @@ def run(args: argparse.Namespace) -> int:
                                      folds=args.folds, protocol=args.protocol, **common)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    bn_head = "  BN-recal acc" if args.bn_recalibrated else ""
     if "per_fold" in result:
         print(f"{len(result['per_fold'])} fold checkpoints ({result['protocol']} folds over {result['fold_order']}), "
               "each on its own test fold:")
@@ -538,17 +609,20 @@ def run(args: argparse.Namespace) -> int:
             m = one["resolutions"][first]
             print(f"{one['fold']:>10}  {m['accuracy']:6.4f}  {m['macro_f1']:6.4f}  {m['n']:>6}  {one['checkpoint']}")
         print("mean and standard deviation over the folds:")
-        print(f"{'resolution':>10}  {'acc':>6}  {'std':>6}  {'avg acc':>7}  {'F1':>6}  {'n':>6}")
+        print(f"{'resolution':>10}  {'acc':>6}  {'std':>6}  {'avg acc':>7}  {'F1':>6}  {'n':>6}{bn_head}")
         for key, m in result["resolutions"].items():
             std = "" if m["accuracy_std"] is None else f"{m['accuracy_std']:.4f}"
             print(f"{key:>10}  {m['accuracy']:6.4f}  {std:>6}  {m['mean_class_accuracy']:7.4f}  "
-                  f"{m['macro_f1']:6.4f}  {m['n']:>6}")
+                  f"{m['macro_f1']:6.4f}  {m['n']:>6}{_bn_cell(m)}")
     else:
-        print(f"{'resolution':>10}  {'acc':>6}  {'95% CI':>13}  {'avg acc':>7}  {'F1':>6}  {'n':>6}")
+        print(f"{'resolution':>10}  {'acc':>6}  {'95% CI':>13}  {'avg acc':>7}  {'F1':>6}  {'n':>6}{bn_head}")
         for key, m in result["resolutions"].items():
             lo, hi = m["accuracy_ci"]
             print(f"{key:>10}  {m['accuracy']:6.4f}  [{lo:.3f}, {hi:.3f}]  {m['mean_class_accuracy']:7.4f}  "
-                  f"{m['macro_f1']:6.4f}  {m['n']:>6}")
+                  f"{m['macro_f1']:6.4f}  {m['n']:>6}{_bn_cell(m)}")
+    if args.bn_recalibrated:
+        print("BN-recal acc: BatchNorm statistics re-estimated on each resolution's test images; a diagnostic, "
+              "not the paper's protocol")
     for item in result["bad_items"]:
         print(f"skipped {item}")
     print(f"wrote {args.out}")

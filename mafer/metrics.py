@@ -16,6 +16,8 @@ import numpy as np
 from mafer.errors import MaferError
 
 ArrayLike = Sequence[int] | np.ndarray
+# the one-number metrics of `classification_metrics`, in the order files and tables show them
+SCALAR_METRICS: tuple[str, ...] = ("accuracy", "mean_class_accuracy", "macro_f1", "score")
 
 
 def _labels(values: ArrayLike, name: str, num_classes: int) -> np.ndarray:

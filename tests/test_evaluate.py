@@ -10,7 +10,8 @@ import torch
 from mafer.cli import main
 from mafer.datasets import DATASETS, get_dataset
 from mafer.errors import MaferError
-from mafer.evaluate import evaluate_checkpoint, evaluate_checkpoints, load_classifier, parse_resolutions
+from mafer.evaluate import (bn_recalibrated, evaluate_checkpoint, evaluate_checkpoints, load_classifier,
+                            parse_resolutions)
 from mafer.models import create_model, model_from_checkpoint, preprocess
 from mafer.image import lower_pil
 from mafer.transforms import eval_transform
@@ -228,3 +229,47 @@ def test_checkpoints_of_other_fold_rules_are_each_tested_on_their_own(smoke_data
     assert [r["folds"] for r in together] == [5, 4]
     assert together == [evaluate_checkpoint("oulucasia", smoke_data, image, model_label="a", **options),
                         evaluate_checkpoint("oulucasia", smoke_data, four_folds, model_label="b", **options)]
+
+
+def test_bn_recalibrated_diagnostic_leaves_the_papers_numbers_and_the_network_alone(smoke_data, rafdb_checkpoint,
+                                                                                    tmp_path, capsys):
+    options = dict(resolutions=["native", 8], device="cpu", workers=0, batch_size=7)
+    plain = evaluate_checkpoint("rafdb", smoke_data, rafdb_checkpoint, **options)
+    both = evaluate_checkpoint("rafdb", smoke_data, rafdb_checkpoint, bn_recalibration=True, **options)
+    for r, entry in both["resolutions"].items():
+        adapted = entry.pop("bn_recalibrated")
+        assert set(adapted) == {"accuracy", "mean_class_accuracy", "macro_f1", "score", "n"}
+        assert adapted["n"] == entry["n"]
+        if r == "native":  # the statistics the network was trained with are native's
+            assert all(adapted[k] == entry[k] for k in adapted)
+    assert both == plain  # the paper's protocol is untouched by the diagnostic
+
+    # at 8 px the statistics are those of the lowered test images; the network given is not changed
+    model, meta = load_classifier(rafdb_checkpoint, torch.device("cpu"), "rafdb")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = get_dataset("rafdb", smoke_data, "test",
+                       transform=lambda im: eval_transform("rafdb", IMAGE_SIZE)(lower_pil(im, 8)))
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    batches = [(images[i:i + 7], torch.zeros(len(images[i:i + 7]))) for i in range(0, len(images), 7)]
+    adapted = bn_recalibrated(model, batches, meta["mean_bgr"], torch.device("cpu"))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    first = next(m for m in adapted.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    hook = first.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    with torch.no_grad():
+        adapted(preprocess(images, meta["mean_bgr"]))
+    hook.remove()
+    per_batch = [x.transpose(0, 1).flatten(1) for x in seen[0].split(7)]  # the batches the statistics came from
+    torch.testing.assert_close(first.running_mean, torch.stack([x.mean(1) for x in per_batch]).mean(0),
+                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(first.running_var, torch.stack([x.var(1) for x in per_batch]).mean(0),
+                               rtol=1e-4, atol=1e-3)
+    assert not adapted.training
+
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--dataset", "rafdb", "--data-dir", str(smoke_data), "--checkpoint", str(rafdb_checkpoint),
+                 "--resolutions", "native,8", "--device", "cpu", "--workers", "0", "--bn-recalibrated",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "BN-recal acc" in printed and "not the paper's protocol" in printed
+    assert "bn_recalibrated" in json.loads(out.read_text())["resolutions"]["8"]

@@ -22,7 +22,8 @@ from mafer.cli import main
 from mafer.errors import MaferError
 from mafer.synth import SCALES, write_synthetic
 from mafer.synth import faces as F
-from mafer.synth.formats import static_faces
+from mafer.synth import formats
+from mafer.synth.formats import FRAMING, static_faces
 
 SMOKE = SCALES["smoke"]
 FER_USAGE = {"Training": SMOKE.fer_train, "PublicTest": SMOKE.fer_val, "PrivateTest": SMOKE.fer_test}
@@ -242,10 +243,56 @@ def test_expressions_are_learnable_across_people_poses_and_lights() -> None:
     # on raw 48 px pixels still recognises the expression well above chance (1/7).
     rng = np.random.default_rng(0)
     y = np.tile(np.arange(len(F.EXPRESSIONS)), 100)
-    x = static_faces(rng, y, 48, scale=1.15, gray=True)[..., 0].reshape(len(y), -1).astype(np.float32)
+    x = static_faces(rng, y, 48, scale=FRAMING["fer2013"], gray=True)[..., 0].reshape(len(y), -1).astype(np.float32)
     x = (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)  # brightness is a nuisance
     model = RidgeClassifier(alpha=100.0).fit(x[:490], y[:490])
     assert model.score(x[490:], y[490:]) > 2.0 / 7
+
+
+# ----------------------------------------------------------------------------- framing
+
+def _head_width(scale: float, size: int, head_w: float = 0.6) -> int:
+    """Pixels of one face's eye row that are not background (the background is found by drawing
+    the face twice on two backgrounds), for a short-haired person facing the camera."""
+    rng = np.random.default_rng(1)
+    ident = F.sample_identities(rng, 1)
+    ident.update(head_w=np.array([head_w], np.float32), hair_vol=np.array([0.02], np.float32),
+                 long_hair=np.array([0.0], np.float32), glasses=np.array([0.0], np.float32))
+    expr = F.expression_params(rng, np.array([0]), np.array([0.0]))
+    cond = F.sample_conditions(rng, 1, scale=scale)
+    cond.update(angle=np.zeros(1, np.float32), tx=np.zeros(1, np.float32), ty=np.zeros(1, np.float32),
+                noise=np.zeros(1, np.float32))
+    other = dict(cond, bg=255.0 - cond["bg"], bg_grid=-cond["bg_grid"])
+    a, b = (F.render(ident, expr, c, size, size, np.random.default_rng(2)).astype(int) for c in (cond, other))
+    eye_row = int(size / 2 + float(ident["eye_y"][0]) * scale * size / 2)
+    return int((np.abs(a - b)[0, eye_row].max(-1) < 8).sum())
+
+
+@pytest.mark.parametrize("dataset, size", [("fer2013", 48), ("rafdb", 100), ("oulucasia", 96), ("affwild2", 112),
+                                           ("vggface2", 112)])
+def test_faces_are_framed_as_declared(dataset: str, size: int) -> None:
+    # FRAMING[d] is the head's half-width (0.6 here) times the scale over half the frame: at the eyes
+    # the head spans 2 * 0.6 * scale of the half-frame, plus a little hair at the temples.
+    scale = FRAMING[dataset]
+    expected = min(size, 0.6 * scale * size)
+    assert expected - 2 <= _head_width(scale, size) <= min(size, expected + 0.08 * scale * size)
+    if dataset != "vggface2":  # the expression sets are aligned crops that the face fills
+        assert _head_width(scale, size) >= 0.85 * size
+
+
+def test_every_writer_draws_at_its_declared_framing(tmp_path: Path, monkeypatch) -> None:
+    seen: list[float] = []
+    draw = F.sample_conditions
+
+    def spy(rng, n, *, scale=1.0, **kw):
+        seen.append(scale)
+        return draw(rng, n, scale=scale, **kw)
+
+    monkeypatch.setattr(F, "sample_conditions", spy)
+    for name, writer in formats.WRITERS.items():
+        seen.clear()
+        writer(tmp_path / name, SMOKE, np.random.default_rng(0))
+        assert seen and set(seen) == {FRAMING[name]}, name
 
 
 # ----------------------------------------------------------------------------- API / CLI
@@ -316,7 +363,7 @@ def test_rewrite_replaces_stale_files_but_refuses_foreign_folders(tmp_path: Path
 # sha256 over the paths and bytes of every file of `write_synthetic(scale="smoke", seed=0)`
 # but the manifest, computed with the generator as it was before its parameters became a
 # FaceVariant: the demo variant must keep drawing exactly those faces
-SMOKE_SEED0_DIGEST = "e2005f8b5ba6cb6a94621e9b3debb20c429a702ab3420b01fd1f86af69ae75f1"
+SMOKE_SEED0_DIGEST = "88e30fb1ce31b56bb79ba203ff340c03640fa562856c93dbb530cd4cc49a0319"
 
 
 def test_demo_variant_draws_the_same_bytes_as_before(smoke_data: Path) -> None:

@@ -23,6 +23,16 @@ _AFF_FREQ = (0.34, 0.07, 0.05, 0.05, 0.2, 0.12, 0.08, 0.09)
 
 _CANONICAL = {"angry": "anger", "happy": "happiness", "sad": "sadness"}
 
+# Face size in the frame: `faces.sample_conditions`' scale, the head's half-width (0.50-0.64 face
+# units) times this over half the shorter side. The expression sets are aligned crops that the face
+# fills, cheek to cheek, as in the released RAF-DB, FER2013 and Oulu-CASIA crops and AffWild2's
+# cropped_aligned frames: 1.4 times the framing of the first synthetic sets (1.1-1.15), on which an
+# 8-pixel face was about 5 pixels wide and the demo network could not learn it. VGGFace2 photos are
+# loose crops; after the eval transform's centre crop (224 of 256) their faces are framed as the
+# expression sets'.
+FRAMING: dict[str, float] = {"fer2013": 1.6, "rafdb": 1.55, "oulucasia": 1.55, "affwild2": 1.5,
+                             "vggface2": 1.35}
+
 
 def canonical_indices(dataset: str) -> np.ndarray:
     """For each label of `dataset`, the index of that expression in `faces.EXPRESSIONS`."""
@@ -91,7 +101,7 @@ def write_fer2013(root: Path, spec: Scale, rng: np.random.Generator,
                                 ("val", "PublicTest", spec.fer_val),
                                 ("test", "PrivateTest", spec.fer_test)):
             labels = _shuffled_labels(rng, class_counts(n, _FER_FREQ, spec.min_per_class))
-            images = static_faces(rng, canon[labels], 48, scale=1.15, gray=True, variant=variant)[..., 0]
+            images = static_faces(rng, canon[labels], 48, scale=FRAMING["fer2013"], gray=True, variant=variant)[..., 0]
             for label, img in zip(labels, images):
                 writer.writerow([int(label), " ".join(map(str, img.ravel().tolist())), usage])
             counts[split] = n
@@ -109,7 +119,7 @@ def write_rafdb(root: Path, spec: Scale, rng: np.random.Generator,
     for split, n, digits in (("train", spec.raf_train, 5), ("test", spec.raf_test, 4)):
         minimum = spec.min_per_class + (2 if split == "train" else 0)  # room for a 5% val carve
         labels = _shuffled_labels(rng, class_counts(n, _RAF_FREQ, minimum))
-        images = static_faces(rng, canon[labels], 100, scale=1.1, variant=variant)
+        images = static_faces(rng, canon[labels], 100, scale=FRAMING["rafdb"], variant=variant)
         for i, (label, img) in enumerate(zip(labels, images), start=1):
             stem = f"{split}_{i:0{digits}d}"
             _save_jpeg(img, root / "Image" / "aligned" / f"{stem}_aligned.jpg")
@@ -134,7 +144,7 @@ def write_oulucasia(root: Path, spec: Scale, rng: np.random.Generator, size: int
     peak = F.expression_params(rng, canon[label], rng.uniform(0.75, 1.0, n_seq), jitter=0.08, variant=variant)
     # controlled capture: one light and background per subject, the head placed a little
     # differently in each sequence and moving slightly over its frames
-    seq_cond = F.take(F.sample_conditions(rng, spec.oulu_subjects, scale=1.1, pose_jitter=0.6, variant=variant),
+    seq_cond = F.take(F.sample_conditions(rng, spec.oulu_subjects, scale=FRAMING["oulucasia"], pose_jitter=0.6, variant=variant),
                       subject)
     for k, sd in (("angle", 0.03), ("tx", 0.015), ("ty", 0.015)):
         seq_cond[k] = seq_cond[k] + rng.normal(0, sd, n_seq).astype(np.float32)
@@ -205,7 +215,7 @@ def _write_video(root: Path, name: str, segs: list[tuple[int, int]], canon: np.n
     labels = [lab for lab, n in segs for _ in range(n)]
     t = len(labels)
     ident = F.take(F.sample_identities(rng, 1, variant), np.zeros(t, int))
-    cond = F.take(F.sample_conditions(rng, 1, scale=1.05, variant=variant), np.zeros(t, int))
+    cond = F.take(F.sample_conditions(rng, 1, scale=FRAMING["affwild2"], variant=variant), np.zeros(t, int))
     for k, sd in (("angle", 0.02), ("tx", 0.008), ("ty", 0.008)):
         cond[k] = (cond[k] + np.cumsum(rng.normal(0, sd, t))).clip(-0.35, 0.35).astype(np.float32)
     # an unlabelled segment still shows some face: pick a random expression for it
@@ -241,7 +251,7 @@ def write_vggface2(root: Path, spec: Scale, rng: np.random.Generator,
     # in-the-wild photos: mostly neutral or smiling, weak expressions
     shown = rng.choice(len(F.EXPRESSIONS), n, p=[0.5, 0.04, 0.02, 0.03, 0.33, 0.04, 0.04])
     expr = F.expression_params(rng, shown, rng.uniform(0.2, 0.8, n), variant=variant)
-    cond = F.sample_conditions(rng, n, scale=0.85, pose_jitter=1.5, variant=variant)
+    cond = F.sample_conditions(rng, n, scale=FRAMING["vggface2"], pose_jitter=1.5, variant=variant)
     size_of = rng.integers(0, len(_VGG_SIZES), n)
     gray = rng.random(n) < 0.05
     for s, size in enumerate(_VGG_SIZES):
