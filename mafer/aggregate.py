@@ -213,16 +213,21 @@ def seed_label(metrics: Mapping[str, Any]) -> str | None:
 
 # ---------------------------------------------------------------------------------- summary.json
 
-def accuracy_summary(aggregated: Mapping[str, Any], split: str = "test") -> dict[str, dict[str, dict[str, float]]]:
+def accuracy_summary(aggregated: Mapping[str, Any], split: str = "test",
+                     bn_recalibrated: bool = False) -> dict[str, dict[str, dict[str, float]]]:
     """``{model: {dataset: {resolution: accuracy}}}`` (mean over folds and seeds, 0..1, 6 decimals)
     from `aggregate` output, ``split`` split only; Oulu-CASIA is the k-fold mean of a protocol of
-    `IMAGE_PROTOCOLS` (the paper's)."""
+    `IMAGE_PROTOCOLS` (the paper's). With ``bn_recalibrated`` the accuracies of the BatchNorm
+    diagnostic (``mafer evaluate --bn-recalibrated``; not the paper's protocol), where the files have it."""
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for group in aggregated["groups"]:
         if group["split"] != split or (group["dataset"] == "oulucasia" and group["protocol"] not in IMAGE_PROTOCOLS):
             continue
-        summary.setdefault(group["model"], {})[group["dataset"]] = {
-            str(res): round(entry["accuracy"]["mean"], 6) for res, entry in group["resolutions"].items()}
+        entries = {str(res): entry.get("bn_recalibrated") if bn_recalibrated else entry
+                   for res, entry in group["resolutions"].items()}
+        accuracies = {res: round(entry["accuracy"]["mean"], 6) for res, entry in entries.items() if entry}
+        if accuracies:
+            summary.setdefault(group["model"], {})[group["dataset"]] = accuracies
     return summary
 
 

@@ -90,6 +90,23 @@ def test_table_in_paper_layout_with_paper_rows(tmp_path, three_folds):
     assert low[0]["Oulu-CASIA 3-fold acc"][0] == pytest.approx(47.5)
 
 
+def test_the_bn_diagnostic_is_averaged_beside_the_accuracy_and_only_where_every_run_has_it(tmp_path, three_folds):
+    for k, path in enumerate(three_folds):
+        data = json.loads(path.read_text())
+        data["resolutions"]["8"]["bn_recalibrated"] = {m: 0.6 + 0.1 * k for m in
+                                                       ("accuracy", "mean_class_accuracy", "macro_f1", "score")}
+        path.write_text(json.dumps(data))
+    (group,) = aggregate(three_folds)["groups"]
+    assert group["resolutions"]["8"]["bn_recalibrated"]["accuracy"]["mean"] == pytest.approx(0.7)
+    assert "bn_recalibrated" not in group["resolutions"]["native"]
+    assert accuracy_summary(aggregate(three_folds)) == {"CR": {"oulucasia": {"native": 0.95, "8": 0.475}}}
+    assert accuracy_summary(aggregate(three_folds), bn_recalibrated=True) == {"CR": {"oulucasia": {"8": 0.7}}}
+    # a run without the diagnostic: no mean of the others is shown as the group's
+    other = metrics_file(tmp_path / "oulu/cr/fold9.json", "oulucasia", tmp_path / "runs/cr/fold9/best.pt", 0.9, fold=9)
+    (group,) = aggregate([*three_folds, other])["groups"]
+    assert "bn_recalibrated" not in group["resolutions"]["8"]
+
+
 def test_model_names_from_labels_model_key_or_paths(tmp_path):
     data = {"checkpoint": "runs/oulu/cr_simplified-fold3/best.pt"}
     assert model_label("m.json", data) == "CR-Simplified"

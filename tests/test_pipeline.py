@@ -509,6 +509,9 @@ def test_smoke_pipeline_writes_summary_and_every_executed_notebook(smoke_project
     folds = [json.loads((work / f"eval/oulucasia/CR/fold{k}-seed17-17.json").read_text()) for k in (1, 2)]
     mean = sum(f["resolutions"]["native"]["accuracy"] for f in folds) / 2
     assert summary["CR"]["oulucasia"]["native"] == pytest.approx(mean, abs=1e-6)
+    # the BatchNorm diagnostic beside every lowered resolution's plain metrics, labelled in the book
+    assert all("bn_recalibrated" in f["resolutions"]["8"] for f in folds)
+    assert "not the paper's protocol" in (work / "notebooks/evaluation/oulucasia.ipynb").read_text()
     executed = sorted(p.relative_to(work / "notebooks").as_posix() for p in (work / "notebooks").rglob("*.ipynb"))
     assert len(executed) == 1 + 4 + (16 + 4) + 3 + 1 + 1  # the smoke profile fine-tunes on RAF-DB with 2 seeds
     assert "step2/cr_affwild2/oulucasia-fold1-seed17-17.ipynb" in executed

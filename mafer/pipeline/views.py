@@ -309,9 +309,10 @@ def checkpoint_table(checkpoints: Mapping[str, Mapping[str, Mapping[str, str]]])
     return pd.DataFrame(rows)
 
 
-def accuracy_table(aggregated: Mapping[str, Any], dataset: str) -> pd.DataFrame:
-    """Test accuracy (percent, fold mean) of every model on ``dataset`` (rows) at every resolution."""
-    return resolution_table(accuracy_summary(aggregated), dataset)
+def accuracy_table(aggregated: Mapping[str, Any], dataset: str, bn_recalibrated: bool = False) -> pd.DataFrame:
+    """Test accuracy (percent, fold mean) of every model on ``dataset`` (rows) at every resolution;
+    with ``bn_recalibrated`` that of the BatchNorm diagnostic (`mafer.evaluate.bn_recalibrated`)."""
+    return resolution_table(accuracy_summary(aggregated, bn_recalibrated=bn_recalibrated), dataset)
 
 
 def plot_embeddings_file(path: str | Path, fig_path: str | Path, *, title: str | None = None) -> Figure:

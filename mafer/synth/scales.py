@@ -35,7 +35,7 @@ SCALES: dict[str, Scale] = {
                    aff_frames=20, vgg_identities=6, vgg_images=6, min_per_class=3),
     # the book's default: the whole demo pipeline runs in minutes on two CPU cores
     "demo": Scale("demo", fer_train=1400, fer_val=200, fer_test=300, raf_train=1400,
-                  raf_test=300, oulu_subjects=20, oulu_frames=6, aff_train_videos=7,
-                  aff_val_videos=3, aff_frames=60, vgg_identities=50, vgg_images=30,
+                  raf_test=300, oulu_subjects=20, oulu_frames=6, aff_train_videos=48,
+                  aff_val_videos=8, aff_frames=30, vgg_identities=50, vgg_images=30,
                   min_per_class=8),
 }
