@@ -34,7 +34,8 @@ from mafer.models import create_model, model_from_checkpoint, preprocess  # noqa
 from mafer.paper_models import MODELS  # noqa: E402
 
 
-def faces(dataset: str, data_dir: Path, split: str, size: int, resolution: str | int) -> tuple[torch.Tensor, np.ndarray]:
+def faces(dataset: str, data_dir: Path, split: str, size: int,
+          resolution: str | int) -> tuple[torch.Tensor, np.ndarray]:
     """uint8 ``[N, 3, size, size]`` faces of ``split``, lowered to ``resolution``, and their labels."""
     data = get_dataset(dataset, data_dir, split, transform=LoweredEvalTransform(dataset, size, resolution))
     images = torch.stack([data[i][0] for i in range(len(data))])

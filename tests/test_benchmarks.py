@@ -157,3 +157,20 @@ def test_nodes_table_compares_two_runs_per_kind_of_node(tmp_path: Path) -> None:
     assert rows["step2 rafdb"] == ["step2 rafdb", "2", "14.0", "8.0", "22.0", "7.0", "4.0", "11.0"]
     assert rows["synthetic_data"][2] == "-"  # no notebook, no kernel: no start-up to split off
     assert "summed node wall time: 67 s -> 45 s (-33%)" in proc.stdout
+
+
+@pytest.mark.slow
+def test_demo_mechanism_probes_a_finished_run(smoke_run: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_mechanism.py"), str(smoke_run / "smoke"),
+                           "--datasets", "rafdb", "--resolutions", "native,8"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): [float(c) for c in line.strip().strip("|").split("|")[1:]]
+            for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith("| probe")}
+    assert list(rows)[:3] == ["majority class", "logistic regression, 12x12 gray pixels",
+                              "linear probe: random senet_tiny"]
+    # a probe per step-1 model of the run, each a test accuracy in percent at both resolutions
+    assert {f"linear probe: step-1 {m}" for m in ("base", "CR", "CR-Simplified", "CR+AffWild2")} <= set(rows)
+    assert all(len(cells) == 2 and all(0 <= c <= 100 for c in cells) for cells in rows.values())
+    # the majority rate does not depend on the resolution; the others are fitted at each one
+    assert rows["majority class"][0] == rows["majority class"][1]

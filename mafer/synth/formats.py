@@ -144,8 +144,8 @@ def write_oulucasia(root: Path, spec: Scale, rng: np.random.Generator, size: int
     peak = F.expression_params(rng, canon[label], rng.uniform(0.75, 1.0, n_seq), jitter=0.08, variant=variant)
     # controlled capture: one light and background per subject, the head placed a little
     # differently in each sequence and moving slightly over its frames
-    seq_cond = F.take(F.sample_conditions(rng, spec.oulu_subjects, scale=FRAMING["oulucasia"], pose_jitter=0.6, variant=variant),
-                      subject)
+    seq_cond = F.take(F.sample_conditions(rng, spec.oulu_subjects, scale=FRAMING["oulucasia"], pose_jitter=0.6,
+                                          variant=variant), subject)
     for k, sd in (("angle", 0.03), ("tx", 0.015), ("ty", 0.015)):
         seq_cond[k] = seq_cond[k] + rng.normal(0, sd, n_seq).astype(np.float32)
     ramp = (np.arange(t) / max(t - 1, 1)) ** 1.3  # frame 0 neutral, last frame at peak
