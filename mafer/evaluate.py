@@ -238,15 +238,21 @@ def bn_recalibrated(model: torch.nn.Module, batches: Iterable[tuple[Tensor, Tens
 
     The diagnostic of AdaBN (Li et al., 2016), not the paper's protocol: everything else in the
     network is unchanged, and ``model`` itself is left as it was."""
-    copied = copy.deepcopy(model).eval()
-    norms = [m for m in copied.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over every batch, whatever their number
-        m.train()
-    for images, _ in batches:
-        copied(preprocess(images.to(device, non_blocking=True), mean_bgr))
+    copied = bn_measuring_copy(model)
+    run_model(copied, batches, mean_bgr, device)
     return copied.eval()
+
+
+def bn_measuring_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose BatchNorm layers start empty and average what they see (train mode,
+    ``momentum=None``); the rest in eval mode. Call ``.eval()`` on it once it has seen the images."""
+    copied = copy.deepcopy(model).eval()
+    for m in copied.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over every batch, whatever their number
+            m.train()
+    return copied
 
 
 def worker_error_message(exc: MaferError) -> str:
@@ -422,12 +428,14 @@ def _evaluate_many(dataset: str, data_dir: str | os.PathLike,
             recalibrate = bn_recalibration and r != "native"
             batches = read_batches(loader) if recalibrate else loader
             models = [(opened[i].model, opened[i].meta["mean_bgr"]) for i in members]
-            outputs = run_models(models, batches, dev)
+            # the copies measure their statistics in the same pass as the plain test (`bn_recalibrated`)
+            copies = [(bn_measuring_copy(model), mean) for model, mean in models] if recalibrate else []
+            outputs = run_models(models + copies, batches, dev)
             for i, (logits, labels) in zip(members, outputs):
                 logits_of[i].append((r, logits, labels))
             if recalibrate:
-                copies = [(bn_recalibrated(model, batches, mean, dev), mean) for model, mean in models]
-                for i, (logits, _) in zip(members, run_models(copies, batches, dev)):
+                adapted = [(copied.eval(), mean) for copied, mean in copies]
+                for i, (logits, _) in zip(members, run_models(adapted, batches, dev)):
                     recalibrated_of[i][str(r)] = logits
     is_kfold = dataset_info(dataset).has_folds
     out = []
