@@ -39,6 +39,9 @@ def test_print_config_names_the_source_of_every_value(tmp_path: Path, capsys: py
     # a flag beats the file, the file beats the preset
     rows = print_config(capsys, "step2", "--preset", "demo", "--config", str(run_yaml), "--epochs", "2")
     assert rows["epochs"] == ("2", "flag --epochs")
+    # a switch is named as it was given
+    assert print_config(capsys, "step2", "--no-augment")["augment"] == ("False", "flag --no-augment")
+    assert print_config(capsys, "step2", "--augment")["augment"] == ("True", "flag --augment")
 
 
 def test_the_recipe_fills_only_what_was_not_given() -> None:
@@ -95,6 +98,24 @@ def test_help_shows_defaults_and_names_presets_and_recipes(capsys: pytest.Captur
     for row in ("step1 cr vggface2:", "step1 base vggface2 from scratch:", "step1 cr-simplified affwild2:"):
         assert row in text
     assert "step2:" not in text
+
+
+def test_each_step_offers_only_the_options_it_reads(capsys: pytest.CaptureFixture) -> None:
+    step1_only = ("--mode", "--cr-lambda", "--lower-p", "--curriculum-start", "--curriculum-step",
+                  "--curriculum-stop", "--curriculum-every", "--val-resolution")
+    with pytest.raises(SystemExit):
+        main(["step2", "--help"])
+    text = capsys.readouterr().out
+    assert not [flag for flag in step1_only if f"{flag} " in text]
+    assert "--dataset {fer2013,rafdb,oulucasia}" in text and "vggface2" not in text
+    with pytest.raises(SystemExit):
+        main(["step1", "--help"])
+    text = capsys.readouterr().out
+    assert all(f"{flag} " in text for flag in step1_only) and "--fold " not in text and "fer2013" not in text
+    # a step-1 option given to step 2 is refused in one line, before anything runs
+    with pytest.raises(SystemExit) as stopped:
+        main(["step2", "--dataset", "rafdb", "--cr-lambda", "0.2", "--print-config"])
+    assert stopped.value.code == 2 and "unrecognized arguments: --cr-lambda 0.2" in capsys.readouterr().err
 
 
 def test_arch_flag_reaches_the_config_and_the_old_model_name_still_works(

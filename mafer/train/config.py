@@ -416,7 +416,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- command line
 _CLI_SKIP = {"stage"}  # set by the command itself
-_STAGE_ONLY = {"step1": {"fold", "folds", "protocol", "order"}, "step2": {"mode"}}  # flags the other stage lacks
+# the flags each command lacks: the options the other step alone reads (step 2 never lowers its
+# training images, has no teacher and validates at full resolution only)
+_STAGE_ONLY = {"step1": {"fold", "folds", "protocol", "order"},
+               "step2": {"mode", "cr_lambda", "lower_p", "curriculum_start", "curriculum_step", "curriculum_stop",
+                         "curriculum_every", "val_resolution"}}
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
@@ -454,6 +458,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
         choices = f.metadata["choices"]
         if f.name == "dataset":
             choices = STEP1_DATASETS if stage == "step1" else STEP2_DATASETS
+            help_ = "the dataset this step trains on" + (f" (default: {default})" if default in choices else "")
         flag = "--" + f.name.replace("_", "-")
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
@@ -548,7 +553,11 @@ def config_from_args(args: argparse.Namespace, stage: str) -> TrainConfig:
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
              if f.name not in _CLI_SKIP and getattr(args, f.name, None) is not None}
     cfg = cfg.updated(given, source="command line")
-    return cfg._replaced({}, {name: "flag --" + name.replace("_", "-") for name in given} | {"stage": "command"})
+    def flag(name: str) -> str:
+        off = field_types()[name] is bool and given[name] is False
+        return "flag --" + ("no-" if off else "") + name.replace("_", "-")
+
+    return cfg._replaced({}, {name: flag(name) for name in given} | {"stage": "command"})
 
 
 def resumable_fields() -> frozenset[str]:
