@@ -174,3 +174,12 @@ def test_demo_mechanism_probes_a_finished_run(smoke_run: Path) -> None:
     assert all(len(cells) == 2 and all(0 <= c <= 100 for c in cells) for cells in rows.values())
     # the majority rate does not depend on the resolution; the others are fitted at each one
     assert rows["majority class"][0] == rows["majority class"][1]
+
+
+def test_learn_8px_trains_the_architecture_and_a_linear_model_on_the_same_faces() -> None:
+    spec = importlib.util.spec_from_file_location("demo_mechanism", ROOT / "benchmarks" / "demo_mechanism.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    first = module.learn_8px("senet_tiny", seed=0, epochs=1, n_train=70, n_test=35)
+    assert first == module.learn_8px("senet_tiny", seed=0, epochs=1, n_train=70, n_test=35)  # seeded
+    assert all(0.0 <= accuracy <= 1.0 and abs(accuracy * 35 - round(accuracy * 35)) < 1e-6 for accuracy in first)
