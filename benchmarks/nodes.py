@@ -64,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if len(args.nodes) > 2:
         parser.error("give one nodes.json, or two to compare")
-    runs = [per_kind(json.loads(p.read_text()), p.parent) for p in args.nodes]
+    runs = []
+    for path in args.nodes:
+        try:
+            runs.append(per_kind(json.loads(path.read_text()), path.parent))
+        except (OSError, ValueError) as exc:
+            parser.error(f"{path}: cannot read a nodes.json ({exc.strerror if isinstance(exc, OSError) else exc}); "
+                         "`mafer reproduce` writes one when a run ends")
     kinds = list(dict.fromkeys(k for run in runs for k in run))
     labels = ["", ""] if len(runs) == 1 else [" before", " after"]
     header = ["kind", "nodes"] + [f"{what}{label} (s)" for label in labels[:len(runs)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,24 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _share_cores_between_workers() -> None:
+    """Under pytest-xdist, each worker's torch, BLAS and numba take their share of the cores
+    (at least one thread), unless the user set the thread count.
+
+    Their defaults take every core in every worker, and OpenMP threads that outnumber the cores
+    spin against each other: a test that trains for 5 s alone took 88 s beside another worker.
+    Read at import by the libraries, so set before any test imports them; pipelines that tests
+    start set their nodes' own threads (`mafer.pipeline.run_notebook`)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            os.environ.setdefault(var, threads)
+
+
+_share_cores_between_workers()
 
 # Tests that share one expensive session fixture run on one pytest-xdist worker (`make test`
 # runs `pytest -n 2 --dist loadgroup`), so the fixture is built once, not once per worker, and

@@ -183,3 +183,7 @@ def test_learn_8px_trains_the_architecture_and_a_linear_model_on_the_same_faces(
     first = module.learn_8px("senet_tiny", seed=0, epochs=1, n_train=70, n_test=35)
     assert first == module.learn_8px("senet_tiny", seed=0, epochs=1, n_train=70, n_test=35)  # seeded
     assert all(0.0 <= accuracy <= 1.0 and abs(accuracy * 35 - round(accuracy * 35)) < 1e-6 for accuracy in first)
+    missing = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "nodes.py"), str(tmp_path / "none" / "nodes.json")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert f"{tmp_path / 'none' / 'nodes.json'}: cannot read a nodes.json" in missing.stderr
