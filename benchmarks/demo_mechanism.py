@@ -35,7 +35,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from mafer.datasets import get_dataset  # noqa: E402
-from mafer.evaluate import LoweredEvalTransform, parse_resolutions  # noqa: E402
+from mafer.evaluate import LoweredEvalTransform, parse_resolutions, run_model  # noqa: E402
 from mafer.models import create_model, model_from_checkpoint, preprocess  # noqa: E402
 from mafer.paper_models import MODELS  # noqa: E402
 
@@ -63,9 +63,10 @@ def gray_view(images: torch.Tensor) -> np.ndarray:
     return F.adaptive_avg_pool2d(images.float().mean(1, keepdim=True), 12).flatten(1).numpy()
 
 
-@torch.no_grad()
 def features(model: torch.nn.Module, images: torch.Tensor, mean_bgr) -> np.ndarray:
-    return torch.cat([model.forward_features(preprocess(b, mean_bgr)) for b in images.split(256)]).numpy()
+    """The pooled features of ``images`` as the pipeline's embeddings take them (`run_model`)."""
+    batches = [(b, torch.zeros(len(b))) for b in images.split(256)]
+    return run_model(model, batches, mean_bgr, torch.device("cpu"), features=True)[0].numpy()
 
 
 def learn_8px(arch: str, seed: int, epochs: int, n_train: int = 1400, n_test: int = 210,

@@ -26,7 +26,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -195,36 +195,41 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int, device: torch.d
 
 
 @torch.no_grad()
-def run_model(model: torch.nn.Module, loader: DataLoader, mean_bgr: Sequence[float], device: torch.device,
-              features: bool = False) -> tuple[Tensor, Tensor]:
-    """Logits (or pooled features with ``features=True``) and labels of every batch, on the CPU."""
+def run_model(model: torch.nn.Module, loader: Iterable[tuple[Tensor, Any]], mean_bgr: Sequence[float],
+              device: torch.device, features: bool = False) -> tuple[Tensor, Tensor]:
+    """Logits (or pooled features with ``features=True``) and labels of every ``(uint8 images
+    [B, 3, H, W], labels)`` batch of ``loader`` (a DataLoader or a list), on the CPU."""
     return run_models([(model, mean_bgr)], loader, device, features)[0]
 
 
 @torch.no_grad()
-def run_models(models: Sequence[tuple[torch.nn.Module, Sequence[float]]], loader: DataLoader, device: torch.device,
-               features: bool = False) -> list[tuple[Tensor, Tensor]]:
+def run_models(models: Sequence[tuple[torch.nn.Module, Sequence[float]]], loader: Iterable[tuple[Tensor, Any]],
+               device: torch.device, features: bool = False) -> list[tuple[Tensor, Tensor]]:
     """`run_model` of each ``(model, mean_bgr)`` over one pass of ``loader``: every batch is
     read once and given to each network in turn."""
     outputs: list[list[Tensor]] = [[] for _ in models]
     labels = []
-    try:
-        for images, targets in loader:
-            images = images.to(device, non_blocking=True)
-            for kept, (model, mean_bgr) in zip(outputs, models):
-                x = preprocess(images, mean_bgr)
-                kept.append((model.forward_features(x) if features else model(x)).float().cpu())
-            labels.append(torch.as_tensor(targets))
-    except MaferError as exc:
-        raise MaferError(worker_error_message(exc)) from None
+    for images, targets in loader_batches(loader):
+        images = images.to(device, non_blocking=True)
+        for kept, (model, mean_bgr) in zip(outputs, models):
+            x = preprocess(images, mean_bgr)
+            kept.append((model.forward_features(x) if features else model(x)).float().cpu())
+        labels.append(targets)
     return [(torch.cat(kept), torch.cat(labels)) for kept in outputs]
 
 
 def read_batches(loader: DataLoader) -> list[tuple[Tensor, Tensor]]:
     """Every ``(images, labels)`` batch of ``loader`` in memory (uint8 images: a 3,000-face test set
     at 224 px is about 450 MB)."""
+    return list(loader_batches(loader))
+
+
+def loader_batches(loader: Iterable[tuple[Tensor, Any]]) -> Iterator[tuple[Tensor, Tensor]]:
+    """The ``(images, labels tensor)`` batches of ``loader`` (a DataLoader or a list of batches); a
+    MaferError raised in a DataLoader worker arrives as its own one-line message."""
     try:
-        return [(images, torch.as_tensor(targets)) for images, targets in loader]
+        for images, targets in loader:
+            yield images, torch.as_tensor(targets)
     except MaferError as exc:
         raise MaferError(worker_error_message(exc)) from None
 

@@ -79,7 +79,7 @@ def test_the_cap_changes_only_the_amount_of_work(tmp_path, capsys):
     printed = capsys.readouterr().err
     # the profile: only amounts of work (and the run's name and cap label) differ
     differing = {k for k in paper.keys() | capped.keys() if paper.get(k) != capped.get(k)} - {"step1", "step2"}
-    assert differing <= {"name", "cap", "run_folds", "max_test_images", "threads", "workers"}
+    assert differing <= {"name", "cap", "run_folds", "max_test_images", "bn_recalibrated", "threads", "workers"}
     assert capped["name"] == "paper-cap-smoke" and capped["cap"] == "smoke"
     assert capped["run_folds"] == paper["run_folds"][:2] and capped["folds"] == paper["folds"] == 10
     for key in ("image_size", "resolutions", "preset", "base_weights", "datasets", "embeddings", "protocol"):
@@ -98,6 +98,7 @@ def test_the_cap_changes_only_the_amount_of_work(tmp_path, capsys):
     assert "cap smoke: only the amount of work differs" in printed
     assert "run_folds: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] -> [1, 2]" in printed
     assert "step2.common.max_steps: None -> 1" in printed and "max_test_images: None -> 7" in printed
+    assert "bn_recalibrated: None -> False" in printed  # the diagnostic, not the paper's protocol
 
 
 def test_a_cap_reaches_per_model_sections_and_command_line_overrides_win(tmp_path):
@@ -207,6 +208,7 @@ def test_capped_paper_graph_fills_every_cell_with_the_papers_settings(paper_chec
         record = json.loads(path.read_text())
         assert record["image_size"] == 224 and list(record["resolutions"]) == PAPER_RESOLUTIONS, path
         assert record["max_images"] == 7 and record["resolutions"]["native"]["n"] <= 7
+        assert "bn_recalibrated" not in record["resolutions"]["8"]  # the cap leaves the diagnostic out
         info = dataset_info(record["dataset"])
         assert record["classes"] == list(info.classes)
     from mafer.models import load_checkpoint

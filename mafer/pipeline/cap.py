@@ -1,7 +1,8 @@
 """Caps: run a profile's whole graph for real with less work per node (``mafer reproduce --cap``).
 
 A cap changes only *how much* each node does: optimizer steps, images per step, test images per
-evaluation, which of the profile's folds are trained, and processes/threads. Everything that
+evaluation, which of the profile's folds are trained, whether the evaluations add the BatchNorm
+diagnostic (not the paper's protocol), and processes/threads. Everything that
 defines the method stays the profile's: network, input size, transforms, weight file, presets,
 learning rates, epochs (the schedule still follows them), test resolutions, aggregation. So
 ``mafer reproduce --profile paper --cap smoke --data-dir DATA --config base_weights=W.pkl``
@@ -21,16 +22,19 @@ from mafer.errors import MaferError
 # Training options (TrainConfig fields) a cap may set, in every step1/step2 section of a profile.
 TRAIN_WORK_KEYS = frozenset({"max_steps", "batch_size", "accum_steps", "workers"})
 # Profile entries a cap may set.
-PROFILE_WORK_KEYS = frozenset({"run_folds", "max_test_images", "threads", "workers"})
+PROFILE_WORK_KEYS = frozenset({"run_folds", "max_test_images", "bn_recalibrated", "threads", "workers"})
 CAPPABLE = PROFILE_WORK_KEYS | {"train"}
 
 CAPS: dict[str, dict[str, Any]] = {
     # Every node of a profile in seconds on a CPU: one optimizer step of two images (BatchNorm
-    # needs more than one), one test image per class, 2 of the folds. Folder datasets are
-    # read in the node's own process (workers 0) with threads = cores / parallel nodes.
+    # needs more than one), one test image per class, 2 of the folds, no BatchNorm diagnostic
+    # (not the paper's protocol; it takes two of every three forward passes of a test, and the
+    # smoke profile runs it). Folder datasets are read in the node's own process (workers 0)
+    # with threads = cores / parallel nodes.
     "smoke": {
         "train": {"max_steps": 1, "batch_size": 2, "accum_steps": 1, "workers": 0},
         "max_test_images": 7,
+        "bn_recalibrated": False,
         "run_folds": "first 2",
         "threads": None,
         "workers": 0,
