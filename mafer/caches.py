@@ -18,7 +18,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["use_writable_caches", "writable_cache_home"]
+__all__ = ["THREAD_VARIABLES", "use_writable_caches", "writable_cache_home"]
+
+# Where torch (OpenMP), NumPy/scikit-learn (MKL or OpenBLAS) and numba read their thread counts,
+# once, at import: set them before a process or kernel imports those libraries.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 def _writable(folder: Path) -> bool:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mafer.caches import THREAD_VARIABLES
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -24,7 +26,7 @@ def _share_cores_between_workers() -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         threads = str(max(1, (os.cpu_count() or 1) // workers))
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        for var in THREAD_VARIABLES:
             os.environ.setdefault(var, threads)
 
 

@@ -27,7 +27,7 @@ os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")
 
 from traitlets.config import Config  # noqa: E402
 
-from mafer.caches import use_writable_caches  # noqa: E402
+from mafer.caches import THREAD_VARIABLES, use_writable_caches  # noqa: E402
 from mafer.errors import MaferError  # noqa: E402
 from mafer.pipeline import paths  # noqa: E402
 
@@ -156,8 +156,7 @@ def execute(notebook: Path, output: Path, parameters: dict, *, threads: int, fai
                   file=sys.stderr)
             parameters = parameters | {"options": dict(parameters.get("options") or {}, resume=True)}
 
-    # torch, numpy and sklearn in the kernel read these at import: one job = `threads` cores
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    for var in THREAD_VARIABLES:  # the kernel inherits them: one job = `threads` cores
         os.environ[var] = str(threads)
     output.parent.mkdir(parents=True, exist_ok=True)
     record = failure_record_path(failed_dir, output)
