@@ -32,18 +32,6 @@ import numpy as np
 
 from mafer.datasets import dataset_info
 from mafer.errors import MaferError
-from mafer.evaluate import (
-    LoweredEvalTransform,
-    add_data_arguments,
-    checkpoint_image_size,
-    default_workers,
-    limited,
-    make_loader,
-    open_checkpoint_and_data,
-    parse_resolutions,
-    run_model,
-)
-from mafer.device import pick_device
 from mafer.paper_models import model_from_path
 
 METHODS = ("tsne", "umap")
@@ -64,6 +52,12 @@ def extract_features(dataset: str, data_dir: str | os.PathLike, checkpoint: str 
     With ``skip_bad`` unreadable images are left out (see ``mafer.evaluate.open_test_data``);
     ``max_images`` keeps that many, every class in turn (``mafer.evaluate.class_interleaved``).
     """
+    # torch and torchvision (seconds of start-up) only here: reading or drawing an embeddings
+    # file, as the results node does, needs neither
+    from mafer.device import pick_device
+    from mafer.evaluate import (LoweredEvalTransform, checkpoint_image_size, default_workers, limited, make_loader,
+                                open_checkpoint_and_data, parse_resolutions, run_model)
+
     (resolution,) = parse_resolutions([resolution])
     dev = pick_device(device)
     model, meta, data, _, _ = open_checkpoint_and_data(dataset, data_dir, checkpoint, split, fold, folds, protocol,
@@ -226,6 +220,8 @@ def load_embeddings(path: str | os.PathLike) -> Embeddings:
 # ---------------------------------------------------------------------------------- CLI
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mafer.evaluate import add_data_arguments
+
     add_data_arguments(parser)
     parser.add_argument("--resolution", default="native", help="test resolution of the faces (native, 8, 16, ...)")
     parser.add_argument("--methods", default="tsne,umap", help="projections to compute: tsne, umap (comma-separated)")

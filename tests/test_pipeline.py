@@ -449,6 +449,10 @@ def test_every_node_pays_only_for_the_libraries_it_uses():
     training = ("from mafer.models import load_checkpoint\nfrom mafer.pipeline import views\n"
                 "from mafer.train import TrainConfig, run_step2, run_step1\nimport mafer.train.engine")
     assert _imported_by(training, heavy) == ["torch"]
+    # the results notebook's imports and its reading of the embeddings file: statistics, no network
+    results = ("from mafer.aggregate import aggregate, write_paired\nfrom mafer.figures import plot_confusion_matrices"
+               "\nfrom mafer.stats import METHOD\nfrom mafer.pipeline import views\nfrom mafer.embed import load_embeddings")
+    assert _imported_by(results, heavy) == ["scipy"]
 
 
 def test_progress_lines_follow_snakemakes_count_without_a_terminal():
