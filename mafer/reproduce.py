@@ -688,23 +688,24 @@ def relay_progress(lines: Iterable[str], out: TextIO, start: float, clock: Calla
     add ``mafer reproduce: N/M nodes done, <elapsed> elapsed, about <left> left``.
 
     The time left is the mean time per finished node so far times the nodes left (nodes run
-    side by side count as they finish). Written line by line, so it shows with or without a
-    terminal (a CI log, ``| tee``, a SLURM job's output)."""
+    side by side count as they finish), shown once a tenth of the nodes (at least 3) are done:
+    the first nodes (the synthetic data, the base network) run alone and are the longest, so a
+    mean over them alone overstates the rest several times over. Written line by line, so it
+    shows with or without a terminal (a CI log, ``| tee``, a SLURM job's output)."""
     for line in lines:
         out.write(line)
         if match := _STEPS_DONE.match(line.strip()):
             done, total = int(match.group(1)), int(match.group(2))
             elapsed = max(clock() - start, 0.0)
-            left = elapsed / done * (total - done) if done else float("nan")
-            out.write(f"mafer reproduce: {done}/{total} nodes done, {_duration(elapsed)} elapsed, "
-                      f"about {_duration(left)} left\n")
+            first_estimate = max(3, -(-total // 10))
+            left = (f"about {_duration(elapsed / done * (total - done))} left" if done >= first_estimate
+                    else f"time left shown from {first_estimate} nodes on")
+            out.write(f"mafer reproduce: {done}/{total} nodes done, {_duration(elapsed)} elapsed, {left}\n")
         out.flush()
 
 
 def _duration(seconds: float) -> str:
     """``"42 s"``, ``"3 min 05 s"``, ``"1 h 02 min"``."""
-    if seconds != seconds:  # nan: nothing to estimate from yet
-        return "?"
     seconds = round(seconds)
     if seconds < 60:
         return f"{seconds} s"

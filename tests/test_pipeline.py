@@ -459,13 +459,15 @@ def test_progress_lines_follow_snakemakes_count_without_a_terminal():
     from mafer.reproduce import relay_progress
 
     out = io.StringIO()  # what a CI log or a pipe gets: no terminal
-    clock = iter([30.0, 100.0])
+    clock = iter([30.0, 40.0, 100.0])
     relay_progress(["Building DAG of jobs...\n", "1 of 4 steps (25%) done\n", "rule step1:\n",
-                    "2 of 4 steps (50%) done\n"], out, start=0.0, clock=lambda: next(clock))
+                    "2 of 4 steps (50%) done\n", "3 of 4 steps (75%) done\n"], out, start=0.0, clock=lambda: next(clock))
     lines = out.getvalue().splitlines()
     assert lines[0] == "Building DAG of jobs..."  # Snakemake's own lines pass through unchanged
-    assert lines[2] == "mafer reproduce: 1/4 nodes done, 30 s elapsed, about 1 min 30 s left"
-    assert lines[-1] == "mafer reproduce: 2/4 nodes done, 1 min 40 s elapsed, about 1 min 40 s left"
+    # no estimate from the first, longest nodes alone
+    assert lines[2] == "mafer reproduce: 1/4 nodes done, 30 s elapsed, time left shown from 3 nodes on"
+    assert lines[5] == "mafer reproduce: 2/4 nodes done, 40 s elapsed, time left shown from 3 nodes on"
+    assert lines[-1] == "mafer reproduce: 3/4 nodes done, 1 min 40 s elapsed, about 33 s left"
 
 
 def test_node_records_split_wall_time_into_startup_and_work(tmp_path):
@@ -539,7 +541,8 @@ def test_smoke_pipeline_writes_summary_and_every_executed_notebook(smoke_project
     assert "30 notebook node(s) ran" in log and f"summary: {work / 'summary.json'}" in log
     assert "without encryption" not in log and "Traceback" not in log
     # a progress line per finished node, without a terminal (the fixture captures the output)
-    progress = re.findall(r"^mafer reproduce: (\d+)/(\d+) nodes done, .+ elapsed, about .+ left$", log, re.M)
+    progress = re.findall(r"^mafer reproduce: (\d+)/(\d+) nodes done, .+ elapsed, (?:about .+ left|time left shown "
+                          r"from 4 nodes on)$", log, re.M)
     assert [int(done) for done, _ in progress] == list(range(1, 34)) and {total for _, total in progress} == {"33"}
     # every node's wall time, split into start-up (process, kernel, imports) and work
     nodes = json.loads((work / "nodes.json").read_text())
