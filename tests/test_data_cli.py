@@ -117,7 +117,7 @@ def test_check_all_on_the_complete_synthetic_set(smoke_data, capsys):
         assert all(not row["matches"] for row in r["comparisons"])
     assert reports["rafdb"]["comparisons"][0]["expected"]["Happiness"] == 4772
     rc, out, _ = run_cli(capsys, "check", "--dataset", "rafdb", "--data-dir", str(smoke_data))
-    assert rc == 0 and "variant: release (EmoLabel/list_patition_label.txt" in out and "train+val: 70 of 12271" in out
+    assert rc == 0 and "variant: release (EmoLabel/list_patition_label.txt" in out and "train+val: 70 found, 12271 in the release" in out
     assert out.strip().splitlines()[-1].startswith("  verdict: usable, but numbers are not comparable")
 
 
@@ -128,6 +128,8 @@ def test_check_reports_the_release_counts_as_a_match(monkeypatch, smoke_data, ca
     monkeypatch.setitem(check.REFERENCES, "fer2013", check.Reference("test", "test", counts))
     report = check.check_dataset("fer2013", smoke_data)
     assert report["verdict"] == check.MATCHES
+    n_test = sum(counts["test"].values())
+    assert f"    test: {n_test} found, {n_test} in the release: as in the release" in check.format_report(report)
 
 
 def test_check_on_a_damaged_set(smoke_data, tmp_path, capsys):

@@ -237,11 +237,11 @@ def format_report(report: dict[str, Any]) -> str:
                 found_total = sum(found.values()) if isinstance(found, dict) else found
                 diff = [f"{c} {found.get(c, 0)}/{n}" for c, n in expected.items()
                         if isinstance(found, dict) and found.get(c, 0) != n]
-                detail = f"{found_total} of {sum(expected.values())}" + (
-                    f" (found/expected: {', '.join(diff)})" if diff else "")
+                detail = f"{found_total} found, {sum(expected.values())} in the release" + (
+                    f" (per class, found/release: {', '.join(diff)})" if diff else "")
             else:
-                detail = f"{found} of {expected}"
-            lines.append(f"    {what}: {detail} {'ok' if row['matches'] else 'differs'}")
+                detail = f"{found} found, {expected} in the release"
+            lines.append(f"    {what}: {detail}: {'as in the release' if row['matches'] else 'differs'}")
         for key, n in report["dropped"].items():
             lines.append(f"  dropped ({key}): {n}")
         lines.append(f"  missing or unreadable: {len(report['bad_items'])}")
