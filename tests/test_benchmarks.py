@@ -194,3 +194,10 @@ def test_the_demo_architecture_learns_8px_faces() -> None:
     assert all(0.0 <= accuracy <= 1.0 and abs(accuracy * 35 - round(accuracy * 35)) < 1e-6 for accuracy in first)
     network, linear = module.learn_8px("senet_tiny", seed=0, epochs=12, n_train=700, n_test=210)
     assert network > 0.25 and linear > 0.25, (network, linear)
+    # the command the README's data-size rows come from prints what the function returns
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_mechanism.py"), "--learn-8px", "--seeds", "0",
+                           "--epochs", "1", "--n-train", "70", "--n-test", "35"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "on 35 new synthetic RAF-DB faces at 8 px" in proc.stdout and "trained on 70 at 8 px" in proc.stdout
+    assert f"| 0 | {100 * first[0]:.1f} | {100 * first[1]:.1f} |" in proc.stdout
